@@ -1,0 +1,211 @@
+"""Configuration as data: frozen dataclasses, YAML presets, ``key.sub=value`` overrides.
+
+Every stage has a frozen dataclass config. A config is built from a YAML preset (a file path, or
+the name of a preset shipped in ``must/configs/``) plus command-line overrides, validated field by
+field: an unknown key or a value of the wrong type is refused with a message naming the key and
+the valid choices. The resolved config is written next to the run's outputs (STYLE.md, practice 4).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, Literal, TypeVar, get_args, get_origin, get_type_hints
+
+import yaml
+
+PRESET_DIR = Path(__file__).parent / "configs"
+
+T = TypeVar("T")
+
+
+class ConfigError(ValueError):
+    """A config key or value that does not fit the schema; the message names the key."""
+
+
+def preset_names() -> list[str]:
+    return sorted(p.stem for p in PRESET_DIR.glob("*.yaml"))
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    """Reads a preset by path or by shipped name (``demo`` -> ``must/configs/demo.yaml``)."""
+    candidate = Path(path)
+    if not candidate.exists() and (PRESET_DIR / f"{path}.yaml").exists():
+        candidate = PRESET_DIR / f"{path}.yaml"
+    if not candidate.exists():
+        raise ConfigError(f"config '{path}' not found; shipped presets: {', '.join(preset_names())}")
+    try:
+        data = yaml.safe_load(candidate.read_text()) or {}
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{candidate}: not valid YAML: {error}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{candidate}: top level must be a mapping, got {type(data).__name__}")
+    return data
+
+
+def apply_overrides(data: dict[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
+    """Applies ``a.b.c=value`` overrides (value parsed as YAML) to a nested dict, returning a copy."""
+    result = _deep_copy(data)
+    for override in overrides:
+        if "=" not in override:
+            raise ConfigError(f"override '{override}' is not of the form key.sub=value")
+        dotted, raw_value = override.split("=", 1)
+        keys = dotted.strip().split(".")
+        node = result
+        for key in keys[:-1]:
+            child = node.get(key)
+            if not isinstance(child, dict):
+                child = {}
+                node[key] = child
+            node = child
+        try:
+            node[keys[-1]] = yaml.safe_load(raw_value) if raw_value != "" else ""
+        except yaml.YAMLError:
+            node[keys[-1]] = raw_value
+    return result
+
+
+def merge(base: Mapping[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
+    """Recursive dict merge: values of ``update`` win; nested mappings merge."""
+    result = _deep_copy(dict(base))
+    for key, value in update.items():
+        if isinstance(value, Mapping) and isinstance(result.get(key), Mapping):
+            result[key] = merge(result[key], value)
+        else:
+            result[key] = _deep_copy(value)
+    return result
+
+
+def from_dict(cls: type[T], data: Mapping[str, Any] | None, path: str = "") -> T:
+    """Builds dataclass ``cls`` from ``data``, checking every key and type."""
+    data = {} if data is None else data
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{path or '<root>'}: expected a mapping, got {data!r}")
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        where = f"{path}." if path else ""
+        raise ConfigError(
+            f"unknown config key '{where}{unknown[0]}'; valid keys: {', '.join(sorted(fields))}"
+        )
+    hints = get_type_hints(cls)
+    values = {}
+    for name, value in data.items():
+        values[name] = _convert(hints[name], value, f"{path}.{name}" if path else name)
+    try:
+        return cls(**values)
+    except (TypeError, ValueError) as error:
+        raise ConfigError(f"{path or cls.__name__}: {error}") from None
+
+
+def to_dict(config: Any) -> Any:
+    """Plain-data form of a config (dataclasses -> dicts, tuples -> lists) for YAML / JSON."""
+    if dataclasses.is_dataclass(config) and not isinstance(config, type):
+        return {f.name: to_dict(getattr(config, f.name)) for f in dataclasses.fields(config)}
+    if isinstance(config, Mapping):
+        return {str(k): to_dict(v) for k, v in config.items()}
+    if isinstance(config, (list, tuple)):
+        return [to_dict(v) for v in config]
+    if isinstance(config, Path):
+        return str(config)
+    return config
+
+
+def save(config: Any, path: str | Path) -> None:
+    """Writes the resolved config as YAML (atomically) so every run records what it ran with."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_suffix(path.suffix + ".tmp")
+    temporary.write_text(yaml.safe_dump(to_dict(config), sort_keys=False))
+    temporary.replace(path)
+
+
+def load(cls: type[T], preset: str | Path | None = None, overrides: Sequence[str] = (),
+         section: str | None = None) -> T:
+    """Preset (optional) + overrides -> validated config. ``section`` picks a sub-mapping."""
+    data = read_yaml(preset) if preset else {}
+    if section is not None:
+        data = data.get(section, {}) or {}
+    return from_dict(cls, apply_overrides(data, overrides))
+
+
+def replace(config: T, **changes: Any) -> T:
+    return dataclasses.replace(config, **changes)
+
+
+def _convert(hint: Any, value: Any, path: str) -> Any:
+    origin = get_origin(hint)
+    args = get_args(hint)
+    if hint is Any:
+        return value
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _convert(arg, value, path)
+            except ConfigError as error:
+                errors.append(str(error))
+        raise ConfigError(errors[0] if len(errors) == 1 else f"{path}: {value!r} fits none of {hint}")
+    if origin is Literal:
+        if value not in args:
+            raise ConfigError(f"{path}: {value!r} is not valid; choose one of {', '.join(map(str, args))}")
+        return value
+    if dataclasses.is_dataclass(hint):
+        return from_dict(hint, value, path)
+    if origin in (tuple, list, Sequence) or hint in (tuple, list):
+        if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
+            raise ConfigError(f"{path}: expected a list, got {value!r}")
+        if origin is tuple and len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_convert(args[0], v, f"{path}[{i}]") for i, v in enumerate(value))
+        if origin is tuple and args:
+            if len(args) != len(value):
+                raise ConfigError(f"{path}: expected {len(args)} items, got {len(value)}")
+            return tuple(_convert(a, v, f"{path}[{i}]") for i, (a, v) in enumerate(zip(args, value)))
+        item = args[0] if args else Any
+        converted = [_convert(item, v, f"{path}[{i}]") for i, v in enumerate(value)]
+        return tuple(converted) if origin is tuple or hint is tuple else converted
+    if origin in (dict, Mapping) or hint is dict:
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{path}: expected a mapping, got {value!r}")
+        key_type, value_type = args if args else (Any, Any)
+        return {_convert(key_type, k, path): _convert(value_type, v, f"{path}.{k}") for k, v in value.items()}
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{path}: expected true or false, got {value!r}")
+    if hint is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise ConfigError(f"{path}: expected an integer, got {value!r}")
+    if hint is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        raise ConfigError(f"{path}: expected a number, got {value!r}")
+    if hint is str:
+        if isinstance(value, str):
+            return value
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return str(value)
+        raise ConfigError(f"{path}: expected a string, got {value!r}")
+    if hint is Path:
+        if isinstance(value, (str, Path)):
+            return Path(value)
+        raise ConfigError(f"{path}: expected a path, got {value!r}")
+    if isinstance(hint, type) and isinstance(value, hint):
+        return value
+    raise ConfigError(f"{path}: cannot interpret {value!r} as {hint}")
+
+
+def _deep_copy(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {k: _deep_copy(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_deep_copy(v) for v in value]
+    return value

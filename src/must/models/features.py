@@ -1,0 +1,67 @@
+"""What heads read from the shared trunk: C5, the FPN pyramid, and fused P2 (MuST sec. 3.3)."""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from functools import cached_property
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+
+@dataclass(frozen=True)
+class FeatureSpec:
+    """Shapes a head is built for."""
+
+    c5_channels: int
+    fpn_channels: int
+    levels: tuple[str, ...] = ("p2", "p3", "p4", "p5", "p6", "p7")
+    strides: dict[str, int] = field(
+        default_factory=lambda: {"p2": 4, "p3": 8, "p4": 16, "p5": 32, "p6": 64, "p7": 128}
+    )
+    stage_channels: tuple[int, ...] = ()
+    """Channels of C2..C5 (for heads that read the trunk directly, e.g. Doersch's lasso)."""
+
+
+class Features:
+    """One forward pass of backbone + FPN, shared by every head."""
+
+    def __init__(self, image_size: tuple[int, int], stages: OrderedDict[str, Tensor],
+                 pyramid: OrderedDict[str, Tensor]) -> None:
+        self.image_size = image_size
+        self.stages = stages
+        self.pyramid = pyramid
+
+    @property
+    def c5(self) -> Tensor:
+        return self.stages["c5"]
+
+    @cached_property
+    def fused_p2(self) -> Tensor:
+        """All pyramid levels upsampled to P2's resolution and summed (MuST sec. 3.3: "we
+        upsample all feature levels to P2 and sum them"). Computed once, read by every pixel head."""
+        p2 = self.pyramid["p2"]
+        fused = p2
+        for name, level in self.pyramid.items():
+            if name == "p2":
+                continue
+            fused = fused + F.interpolate(level, size=p2.shape[-2:], mode="bilinear", align_corners=False)
+        return fused
+
+    def select(self, index: Tensor) -> Features:
+        """The features of a subset of the batch (e.g. the images that have a detection target)."""
+        return Features(
+            self.image_size,
+            OrderedDict((k, v[index]) for k, v in self.stages.items()),
+            OrderedDict((k, v[index]) for k, v in self.pyramid.items()),
+        )
+
+    @property
+    def batch_size(self) -> int:
+        return int(next(iter(self.pyramid.values())).shape[0])
+
+    @property
+    def device(self) -> torch.device:
+        return next(iter(self.pyramid.values())).device

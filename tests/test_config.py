@@ -1,0 +1,67 @@
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import pytest
+
+from must import config
+
+
+@dataclass(frozen=True)
+class Inner:
+    lr: float = 0.1
+    steps: int = 10
+    mode: Literal["a", "b"] = "a"
+
+
+@dataclass(frozen=True)
+class Outer:
+    name: str = "x"
+    inner: Inner = field(default_factory=Inner)
+    sizes: tuple[int, ...] = (1, 2)
+    init: str | None = None
+    extra: dict[str, float] = field(default_factory=dict)
+
+
+def test_defaults_and_overrides() -> None:
+    cfg = config.from_dict(Outer, config.apply_overrides({}, ["inner.lr=0.5", "sizes=[3, 4]", "init=ckpt.pt"]))
+    assert cfg.inner.lr == 0.5 and cfg.inner.steps == 10
+    assert cfg.sizes == (3, 4)
+    assert cfg.init == "ckpt.pt"
+
+
+def test_int_is_accepted_as_float_but_not_the_reverse() -> None:
+    assert config.from_dict(Outer, {"inner": {"lr": 1}}).inner.lr == 1.0
+    with pytest.raises(config.ConfigError, match="inner.steps: expected an integer"):
+        config.from_dict(Outer, {"inner": {"steps": 1.5}})
+
+
+def test_unknown_key_names_key_and_valid_choices() -> None:
+    with pytest.raises(config.ConfigError) as error:
+        config.from_dict(Outer, config.apply_overrides({}, ["inner.lrr=0.5"]))
+    message = str(error.value)
+    assert "inner.lrr" in message and "lr, mode, steps" in message
+
+
+def test_wrong_type_and_bad_literal() -> None:
+    with pytest.raises(config.ConfigError, match="inner.lr: expected a number"):
+        config.from_dict(Outer, {"inner": {"lr": "fast"}})
+    with pytest.raises(config.ConfigError, match="choose one of a, b"):
+        config.from_dict(Outer, {"inner": {"mode": "c"}})
+
+
+def test_override_syntax_error() -> None:
+    with pytest.raises(config.ConfigError, match="key.sub=value"):
+        config.apply_overrides({}, ["inner.lr"])
+
+
+def test_save_round_trip(tmp_path: Path) -> None:
+    cfg = config.from_dict(Outer, {"inner": {"lr": 0.25}, "extra": {"depth": 2}})
+    config.save(cfg, tmp_path / "config.yaml")
+    again = config.load(Outer, tmp_path / "config.yaml")
+    assert again == cfg
+
+
+def test_missing_preset_lists_shipped_ones() -> None:
+    with pytest.raises(config.ConfigError, match="not found"):
+        config.read_yaml("no-such-preset")
