@@ -1,0 +1,166 @@
+"""The ``must`` command line: one verb per pipeline stage, each a thin layer over library code.
+
+    must world DOMAIN --out DIR        generate a dataset of the procedural world
+    must teach  --task T ...           train a single-task teacher          (MuST sec. 3.1)
+    must label  ...                    pseudo-label a shared image set       (MuST sec. 3.2)
+    must train  ...                    train the multi-task student          (MuST sec. 3.3-3.4)
+    must transfer ...                  fine-tune checkpoints on downstream tasks (sec. 4)
+    must report ...                    write the HTML / Markdown / JSON report
+    must demo                          all of the above on the embedded world
+
+Stage settings are frozen dataclass configs: ``--config PRESET`` (a YAML file or a shipped preset
+name) plus ``key.sub=value`` overrides after the flags; ``must <verb> --help`` lists them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from must.config import ConfigError
+
+VERBS: dict[str, Callable[[argparse.ArgumentParser], Callable[[argparse.Namespace], int]]] = {}
+
+
+def verb(name: str):
+    """Registers a verb builder in the one explicit dict of verbs (fails on duplicates)."""
+
+    def register(builder):
+        if name in VERBS:
+            raise ValueError(f"verb '{name}' defined twice")
+        VERBS[name] = builder
+        return builder
+
+    return register
+
+
+def _overrides_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("overrides", nargs="*", metavar="key.sub=value",
+                        help="config overrides, e.g. train.steps=200 model.width=0.5")
+
+
+def _config_argument(parser: argparse.ArgumentParser, default: str | None = None) -> None:
+    parser.add_argument("--config", default=default, metavar="PRESET",
+                        help="YAML preset: a path or a shipped name (demo, study, paper)"
+                        + (f"; default: {default}" if default else ""))
+
+
+@verb("world")
+def _world(parser: argparse.ArgumentParser) -> Callable[[argparse.Namespace], int]:
+    from must.world import DOMAINS
+
+    parser.description = (
+        "Generate one domain of the procedural 3-D world to disk in standard formats: ImageFolder "
+        "classes, COCO JSON boxes, PNG masks, 16-bit depth PNG (mm), normals .npy. Resumable: "
+        "files already written are kept.")
+    parser.add_argument("domain", choices=sorted(DOMAINS), help="which domain preset")
+    parser.add_argument("--out", required=True, type=Path, help="output directory")
+    parser.add_argument("--count", type=int, default=1000, help="number of images (default 1000)")
+    parser.add_argument("--size", type=int, default=64, help="image side in pixels (default 64)")
+    parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    parser.add_argument("--workers", type=int, default=1, help="processes to render with")
+
+    def run(args: argparse.Namespace) -> int:
+        from must.world import generate
+
+        if args.count <= 0 or args.size < 16:
+            raise ConfigError("--count must be positive and --size at least 16")
+        out = generate(args.domain, args.out, count=args.count, size=args.size, seed=args.seed,
+                       workers=args.workers)
+        print(f"wrote {args.count} '{args.domain}' images to {out}")
+        return 0
+
+    return run
+
+
+@verb("demo")
+def _demo(parser: argparse.ArgumentParser) -> Callable[[argparse.Namespace], int]:
+    parser.description = (
+        "Run the whole pipeline on the embedded procedural world: generate data, train teachers, "
+        "pseudo-label the shared pool, train the student, transfer, report.")
+    parser.add_argument("--preset", default="demo", help="demo (minutes on a CPU), study, paper")
+    parser.add_argument("--out", type=Path, default=Path("runs/demo"), help="run directory")
+    _overrides_argument(parser)
+
+    def run(args: argparse.Namespace) -> int:
+        from must.stages.demo import run_demo
+
+        return run_demo(args.preset, args.out, args.overrides)
+
+    return run
+
+
+def _not_built(name: str, issue: str) -> Callable[[argparse.ArgumentParser], Callable]:
+    def builder(parser: argparse.ArgumentParser) -> Callable[[argparse.Namespace], int]:
+        parser.description = f"{name}: not built yet ({issue})."
+        _overrides_argument(parser)
+
+        def run(args: argparse.Namespace) -> int:
+            print(f"must {name}: not built yet ({issue})", file=sys.stderr)
+            return 2
+
+        return run
+
+    return builder
+
+
+def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Callable[[argparse.Namespace], int]]]:
+    from must import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="must", description=__doc__.split("\n\n")[0] if __doc__ else None,
+        epilog="Run 'must VERB --help' for a verb's options.",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"must {__version__}")
+    subparsers = parser.add_subparsers(dest="verb", metavar="VERB")
+    runners = {}
+    summaries = _summaries()
+    for name in _verb_order():
+        builder = VERBS.get(name) or _not_built(name, "a later issue")
+        sub = subparsers.add_parser(name, help=summaries.get(name, ""),
+                                    formatter_class=argparse.RawDescriptionHelpFormatter)
+        runners[name] = builder(sub)
+    return parser, runners
+
+
+def _verb_order() -> list[str]:
+    return ["world", "teach", "label", "train", "transfer", "report", "demo"] + sorted(
+        set(VERBS) - {"world", "teach", "label", "train", "transfer", "report", "demo"})
+
+
+def _summaries() -> dict[str, str]:
+    return {
+        "world": "generate a dataset of the procedural world",
+        "teach": "train a single-task teacher (MuST sec. 3.1)",
+        "label": "pseudo-label an image set with teachers (sec. 3.2)",
+        "train": "train the multi-task student (sec. 3.3-3.4)",
+        "transfer": "fine-tune checkpoints on downstream tasks, grid search (sec. 4)",
+        "report": "write the HTML / Markdown / JSON report",
+        "demo": "the whole pipeline on the embedded world",
+        "pretrain": "self-supervised pre-training (SimCLR, pretext tasks, multi-task)",
+        "bench": "run the benchmarks",
+    }
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser, runners = build_parser()
+    args = parser.parse_args(argv)
+    if args.verb is None:
+        parser.print_help()
+        return 0
+    try:
+        return runners[args.verb](args)
+    except (ConfigError, FileNotFoundError, ValueError, KeyError) as error:
+        message = error.args[0] if isinstance(error, KeyError) and error.args else error
+        print(f"must {args.verb}: error: {message}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"must {args.verb}: interrupted; outputs written so far are kept, rerun to resume",
+              file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,48 @@
+"""The config of one dataset: which format, where, which split and tasks (STYLE.md practice 4).
+
+Built from YAML with :func:`must.config.from_dict`, e.g.::
+
+    format: coco
+    root: /data/coco
+    split: val
+    skip_bad: true
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class DatasetConfig:
+    """Where a dataset lives and how to read it; opened by :func:`must.data.readers.open_dataset`.
+
+    ``root`` per format:
+
+    * ``imagefolder``: the folder of class folders; ``folder``: the folder of images;
+    * ``cifar10`` / ``cifar100``: ``cifar-10-batches-py`` / ``cifar-100-python`` or its parent;
+    * ``coco``, ``coco_panoptic``, ``coco_stuff``: the COCO root, with images in
+      ``<split>2017/`` (or in ``root`` itself) and JSONs in ``annotations/``;
+    * ``voc``: a ``VOC2007`` / ``VOC2012`` folder; ``fashion_mnist``: the idx files' folder;
+    * ``dense``: a folder with ``images/`` and ``depth/`` and / or ``normals/``;
+    * ``world``: one generated world directory (with ``world.json``).
+    """
+
+    format: str
+    root: str
+    split: str = "train"
+    """Named split (cifar, coco, voc, fashion_mnist); folder formats are one split per root."""
+    tasks: tuple[str, ...] = ()
+    """Tasks to load; empty = every task the source has."""
+    annotations: str | None = None
+    """The annotation JSON (COCO formats) instead of the default; relative to ``root``."""
+    skip_bad: bool = False
+    """Skip bad inputs (counted in ``dataset.skipped``) instead of stopping with a DataError."""
+    limit: int | None = None
+    """Keep only the first N items."""
+
+    def __post_init__(self) -> None:
+        if self.limit is not None and self.limit < 0:
+            raise ValueError(f"limit must be >= 0, got {self.limit}")
+        if len(set(self.tasks)) != len(self.tasks):
+            raise ValueError(f"tasks listed twice: {list(self.tasks)}")

@@ -1,0 +1,22 @@
+"""The domain presets: the names the pipeline uses, and how transfer differs."""
+
+import pytest
+
+from must.world import CATEGORIES, DOMAINS, SEGMENTATION_CLASSES, STUFF
+from must.world.domains import get_domain
+
+
+def test_the_public_names() -> None:
+    assert set(DOMAINS) == {"objects", "clutter", "scenes", "depth", "pool", "transfer"}
+    assert STUFF == ("floor", "wall", "sky") and len(CATEGORIES) >= 10
+    assert SEGMENTATION_CLASSES == STUFF + CATEGORIES
+    with pytest.raises(KeyError, match="domains: objects"):
+        get_domain("imagenet")
+
+
+def test_transfer_is_shifted_away_from_the_source_domains() -> None:
+    source, transfer = DOMAINS["pool"], DOMAINS["transfer"]
+    assert not set(source.floor_textures) & set(transfer.floor_textures)
+    assert not set(source.wall_textures) & set(transfer.wall_textures)
+    assert transfer.fov_degrees != source.fov_degrees
+    assert transfer.sun_elevation[1] < source.sun_elevation[1]
