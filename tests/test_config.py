@@ -65,3 +65,13 @@ def test_save_round_trip(tmp_path: Path) -> None:
 def test_missing_preset_lists_shipped_ones() -> None:
     with pytest.raises(config.ConfigError, match="not found"):
         config.read_yaml("no-such-preset")
+
+
+@dataclass(frozen=True)
+class WithPresetDefault:
+    inner: Inner = field(default_factory=lambda: Inner(lr=0.5, steps=99))
+
+
+def test_partial_override_refines_the_fields_own_default() -> None:
+    cfg = config.from_dict(WithPresetDefault, {"inner": {"mode": "b"}})
+    assert cfg.inner == Inner(lr=0.5, steps=99, mode="b")

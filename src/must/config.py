@@ -94,6 +94,11 @@ def from_dict(cls: type[T], data: Mapping[str, Any] | None, path: str = "") -> T
     hints = get_type_hints(cls)
     values = {}
     for name, value in data.items():
+        default = _field_default(fields[name])
+        if isinstance(value, Mapping) and dataclasses.is_dataclass(default):
+            # A partial mapping refines the field's own default (e.g. a preset's TrainConfig with
+            # fewer steps), not the nested class's bare defaults.
+            value = merge(to_dict(default), value)
         values[name] = _convert(hints[name], value, f"{path}.{name}" if path else name)
     try:
         return cls(**values)
@@ -134,6 +139,14 @@ def load(cls: type[T], preset: str | Path | None = None, overrides: Sequence[str
 
 def replace(config: T, **changes: Any) -> T:
     return dataclasses.replace(config, **changes)
+
+
+def _field_default(field: dataclasses.Field) -> Any:
+    if field.default is not dataclasses.MISSING:
+        return field.default
+    if field.default_factory is not dataclasses.MISSING:
+        return field.default_factory()
+    return None
 
 
 def _convert(hint: Any, value: Any, path: str) -> Any:

@@ -1,0 +1,88 @@
+"""Atomic checkpoints and random-number-generator states: what makes a resumed run end with the
+same weights, bit for bit, as one that never stopped.
+
+A checkpoint is written to a temporary file in the same directory and moved over the old one with
+``os.replace`` (atomic on POSIX), so a process killed while writing leaves the previous checkpoint
+intact. RNG states are gathered from every process, so each rank resumes with its own stream.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from must import distributed
+
+
+def save_atomically(state: dict[str, Any], path: str | Path) -> None:
+    """``torch.save`` to a temporary sibling, fsync, then ``os.replace`` over ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(handle, "wb") as file:
+            torch.save(state, file)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def load(path: str | Path, device: torch.device | str = "cpu") -> dict[str, Any]:
+    """Loads a checkpoint written by :func:`save_atomically` (plain tensors and containers only,
+    so ``weights_only`` loading is safe)."""
+    return torch.load(path, map_location=device, weights_only=True)
+
+
+def rng_state() -> dict[str, Any]:
+    """This process's Python, NumPy and torch (CPU and CUDA) generator states, as tensors and
+    plain containers (no NumPy objects, so ``weights_only`` loading accepts them)."""
+    name, keys, position, has_gauss, cached = np.random.get_state()
+    state: dict[str, Any] = {
+        "python": random.getstate(),
+        "numpy": (name, torch.from_numpy(keys.astype(np.int64)), position, has_gauss, cached),
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    """Restores what :func:`rng_state` captured."""
+    random.setstate(_as_python_state(state["python"]))
+    name, keys, position, has_gauss, cached = state["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), position, has_gauss, cached))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _as_python_state(state: Any) -> tuple:
+    # random.setstate wants tuples; a loaded checkpoint may hand back lists
+    version, internal, gauss = state
+    return version, tuple(internal), gauss
+
+
+def gather_rng_states() -> list[dict[str, Any]]:
+    """Every rank's RNG state, in rank order (a collective: all ranks must call it)."""
+    local = rng_state()
+    if not distributed.is_initialized():
+        return [local]
+    states: list[Any] = [None] * distributed.world_size()
+    torch.distributed.all_gather_object(states, local)
+    return states
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)

@@ -1,0 +1,98 @@
+"""Configs of the training engine and of multi-task loss weighting (frozen dataclasses, loaded by
+:mod:`must.config` from YAML presets and ``key.sub=value`` overrides)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+
+@dataclass(frozen=True)
+class TeacherRecipe:
+    """The batch size and learning rate a teacher was trained with (MuST sec. 3.3 loss weights)."""
+
+    batch_size: int
+    lr: float
+
+    def __post_init__(self) -> None:
+        if self.batch_size <= 0 or self.lr <= 0:
+            raise ValueError(f"teacher batch_size and lr must be positive, got {self.batch_size}, {self.lr}")
+
+
+@dataclass(frozen=True)
+class WeightingConfig:
+    method: Literal["must", "equal", "uncertainty", "pcgrad"] = "equal"
+    """``must``: w_i = b_s lr_it / (b_it lr_s) (MuST sec. 3.3); ``equal``: w_i = 1;
+    ``uncertainty``: learned log-variances (Kendall et al. 2018); ``pcgrad``: projected
+    conflicting gradients (Yu et al. 2020)."""
+    depth_weight: float = 1.0
+    """MuST sec. 3.3 sets the depth loss weight separately from the rule (``must`` only)."""
+    depth_tasks: tuple[str, ...] = ("depth",)
+    """Tasks that take ``depth_weight`` instead of the rule."""
+    teachers: dict[str, TeacherRecipe] = field(default_factory=dict)
+    """Per task: the recipe of the teacher that made its labels (``must`` only)."""
+    weights: dict[str, float] = field(default_factory=dict)
+    """Fixed weights that override the rule (``must``, ``equal``, ``pcgrad``): e.g. a
+    self-supervised task that has no teacher."""
+
+    def __post_init__(self) -> None:
+        if self.depth_weight < 0 or any(value < 0 for value in self.weights.values()):
+            raise ValueError("loss weights must be non-negative")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    steps: int = 1000
+    """Optimizer steps."""
+    batch_size: int = 32
+    """Global batch per optimizer step (over all processes and accumulation micro-steps)."""
+    lr: float = 0.1
+    """Peak learning rate, reached after warmup, then cosine decay to zero."""
+    optimizer: Literal["sgd", "adamw"] = "sgd"
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    """Applied to weights only, never to norm parameters or biases."""
+    warmup_steps: int = 0
+    grad_clip: float | None = None
+    """Max global gradient norm; None = no clipping."""
+    accumulate: int = 1
+    """Micro-steps per optimizer step (gradient accumulation); each sees batch_size / accumulate."""
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
+    """``auto``: bf16 autocast on CUDA devices that support it, else fp32 (on CPU bf16 is faster but
+    oneDNN gets some convolution gradients wrong: see ``engine.resolve_precision``)."""
+    ema_decay: float | None = None
+    """Exponential moving average of the weights; None = off."""
+    checkpoint_every: int = 500
+    """Steps between checkpoints; 0 = only at the end."""
+    eval_every: int = 0
+    """Steps between evaluations; 0 = only at the end."""
+    log_every: int = 10
+    seed: int = 0
+    device: str = "auto"
+    workers: int = 0
+    """DataLoader worker processes per training process (read by the stage that builds the data
+    stream handed to ``fit``)."""
+    progress: bool = True
+    """Show a progress bar (main process only)."""
+    weighting: WeightingConfig = field(default_factory=WeightingConfig)
+
+    def __post_init__(self) -> None:
+        for name in ("steps", "batch_size", "accumulate", "log_every"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        for name in ("warmup_steps", "checkpoint_every", "eval_every", "workers", "weight_decay"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.lr <= 0:
+            raise ValueError(f"lr must be positive, got {self.lr}")
+        if self.batch_size % self.accumulate:
+            raise ValueError(f"batch_size {self.batch_size} is not divisible by accumulate {self.accumulate}")
+        if self.grad_clip is not None and self.grad_clip <= 0:
+            raise ValueError(f"grad_clip must be positive or null, got {self.grad_clip}")
+        if self.ema_decay is not None and not 0.0 <= self.ema_decay < 1.0:
+            raise ValueError(f"ema_decay must be in [0, 1) or null, got {self.ema_decay}")
+
+    @property
+    def micro_batch_size(self) -> int:
+        """Global batch of one accumulation micro-step: what the data stream yields per batch."""
+        return self.batch_size // self.accumulate

@@ -1,0 +1,214 @@
+"""Multi-task loss weighting strategies (MuST sec. 3.3 and the usual alternatives).
+
+Each strategy combines the per-task losses of a step *and* runs the backward pass itself, because
+gradient methods (PCGrad) need more than one backward. Interface::
+
+    weighting.backward(losses, shared_parameters, scale) -> total   # total is for logging
+    weighting.weights() -> {task: weight}                            # for logging
+
+A strategy is an ``nn.Module``: learnable weights (uncertainty) are its parameters, which the
+engine gives to the optimizer, and everything it needs to resume is in its ``state_dict``.
+Strategies are picked by name from :data:`METHODS`, one explicit dict.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping, Sequence
+
+import torch
+from torch import Tensor, nn
+
+from must import distributed
+from must.tasks.base import require_known
+from must.train.config import WeightingConfig
+
+
+class Weighting(nn.Module):
+    """Base class: ``losses`` hold only the tasks present in the batch (MuST sec. 3.4)."""
+
+    def __init__(self, task_names: Sequence[str]) -> None:
+        super().__init__()
+        self.task_names = list(task_names)
+
+    def backward(self, losses: Mapping[str, Tensor], shared_parameters: Sequence[nn.Parameter],
+                 scale: float = 1.0) -> Tensor:
+        """Backpropagates ``scale *`` the combined loss (``scale`` = 1 / accumulation steps);
+        returns the unscaled combined loss, detached."""
+        raise NotImplementedError
+
+    def weights(self) -> dict[str, float]:
+        raise NotImplementedError
+
+    def synchronize_gradients(self, shared_parameters: Sequence[nn.Parameter]) -> None:
+        """Averages over processes the gradients DDP does not see: the strategy's own parameters,
+        which live outside the DDP-wrapped model. Called once per optimizer step."""
+        _all_reduce_gradients(self.parameters())
+
+    def _check(self, losses: Mapping[str, Tensor]) -> None:
+        unknown = sorted(set(losses) - set(self.task_names))
+        if unknown:
+            raise KeyError(f"losses for unknown task(s) {unknown}; weighting knows {self.task_names}")
+
+
+def _all_reduce_gradients(parameters: Iterable[nn.Parameter]) -> None:
+    if not distributed.is_initialized():
+        return
+    for parameter in parameters:
+        if parameter.grad is None:  # every rank must join each collective: use zeros
+            parameter.grad = torch.zeros_like(parameter)
+        parameter.grad.copy_(distributed.all_reduce_mean(parameter.grad))
+
+
+class StaticWeighting(Weighting):
+    """L = sum_i w_i L_i with fixed weights (MuST sec. 3.3; ``equal``: every w_i = 1)."""
+
+    def __init__(self, weights: Mapping[str, float]) -> None:
+        super().__init__(list(weights))
+        self.fixed = dict(weights)
+
+    def backward(self, losses: Mapping[str, Tensor], shared_parameters: Sequence[nn.Parameter],
+                 scale: float = 1.0) -> Tensor:
+        self._check(losses)
+        total = sum(self.fixed[name] * loss for name, loss in losses.items())
+        (total * scale).backward()
+        return total.detach()
+
+    def weights(self) -> dict[str, float]:
+        return dict(self.fixed)
+
+
+class UncertaintyWeighting(Weighting):
+    """Kendall, Gal & Cipolla 2018 (eq. 7 and 10), in the usual form with a learned log-variance
+    ``s_i = log sigma_i^2`` per task: L = sum_i exp(-s_i) L_i + s_i. The ``s_i`` start at 0
+    (w_i = 1) and are trained with the model (no weight decay)."""
+
+    def __init__(self, task_names: Sequence[str]) -> None:
+        super().__init__(task_names)
+        self.log_variances = nn.ParameterDict({name: nn.Parameter(torch.zeros(())) for name in task_names})
+
+    def backward(self, losses: Mapping[str, Tensor], shared_parameters: Sequence[nn.Parameter],
+                 scale: float = 1.0) -> Tensor:
+        self._check(losses)
+        total = sum(torch.exp(-self.log_variances[name]) * loss + self.log_variances[name]
+                    for name, loss in losses.items())
+        (total * scale).backward()
+        return total.detach()
+
+    def weights(self) -> dict[str, float]:
+        return {name: float(torch.exp(-value.detach())) for name, value in self.log_variances.items()}
+
+
+def project_conflicting(gradients: Sequence[Tensor], generator: torch.Generator) -> Tensor:
+    """PCGrad (Yu et al. 2020, Algorithm 1): for each task i, in a random order of the others,
+    if g_i^PC . g_j < 0 then g_i^PC <- g_i^PC - (g_i^PC . g_j / |g_j|^2) g_j; returns sum_i g_i^PC.
+    ``gradients`` are flat vectors of the shared parameters, one per task."""
+    projected = []
+    for i, gradient in enumerate(gradients):
+        result = gradient.clone()
+        for j in torch.randperm(len(gradients), generator=generator).tolist():
+            if j == i:
+                continue
+            other = gradients[j]
+            # clamp instead of an if: only conflicting (negative) dot products project, no host sync
+            dot = torch.dot(result, other).clamp(max=0.0)
+            result = result - dot / other.square().sum().clamp_min(torch.finfo(other.dtype).tiny) * other
+        projected.append(result)
+    return torch.stack(projected).sum(dim=0)
+
+
+class PCGradWeighting(Weighting):
+    """Projecting conflicting gradients (Yu et al. 2020) on the shared parameters; task-specific
+    parameters (heads) get the plain gradient of sum_i w_i L_i. The task order is random, drawn
+    from the strategy's own generator (saved in its state dict so resumption is exact)."""
+
+    def __init__(self, weights: Mapping[str, float], seed: int = 0) -> None:
+        super().__init__(list(weights))
+        self.fixed = dict(weights)
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def backward(self, losses: Mapping[str, Tensor], shared_parameters: Sequence[nn.Parameter],
+                 scale: float = 1.0) -> Tensor:
+        self._check(losses)
+        weighted = {name: self.fixed[name] * loss for name, loss in losses.items()}
+        total = sum(weighted.values())
+        shared = [parameter for parameter in shared_parameters if parameter.requires_grad]
+        if len(weighted) < 2 or not shared:
+            (total * scale).backward()
+            return total.detach()
+        flat = [self._flat_gradient(loss, shared) for loss in weighted.values()]
+        combined = project_conflicting(flat, self.generator) * scale
+        previous = [None if p.grad is None else p.grad.detach().clone() for p in shared]
+        # One ordinary backward gives the heads their gradients (and lets DDP finish its
+        # reduction); the shared parameters' gradients are then replaced by the projected ones.
+        (total * scale).backward()
+        offset = 0
+        for parameter, before in zip(shared, previous):
+            piece = combined[offset:offset + parameter.numel()].view_as(parameter)
+            offset += parameter.numel()
+            value = piece if before is None else before + piece
+            if parameter.grad is None:
+                parameter.grad = value.clone()
+            else:
+                parameter.grad.copy_(value)
+        return total.detach()
+
+    @staticmethod
+    def _flat_gradient(loss: Tensor, shared: Sequence[nn.Parameter]) -> Tensor:
+        gradients = torch.autograd.grad(loss, shared, retain_graph=True, allow_unused=True)
+        return torch.cat([torch.zeros_like(p).flatten() if g is None else g.flatten()
+                          for p, g in zip(shared, gradients)])
+
+    def synchronize_gradients(self, shared_parameters: Sequence[nn.Parameter]) -> None:
+        """The projected shared gradients were computed per process: average them too."""
+        _all_reduce_gradients(p for p in shared_parameters if p.requires_grad)
+
+    def weights(self) -> dict[str, float]:
+        return dict(self.fixed)
+
+    def get_extra_state(self) -> dict[str, Tensor]:
+        return {"generator": self.generator.get_state()}
+
+    def set_extra_state(self, state: dict[str, Tensor]) -> None:
+        self.generator.set_state(state["generator"])
+
+
+def must_weights(config: WeightingConfig, task_names: Sequence[str], student_batch_size: int,
+                 student_lr: float) -> dict[str, float]:
+    """MuST sec. 3.3: w_i = (b_s * lr_it) / (b_it * lr_s), following the linear scaling rule of
+    batch size and learning rate; depth tasks take ``depth_weight`` instead ("except for depth");
+    ``config.weights`` overrides any task."""
+    weights = {}
+    for name in task_names:
+        if name in config.weights:
+            weights[name] = config.weights[name]
+        elif name in config.depth_tasks:
+            weights[name] = config.depth_weight
+        elif name in config.teachers:
+            teacher = config.teachers[name]
+            weights[name] = (student_batch_size * teacher.lr) / (teacher.batch_size * student_lr)
+        else:
+            raise KeyError(f"weighting 'must' needs the recipe of the teacher of task '{name}': set "
+                           f"weighting.teachers.{name}.batch_size and .lr, or weighting.weights.{name}")
+    return weights
+
+
+def _equal(config: WeightingConfig, task_names: Sequence[str]) -> dict[str, float]:
+    return {name: config.weights.get(name, 1.0) for name in task_names}
+
+
+Builder = Callable[[WeightingConfig, Sequence[str], int, float, int], Weighting]
+
+METHODS: dict[str, Builder] = {
+    "must": lambda config, names, batch, lr, seed: StaticWeighting(must_weights(config, names, batch, lr)),
+    "equal": lambda config, names, batch, lr, seed: StaticWeighting(_equal(config, names)),
+    "uncertainty": lambda config, names, batch, lr, seed: UncertaintyWeighting(names),
+    "pcgrad": lambda config, names, batch, lr, seed: PCGradWeighting(_equal(config, names), seed),
+}
+
+
+def build_weighting(config: WeightingConfig, task_names: Sequence[str], student_batch_size: int,
+                    student_lr: float, seed: int = 0) -> Weighting:
+    """The strategy named by ``config.method`` for ``task_names``; ``student_batch_size`` and
+    ``student_lr`` are b_s and lr_s of the MuST rule."""
+    builder = require_known(config.method, METHODS, "weighting method")
+    return builder(config, list(task_names), student_batch_size, student_lr, seed)

@@ -1,0 +1,53 @@
+"""Optimizer parameter groups, the warmup + cosine schedule, and the weight EMA."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from must.train.config import TrainConfig
+from must.train.optim import build_ema, build_optimizer, build_scheduler, lr_factor, parameter_groups
+
+
+def test_no_weight_decay_on_norms_biases_and_extra_parameters() -> None:
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.Linear(4, 2))
+    extra = nn.Parameter(torch.zeros(()))
+    decay, no_decay = parameter_groups(model, 1e-4, [extra])
+    assert {id(p) for p in decay["params"]} == {id(model[0].weight), id(model[2].weight)}
+    assert decay["weight_decay"] == 1e-4 and no_decay["weight_decay"] == 0.0
+    assert len(no_decay["params"]) == 5 and any(p is extra for p in no_decay["params"])
+    assert isinstance(build_optimizer(model, TrainConfig(optimizer="adamw")), torch.optim.AdamW)
+
+
+def test_warmup_then_cosine_to_zero() -> None:
+    assert [lr_factor(s, 4, 12) for s in range(4)] == [0.25, 0.5, 0.75, 1.0]
+    assert lr_factor(4, 4, 12) == 1.0
+    assert lr_factor(8, 4, 12) == pytest.approx(0.5)
+    assert lr_factor(12, 4, 12) == pytest.approx(0.0)
+    assert lr_factor(6, 0, 12) == pytest.approx(0.5 * (1 + math.cos(math.pi * 0.5)))
+    model = nn.Linear(2, 2)
+    config = TrainConfig(steps=10, lr=0.2, warmup_steps=2)
+    optimizer = build_optimizer(model, config)
+    scheduler = build_scheduler(optimizer, config)
+    rates = []
+    for _ in range(10):
+        rates.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    assert rates[:3] == pytest.approx([0.1, 0.2, 0.2]) and rates[-1] < 0.01
+
+
+def test_ema_follows_the_formula() -> None:
+    model = nn.Linear(1, 1, bias=False)
+    ema = build_ema(model, 0.75)
+    values = [1.0, 2.0, 4.0]
+    for value in values:
+        model.weight.data.fill_(value)
+        ema.update_parameters(model)
+    # the first update copies the weights; then ema <- 0.75 ema + 0.25 w
+    expected = 0.75 * (0.75 * 1.0 + 0.25 * 2.0) + 0.25 * 4.0
+    assert ema.module.weight.item() == pytest.approx(expected)
+    assert build_ema(model, None) is None
