@@ -36,6 +36,9 @@ class TeacherRecord:
     steps: int = 0
     metrics: dict[str, float] = field(default_factory=dict)
     """The teacher's validation metrics."""
+    checkpoint: str = CHECKPOINT_NAME
+    """The weights, relative to the record's directory: a student exports one record per task
+    that all point at its one multi-task checkpoint (Noisy Student: the student labels next)."""
 
 
 @dataclass
@@ -75,8 +78,11 @@ def load_teacher(directory: str | Path, device: torch.device | str = "cpu") -> T
     record = read_record(directory)
     task = build_task_from_record(record)
     model = build_model(config_lib.replace(record.model, init=None), {task.name: task})
-    checkpoint = directory / CHECKPOINT_NAME
-    load_checkpoint(model, checkpoint, heads=True)
+    checkpoint = (directory / record.checkpoint).resolve()
+    report = load_checkpoint(model, checkpoint, heads=True)
+    head_keys = [key for key in model.state_dict() if key.startswith("heads.")]
+    if not set(head_keys) <= set(report.loaded):
+        raise ValueError(f"{checkpoint}: has no '{task.name}' head of the shapes {directory / RECORD_NAME} describes")
     model.to(device).eval()
     return Teacher(model, task, record, checkpoint, file_sha256(checkpoint))
 

@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
+from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from must import distributed
@@ -198,6 +199,9 @@ class GeometricTransform:
     random: bool
     scale_range: tuple[float, float] = (0.5, 2.0)
     flip: bool = True
+    image_noise: Callable[[Tensor, torch.Generator], Tensor] | None = None
+    """Photometric input noise applied after the geometry (Noisy Student's RandAugment); it
+    changes pixel values only, so every target stays valid."""
 
     def __call__(self, sample: Sample, generator: torch.Generator) -> Sample:
         if self.random:
@@ -206,13 +210,19 @@ class GeometricTransform:
             geometry = Geometry.resize_to(sample.size, self.output_size)
         targets = {name: self.tasks[name].transform_target(target, geometry)
                    for name, target in sample.targets.items() if name in self.tasks and target is not None}
-        return Sample(sample.key, geometry.warp_image(sample.image), targets)
+        image = geometry.warp_image(sample.image)
+        if self.image_noise is not None:
+            image = self.image_noise(image, generator)
+        return Sample(sample.key, image, targets)
 
 
 def train_transform(tasks: Sequence[Task] | Mapping[str, Task], output_size: int,
-                    scale_range: tuple[float, float] = (0.5, 2.0), flip: bool = True) -> GeometricTransform:
-    """Scale jitter, random ``output_size`` square crop and flip, shared by image and targets."""
-    return GeometricTransform(_tasks_by_name(tasks), (output_size, output_size), True, scale_range, flip)
+                    scale_range: tuple[float, float] = (0.5, 2.0), flip: bool = True,
+                    image_noise: Callable[[Tensor, torch.Generator], Tensor] | None = None) -> GeometricTransform:
+    """Scale jitter, random ``output_size`` square crop and flip, shared by image and targets;
+    then optional photometric ``image_noise``."""
+    return GeometricTransform(_tasks_by_name(tasks), (output_size, output_size), True, scale_range, flip,
+                              image_noise)
 
 
 def eval_transform(tasks: Sequence[Task] | Mapping[str, Task],
@@ -252,13 +262,14 @@ def make_loader(datasets: Sequence[Dataset[Sample]], tasks: Sequence[Task] | Map
                 batch_size: int, seed: int, output_size: int, start_step: int = 0, workers: int = 0,
                 *, scale_range: tuple[float, float] = (0.5, 2.0), flip: bool = True,
                 drop_last: bool = True, rank: int | None = None, world_size: int | None = None,
-                device: torch.device | None = None) -> Iterator[Batch]:
+                device: torch.device | None = None,
+                image_noise: Callable[[Tensor, torch.Generator], Tensor] | None = None) -> Iterator[Batch]:
     """The endless training stream from ``start_step`` on: this rank's part of each global batch
     of ``batch_size``, augmented by :func:`train_transform`. Rank and world size default to the
     running process group."""
     rank, world_size = _world(rank, world_size)
     task_map = _tasks_by_name(tasks)
-    dataset = MixedDataset(datasets, train_transform(task_map, output_size, scale_range, flip))
+    dataset = MixedDataset(datasets, train_transform(task_map, output_size, scale_range, flip, image_noise))
     sampler = ResumableBatchSampler(dataset.sizes, batch_size, seed, rank, world_size, start_step, drop_last)
     loader = DataLoader(
         dataset, batch_sampler=sampler, num_workers=workers,

@@ -1,0 +1,176 @@
+"""``must train``: the multi-task student (MuST sec. 3.3-3.4; Noisy Student, SPEC S3).
+
+Several datasets are merged and sampled uniformly; each image carries the labels it really has and
+the pseudo labels of every other task (``must label`` shards joined by key); an image without
+either for a task contributes nothing to that task's loss. Losses are weighted by the MuST rule
+from each teacher's recorded batch size and learning rate (or any other weighting of the engine).
+Input noise (photometric RandAugment), dropout and stochastic depth make it a Noisy Student; the
+finished student exports one teacher record per task, so ``must label`` can use it as the next
+round's teacher.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from must import config as config_lib
+from must import distributed
+from must.data.loader import make_eval_loader, make_loader
+from must.data.noise import PhotometricRandAugment
+from must.data.readers import DatasetConfig, open_dataset
+from must.models import ModelConfig, build_model
+from must.stages.teach import demo_model
+from must.tasks import Task, build_task
+from must.teacher import TeacherRecord, read_record, save_record
+from must.train.config import TeacherRecipe, TrainConfig, WeightingConfig
+from must.train.engine import evaluate_tasks, fit, resolve_precision
+
+STUDENT_RECORD = "student.json"
+
+
+@dataclass(frozen=True)
+class SourceConfig:
+    """One dataset of the student's mix: its real labels (``data.tasks``) plus the pseudo labels
+    of the ``must label`` outputs in ``pseudo`` (made from the same ``data``)."""
+
+    data: DatasetConfig
+    pseudo: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class RandAugmentConfig:
+    num_ops: int = 2
+    magnitude: int = 9
+
+
+@dataclass(frozen=True)
+class StudentConfig:
+    sources: tuple[SourceConfig, ...] = ()
+    teachers: tuple[str, ...] = ()
+    """Teacher directories: the student's tasks, their options (classes) and MuST recipes."""
+    tasks: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Extra tasks or option overrides (e.g. ``classification: {dropout: 0.3}``)."""
+    val: dict[str, DatasetConfig] = field(default_factory=dict)
+    """Per task, a validation set with real labels."""
+    model: ModelConfig = field(default_factory=demo_model)
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(
+        steps=600, batch_size=32, lr=0.05, weighting=WeightingConfig(method="must")))
+    image_size: int = 64
+    scale_range: tuple[float, float] = (0.5, 2.0)
+    randaugment: RandAugmentConfig | None = None
+    """Noisy Student's input noise; None = off."""
+    eval_batch_size: int = 64
+
+
+def student_tasks(config: StudentConfig) -> tuple[dict[str, Task], dict[str, dict[str, Any]],
+                                                  dict[str, TeacherRecord]]:
+    """Tasks (and their options) from the teachers' records, refined by ``config.tasks``."""
+    records = {}
+    for directory in config.teachers:
+        record = read_record(Path(directory))
+        if record.task in records:
+            raise config_lib.ConfigError(f"two teachers for task '{record.task}': {directory}")
+        records[record.task] = record
+    options = {name: dict(record.task_options) for name, record in records.items()}
+    for name, extra in config.tasks.items():
+        options[name] = {**options.get(name, {}), **extra}
+    if not options:
+        raise config_lib.ConfigError("train: no tasks: give teachers=[...] or tasks={...}")
+    return {name: build_task(name, **opts) for name, opts in options.items()}, options, records
+
+
+def weighting_with_teachers(train: TrainConfig, records: dict[str, TeacherRecord]) -> TrainConfig:
+    """Fills the MuST rule's teacher recipes (b_it, lr_it) from the records where not given."""
+    recipes = {name: TeacherRecipe(batch_size=r.batch_size, lr=r.learning_rate) for name, r in records.items()}
+    recipes.update(train.weighting.teachers)
+    weighting = dataclasses.replace(train.weighting, teachers=recipes)
+    return dataclasses.replace(train, weighting=weighting)
+
+
+def open_sources(config: StudentConfig):
+    from must.label.dataset import PseudoLabels, WithPseudoLabels
+
+    datasets = []
+    for source in config.sources:
+        dataset = open_dataset(source.data)
+        if source.pseudo:
+            dataset = WithPseudoLabels(dataset, [PseudoLabels(Path(p)) for p in source.pseudo])
+        datasets.append(dataset)
+    if not datasets:
+        raise config_lib.ConfigError("train: no data: give sources=[{data: {...}, pseudo: [...]}]")
+    return datasets
+
+
+def make_multi_evaluator(tasks: dict[str, Task], val: dict[str, DatasetConfig], config: StudentConfig,
+                         device) -> Any:
+    """Evaluates each task on its own validation set (real labels only)."""
+    loaders = {}
+    for name, dataset_config in val.items():
+        if name not in tasks:
+            raise config_lib.ConfigError(f"val.{name}: the student has no task '{name}'")
+        dataset = open_dataset(dataclasses.replace(dataset_config, tasks=(name,)))
+        loaders[name] = make_eval_loader([dataset], {name: tasks[name]}, config.eval_batch_size,
+                                         config.image_size, config.train.workers)
+    if not loaders:
+        return None
+    precision = resolve_precision(config.train.precision, device)
+
+    def evaluate(model, step: int) -> dict[str, float]:
+        results = {}
+        for name, loader in loaders.items():
+            scores = evaluate_tasks(model, {name: tasks[name]}, iter(loader), device, precision)
+            results.update({f"{name}/{k}": v for k, v in scores.get(name, {}).items()})
+        return results
+
+    return evaluate
+
+
+def run_student(config: StudentConfig, out: Path) -> dict[str, dict[str, float]]:
+    """Trains (or resumes) the student into ``out``; returns its validation metrics per task."""
+    device = distributed.pick_device(config.train.device)
+    distributed.setup(device)
+    out.mkdir(parents=True, exist_ok=True)
+    tasks, options, records = student_tasks(config)
+    train_config = weighting_with_teachers(config.train, records)
+    if distributed.is_main_process():
+        config_lib.save(dataclasses.replace(config, train=train_config), out / "config.yaml")
+    datasets = open_sources(config)
+    model = build_model(config.model, tasks).to(device)
+    noise = PhotometricRandAugment(**dataclasses.asdict(config.randaugment)) if config.randaugment else None
+
+    def batches_from(first: int):
+        return make_loader(datasets, tasks, train_config.micro_batch_size, train_config.seed,
+                           config.image_size, start_step=first, workers=train_config.workers,
+                           scale_range=config.scale_range, device=device, image_noise=noise)
+
+    evaluate = make_multi_evaluator(tasks, config.val, config, device)
+    result = fit(model, tasks, batches_from, train_config, out, evaluate=evaluate)
+    metrics: dict[str, dict[str, float]] = {}
+    for key, value in result.evaluation.items():
+        task, _, metric = key.partition("/")
+        metrics.setdefault(task, {})[metric] = value
+    if distributed.is_main_process():
+        write_student_record(out, options, config, train_config, metrics)
+    return metrics
+
+
+def write_student_record(out: Path, options: dict[str, dict[str, Any]], config: StudentConfig,
+                         train: TrainConfig, metrics: dict[str, dict[str, float]]) -> None:
+    """``student.json`` (tasks, model, image size, metrics) and one teacher record per task under
+    ``as_teacher/<task>/`` pointing at the student's checkpoint (the next Noisy Student round)."""
+    record = {"tasks": options, "model": config_lib.to_dict(config.model), "image_size": config.image_size,
+              "batch_size": train.batch_size, "learning_rate": train.lr, "steps": train.steps,
+              "metrics": metrics}
+    temporary = out / (STUDENT_RECORD + ".tmp")
+    temporary.write_text(json.dumps(record, indent=2))
+    temporary.replace(out / STUDENT_RECORD)
+    for name, task_options in options.items():
+        save_record(TeacherRecord(task=name, task_options=task_options,
+                                  model=dataclasses.replace(config.model, init=None),
+                                  image_size=config.image_size, batch_size=train.batch_size,
+                                  learning_rate=train.lr, steps=train.steps, metrics=metrics.get(name, {}),
+                                  checkpoint="../../checkpoint.pt"), out / "as_teacher" / name)

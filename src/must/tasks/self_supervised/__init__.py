@@ -1,0 +1,48 @@
+"""Self-supervised and semi-supervised methods as tasks (SPEC D1-D4, S1, S2, S5; B1).
+
+Each method is one file with the :class:`~must.tasks.base.Task` interface extended by
+``make_views`` / ``forward_views`` (:mod:`.base` explains the extension and how the model calls
+it), so one student can train on ground truth, teacher pseudo labels and pretext targets at once.
+
+Not provided: motion segmentation (Doersch & Zisserman 2017's fourth task) needs video, and no
+reader yields video; see :mod:`.doersch`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from must.tasks.self_supervised.base import SelfSupervisedTask
+from must.tasks.self_supervised.colorization import ColorizationTask
+from must.tasks.self_supervised.exemplar import ExemplarTask
+from must.tasks.self_supervised.fixmatch import FixMatchTask
+from must.tasks.self_supervised.jigsaw import JigsawTask
+from must.tasks.self_supervised.pirl import PirlTask
+from must.tasks.self_supervised.relative_position import RelativePositionTask
+from must.tasks.self_supervised.rotation import RotationTask
+from must.tasks.self_supervised.simclr import SimCLRTask
+
+SELF_SUPERVISED_TASKS: dict[str, Callable[..., SelfSupervisedTask]] = {
+    "simclr": SimCLRTask,
+    "pirl": PirlTask,
+    "rotation": RotationTask,
+    "jigsaw": JigsawTask,
+    "relative_position": RelativePositionTask,
+    "colorization": ColorizationTask,
+    "exemplar": ExemplarTask,
+    "fixmatch": FixMatchTask,  # FixMatchTask(base=<a classification or segmentation task>, ...)
+}
+"""Constructor per method name (STYLE.md practice 3: one explicit dict per family)."""
+
+__all__ = [
+    "SELF_SUPERVISED_TASKS",
+    "ColorizationTask",
+    "ExemplarTask",
+    "FixMatchTask",
+    "JigsawTask",
+    "PirlTask",
+    "RelativePositionTask",
+    "RotationTask",
+    "SelfSupervisedTask",
+    "SimCLRTask",
+]

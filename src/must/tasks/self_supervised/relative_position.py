@@ -1,0 +1,128 @@
+"""Relative position / context prediction (Doersch, Gupta & Efros 2015, "Unsupervised Visual
+Representation Learning by Context Prediction"), SPEC D1 and S1.
+
+* views:  two patches of a 3x3 arrangement on the (square-resized) image: the centre one and one of
+          its 8 neighbours. Neighbouring patches are separated by a gap and each is jittered by
+          up to ``jitter`` pixels, so low-level cues (edges continuing across the border, texture
+          alignment) cannot solve the task (sec. 3.1: "a gap of half the patch size ... randomly
+          jitter each patch location by up to 7 pixels"). Label: where the second patch lies::
+
+              0 1 2
+              3 . 4
+              5 6 7
+
+* head:   late fusion (sec. 3.2): both patches go through the shared trunk (a Siamese pair, here
+          one batch of ``2B`` patches rearranged into pairs, Doersch & Zisserman 2017 sec. 3);
+          pooled C5 -> a shared linear embedding per patch, the pair concatenated -> MLP -> 8 logits.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from must.data.sample import TaskBatch
+from must.models.features import Features, FeatureSpec
+from must.tasks.self_supervised.base import (
+    FeaturesFn,
+    PretextClassificationTask,
+    mlp,
+    pooled_c5,
+    present_views,
+    resize_square,
+    to_unit,
+    write_text,
+)
+
+NEIGHBOURS: tuple[tuple[int, int], ...] = (
+    (-1, -1), (-1, 0), (-1, 1),
+    (0, -1), (0, 1),
+    (1, -1), (1, 0), (1, 1),
+)
+"""(row, column) step of each label's patch from the centre patch, in label order."""
+
+
+def label_of(step: tuple[int, int]) -> int:
+    """The label of a neighbour at (row, column) step ``step`` from the centre."""
+    return NEIGHBOURS.index(step)
+
+
+class PairHead(nn.Module):
+    """Pooled C5 of ``2B`` patches (pair-major) -> shared ``dim`` embedding -> pairs concatenated
+    -> MLP -> ``num_outputs`` logits."""
+
+    def __init__(self, in_channels: int, dim: int, hidden: int, num_outputs: int) -> None:
+        super().__init__()
+        self.embed = nn.Linear(in_channels, dim)
+        self.classifier = mlp([2 * dim, hidden, num_outputs])
+
+    def forward(self, features: Features, target: TaskBatch | None = None) -> Tensor:
+        embedded = torch.relu(self.embed(pooled_c5(features)))
+        return self.classifier(embedded.reshape(-1, 2 * embedded.shape[-1]))
+
+
+class RelativePositionTask(PretextClassificationTask):
+    name = "relative_position"
+    num_outputs = len(NEIGHBOURS)
+
+    def __init__(self, view_size: int = 96, patch_size: int = 24, gap: int = 6, jitter: int = 3,
+                 embedding_dim: int = 128, hidden_dim: int = 256) -> None:
+        if 3 * patch_size + 2 * gap + 2 * jitter > view_size:
+            raise ValueError(f"3 patches of {patch_size} with gap {gap} and jitter {jitter} do not fit "
+                             f"in a {view_size}-pixel view")
+        if 2 * jitter >= patch_size + gap:
+            raise ValueError("jitter must stay below half the patch spacing (labels would be ambiguous)")
+        self.view_size = view_size
+        self.patch_size = patch_size
+        self.gap = gap
+        self.jitter = jitter
+        self.embedding_dim = embedding_dim
+        self.hidden_dim = hidden_dim
+
+    @property
+    def spacing(self) -> int:
+        """Distance between the top-left corners of neighbouring patches."""
+        return self.patch_size + self.gap
+
+    def build_head(self, spec: FeatureSpec) -> PairHead:
+        return PairHead(spec.c5_channels, self.embedding_dim, self.hidden_dim, self.num_outputs)
+
+    def make_views(self, image: Tensor, generator: torch.Generator, key: str = "") -> dict[str, Tensor]:
+        """``{"patches": uint8 [2, 3, p, p] (centre, neighbour), "label": int64 [],
+        "corners": int64 [2, 2] (top, left) of each patch in the square view}``."""
+        square = resize_square(image, self.view_size)
+        extent = 3 * self.patch_size + 2 * self.gap
+        origin = [self.jitter + int(torch.randint(0, self.view_size - extent - 2 * self.jitter + 1, (),
+                                                  generator=generator)) for _ in range(2)]
+        label = int(torch.randint(0, self.num_outputs, (), generator=generator))
+        row_step, column_step = NEIGHBOURS[label]
+        corners = []
+        for row, column in ((1, 1), (1 + row_step, 1 + column_step)):
+            jitter = torch.randint(-self.jitter, self.jitter + 1, (2,), generator=generator)
+            corners.append((origin[0] + row * self.spacing + int(jitter[0]),
+                            origin[1] + column * self.spacing + int(jitter[1])))
+        size = self.patch_size
+        patches = [square[:, top:top + size, left:left + size] for top, left in corners]
+        return {"patches": torch.stack(patches), "label": torch.tensor(label),
+                "corners": torch.tensor(corners)}
+
+    def forward_views(self, head: nn.Module, features_fn: FeaturesFn,
+                      target: TaskBatch | None) -> dict[str, Tensor] | None:
+        views = present_views(target)
+        if views is None:
+            return None
+        logits = head(features_fn(to_unit(views["patches"].flatten(0, 1))))
+        return {"logits": logits, "labels": views["label"]}
+
+    def draw(self, image: np.ndarray, prediction: Tensor) -> np.ndarray:
+        """The 3x3 layout as text with the predicted neighbour marked."""
+        cells = ["o" if index == int(prediction) else "." for index in range(self.num_outputs)]
+        layout = "".join(cells[:3]) + "|" + cells[3] + "c" + cells[4] + "|" + "".join(cells[5:])
+        return write_text(image, f"rel. position: {layout}")
+
+    def describe(self) -> dict[str, Any]:
+        return {"name": self.name, "kind": "self_supervised", "patch_size": self.patch_size,
+                "gap": self.gap, "jitter": self.jitter}

@@ -1,0 +1,210 @@
+"""Every self-supervised method through the common interface: registry, deterministic views,
+collate with an absent image, forward on the views, a finite loss whose gradient reaches every
+parameter of trunk and head, prediction, metric, drawing."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from must.data.geometry import Geometry
+from must.data.sample import TaskBatch
+from must.models import ModelConfig, build_model
+from must.tasks.classification import ClassificationTask
+from must.tasks.segmentation import SegmentationTask
+from must.tasks.self_supervised import (
+    SELF_SUPERVISED_TASKS,
+    ColorizationTask,
+    ExemplarTask,
+    FixMatchTask,
+    JigsawTask,
+    PirlTask,
+    RelativePositionTask,
+    RotationTask,
+    SelfSupervisedTask,
+    SimCLRTask,
+)
+from must.tasks.self_supervised.base import instance_index
+
+BUILDERS: dict[str, Callable[[], SelfSupervisedTask]] = {
+    "simclr": lambda: SimCLRTask(view_size=32, projection_dim=16, hidden_dim=32),
+    "pirl": lambda: PirlTask(view_size=48, tile_size=14, bank_size=8, num_negatives=16),
+    "rotation": lambda: RotationTask(view_size=32, hidden_dim=32),
+    "jigsaw": lambda: JigsawTask(view_size=48, tile_size=14, num_permutations=10, tile_dim=16, hidden_dim=32),
+    "relative_position": lambda: RelativePositionTask(view_size=48, patch_size=14, gap=2, jitter=1,
+                                                      embedding_dim=16, hidden_dim=32),
+    "colorization": lambda: ColorizationTask(view_size=32, hidden_dim=16),
+    "exemplar": lambda: ExemplarTask(view_size=32, num_instances=16, hidden_dim=32),
+    "fixmatch_classification": lambda: FixMatchTask(ClassificationTask(5), threshold=0.0, view_size=32),
+    "fixmatch_segmentation": lambda: FixMatchTask(SegmentationTask(3), threshold=0.0, view_size=32),
+}
+
+PIXEL_TASKS = {"colorization", "fixmatch_segmentation"}
+
+
+def test_registry_names_match_tasks() -> None:
+    plain = {name for name in BUILDERS if not name.startswith("fixmatch")}
+    assert set(SELF_SUPERVISED_TASKS) == plain | {"fixmatch"}
+    for name, builder in SELF_SUPERVISED_TASKS.items():
+        if name != "fixmatch":
+            assert builder().name == name
+    assert FixMatchTask(ClassificationTask(3)).name == "fixmatch_classification"
+
+
+@pytest.mark.parametrize("name", sorted(BUILDERS))
+def test_views_are_reproducible(name: str, photos: list[torch.Tensor]) -> None:
+    task = BUILDERS[name]()
+    first = task.make_views(photos[0], torch.Generator().manual_seed(3), key="a")
+    again = task.make_views(photos[0], torch.Generator().manual_seed(3), key="a")
+    assert first.keys() == again.keys()
+    for view in first:
+        assert torch.equal(first[view], again[view])
+    assert task.transform_target(first, Geometry.identity((64, 64))) is first
+
+
+@pytest.mark.parametrize("name", sorted(BUILDERS))
+def test_forward_loss_gradients(name: str, photos: list[torch.Tensor], trunk) -> None:
+    task = BUILDERS[name]()
+    generator = torch.Generator().manual_seed(0)
+    views = [task.make_views(photo, generator, key=f"photo{i}") for i, photo in enumerate(photos)]
+    batch = task.collate([views[0], None, views[1], views[2]])  # image 1 has no views
+    assert batch.present.tolist() == [True, False, True, True]
+    head = task.build_head(trunk.spec)
+    output = task.forward_views(head, trunk.features, batch)
+    losses = task.loss(output, batch)
+    assert torch.isfinite(losses["loss"]) and losses["loss"].dim() == 0
+    losses["loss"].backward()
+    # Heads on C5 leave the pyramid unused; pixel heads (fused P2) use all of it.
+    reads_pyramid = name in PIXEL_TASKS
+    for owner, module in (("trunk", trunk), ("head", head)):
+        for parameter_name, parameter in module.named_parameters():
+            if parameter_name.startswith("laterals") and not reads_pyramid:
+                assert parameter.grad is None
+                continue
+            assert parameter.grad is not None, f"{owner}.{parameter_name} got no gradient"
+            assert torch.isfinite(parameter.grad).all()
+    predictions = task.predict(output)
+    assert len(predictions) >= 3
+    metric = task.metric()
+    metric.update(output, batch)
+    values = metric.compute()
+    assert task.primary_metric in values and all(np.isfinite(v) for v in values.values())
+    drawn = task.draw(np.zeros((48, 48, 3), dtype=np.uint8), predictions[0])
+    assert drawn.dtype == np.uint8 and drawn.ndim == 3 and drawn.shape[1] == 48
+
+
+@pytest.mark.parametrize("name", sorted(BUILDERS))
+def test_batch_without_views(name: str, trunk) -> None:
+    task = BUILDERS[name]()
+    batch = task.collate([None, None])
+    assert batch.count == 0
+    head = task.build_head(trunk.spec)
+    assert task.forward_views(head, trunk.features, batch) is None
+    assert task.forward_views(head, trunk.features, None) is None
+    assert float(task.loss(None, batch)["loss"]) == 0.0
+
+
+def test_pseudo_labels_are_refused() -> None:
+    with pytest.raises(NotImplementedError, match="self-supervised"):
+        RotationTask().to_pseudo_label(torch.zeros(4))
+
+
+def test_collate_rejects_mismatched_views() -> None:
+    task = RotationTask()
+    good = {"images": torch.zeros(4, 3, 8, 8, dtype=torch.uint8), "labels": torch.arange(4)}
+    bad = {"images": torch.zeros(4, 3, 9, 9, dtype=torch.uint8), "labels": torch.arange(4)}
+    with pytest.raises(ValueError, match="different shapes"):
+        task.collate([good, bad])
+    assert isinstance(task.collate([good, None]), TaskBatch)
+
+
+@pytest.mark.parametrize("name", ["rotation", "colorization", "pirl"])
+def test_real_resnet_fpn_trunk(name: str, photos: list[torch.Tensor]) -> None:
+    """The views go through the real model's ``features`` (narrow ResNet-18 + FPN) and head."""
+    task = BUILDERS[name]()
+    model = build_model(ModelConfig(backbone="resnet18", width=0.25, fpn_channels=16), {name: task})
+    generator = torch.Generator().manual_seed(0)
+    views = [task.make_views(photo, generator, key=f"photo{i}") for i, photo in enumerate(photos[:2])]
+    batch = task.collate(views)
+    output = task.forward_views(model.heads[task.head_name], model.features, batch)
+    loss = task.loss(output, batch)["loss"]
+    loss.backward()
+    assert torch.isfinite(loss)
+    assert all(p.grad is not None for p in model.heads[name].parameters())
+    assert model.backbone.conv1.weight.grad is not None
+
+
+WORKER = textwrap.dedent(
+    """
+    import json, sys
+    from collections import OrderedDict
+    import torch
+    from must import distributed
+    from must.models.features import Features, FeatureSpec
+    from must.tasks.self_supervised import PirlTask, SimCLRTask
+
+    class Trunk(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = torch.nn.Conv2d(3, 8, 4, 4)
+        def features(self, images):
+            c5 = self.conv(images)
+            return Features(tuple(images.shape[-2:]), OrderedDict(c5=c5), OrderedDict(p2=c5))
+
+    info = distributed.setup(torch.device("cpu"))
+    torch.manual_seed(0)  # the same trunk, heads and initial bank on both ranks
+    trunk, spec = Trunk(), FeatureSpec(c5_channels=8, fpn_channels=8)
+    pirl = PirlTask(view_size=24, tile_size=8, bank_size=8, num_negatives=4, embedding_dim=4, tile_dim=4)
+    simclr = SimCLRTask(view_size=16, projection_dim=4, hidden_dim=8)
+    heads = {"pirl": pirl.build_head(spec), "simclr": simclr.build_head(spec)}
+    initial_bank = heads["pirl"].bank.clone()
+    generator = torch.Generator().manual_seed(1)
+    images = [torch.randint(0, 256, (3, 32, 32), dtype=torch.uint8, generator=generator) for _ in range(4)]
+    results = {}
+    for step in range(2):
+        for name, task in (("pirl", pirl), ("simclr", simclr)):
+            # Step 0: rank 1 has no image with this task's views; step 1: both have two.
+            mine = [] if info.rank == 1 and step == 0 else [2 * info.rank, 2 * info.rank + 1]
+            views = [task.make_views(images[i], torch.Generator().manual_seed(i), key=f"image{i}")
+                     if i in mine else None for i in range(4)]
+            batch = task.collate(views)
+            output = task.forward_views(heads[name], trunk.features, batch)
+            loss = task.loss(output, batch)["loss"]
+            results[f"{name}{step}"] = loss.item()
+    bank = heads["pirl"].bank
+    results["bank"] = bank.tolist()
+    results["changed"] = (bank != initial_bank).any(dim=1).tolist()
+    results["normalizer"] = float(heads["pirl"].normalizer)
+    with open(sys.argv[1] + f"/rank{info.rank}.json", "w") as f:
+        json.dump(results, f)
+    distributed.teardown()
+    """
+)
+
+
+def test_two_process_ranks_without_views(tmp_path: Path) -> None:
+    """Under DDP a rank whose batch has no views still joins SimCLR's gather and PIRL's bank and
+    normalizer collectives (no hang), and the memory banks of all ranks stay identical."""
+    script = tmp_path / "worker.py"
+    script.write_text(WORKER)
+    environment = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
+    environment["OMP_NUM_THREADS"] = "1"
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+               str(script), str(tmp_path)]
+    run = subprocess.run(command, env=environment, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    results = [json.loads((tmp_path / f"rank{rank}.json").read_text()) for rank in range(2)]
+    assert results[0]["bank"] == results[1]["bank"]
+    assert results[0]["normalizer"] == results[1]["normalizer"] > 0
+    slots = {instance_index(f"image{i}", 8) for i in range(4)}
+    assert {slot for slot, changed in enumerate(results[0]["changed"]) if changed} == slots
+    assert results[1]["pirl0"] == 0.0 and results[1]["simclr0"] == 0.0
+    assert results[0]["pirl0"] > 0 and results[0]["simclr0"] > 0
+    assert all(result[f"{name}1"] > 0 for result in results for name in ("pirl", "simclr"))
