@@ -75,14 +75,19 @@ def _world(parser: argparse.ArgumentParser) -> Callable[[argparse.Namespace], in
     return run
 
 
+def _dataset_spec(flag: str, value: str) -> dict[str, str]:
+    """``FORMAT:ROOT`` -> ``{"format": FORMAT, "root": ROOT}``."""
+    fmt, _, root = value.partition(":")
+    if not fmt or not root:
+        raise ConfigError(f"{flag} expects FORMAT:ROOT (e.g. world:runs/demo/data/objects/train), got '{value}'")
+    return {"format": fmt, "root": root}
+
+
 def _dataset_override(flag: str, key: str, value: str | None) -> list[str]:
     """``--data FORMAT:ROOT`` -> ``data.format=FORMAT data.root=ROOT``."""
     if value is None:
         return []
-    if ":" not in value:
-        raise ConfigError(f"{flag} expects FORMAT:ROOT (e.g. world:runs/demo/data/objects/train), got '{value}'")
-    fmt, root = value.split(":", 1)
-    return [f"{key}.format={fmt}", f"{key}.root={root}"]
+    return [f"{key}.{name}={item}" for name, item in _dataset_spec(flag, value).items()]
 
 
 @verb("teach")
@@ -115,6 +120,60 @@ def _teach(parser: argparse.ArgumentParser) -> Callable[[argparse.Namespace], in
               ", ".join(f"{k}={v:.4f}" for k, v in record.metrics.items()))
         return 0
 
+    return run
+
+
+@verb("train")
+def _train(parser: argparse.ArgumentParser) -> Callable[[argparse.Namespace], int]:
+    parser.description = (
+        "Train the multi-task student (MuST sec. 3.3-3.4) on datasets carrying real labels and the "
+        "pseudo labels of `must label`, with the MuST loss weights from the teachers' recorded batch "
+        "sizes and learning rates. Noisy Student options: randaugment.num_ops=2, "
+        "model.drop_path_rate=0.2, tasks.classification.dropout=0.3. Several datasets: put "
+        "`sources: [{data: {...}, pseudo: [...]}, ...]` in a --config YAML.")
+    parser.add_argument("--teacher", action="append", default=[], metavar="DIR",
+                        help="a teacher directory (repeat): the student's tasks and loss weights")
+    parser.add_argument("--data", metavar="FORMAT:ROOT", help="the (unlabeled) image set that was labeled")
+    parser.add_argument("--pseudo", action="append", default=[], metavar="DIR",
+                        help="a `must label` output for --data (repeat)")
+    parser.add_argument("--val", action="append", default=[], metavar="TASK=FORMAT:ROOT",
+                        help="validation data with real labels for a task (repeat)")
+    parser.add_argument("--init", metavar="CHECKPOINT", help="start from a checkpoint (ours, torchvision or timm)")
+    parser.add_argument("--out", required=True, type=Path, help="output directory, e.g. runs/x/student")
+    _config_argument(parser)
+    _overrides_argument(parser)
+
+    def run(args: argparse.Namespace) -> int:
+        from must import config as config_lib
+        from must.stages.student import StudentConfig, run_student
+
+        data = config_lib.read_yaml(args.config) if args.config else {}
+        if args.teacher:
+            data["teachers"] = [str(Path(t)) for t in args.teacher]
+        if args.data:
+            source = {"data": _dataset_spec("--data", args.data), "pseudo": list(args.pseudo)}
+            data["sources"] = [*data.get("sources", []), source]
+        for item in args.val:
+            task, _, dataset = item.partition("=")
+            if not task:
+                raise ConfigError(f"--val expects TASK=FORMAT:ROOT, got '{item}'")
+            data.setdefault("val", {})[task] = _dataset_spec("--val", dataset)
+        if args.init:
+            data.setdefault("model", {})["init"] = args.init
+        config = config_lib.from_dict(StudentConfig, config_lib.apply_overrides(data, args.overrides))
+        metrics = run_student(config, args.out)
+        for task, values in metrics.items():
+            print(f"student {task}: " + ", ".join(f"{k}={v:.4f}" for k, v in values.items()))
+        return 0
+
+    return run
+
+
+@verb("report")
+def _report(parser: argparse.ArgumentParser) -> Callable[[argparse.Namespace], int]:
+    from must.report.cli import add_arguments, run
+
+    add_arguments(parser)
     return run
 
 

@@ -1,0 +1,274 @@
+"""Every number the report shows, collected from one run directory (SPEC M10).
+
+The run directory is the one every stage writes (DESIGN.md)::
+
+    teachers/<task>/{teacher.json, metrics.jsonl}      specialized teachers (MuST sec. 3.1)
+    student/{student.json, metrics.jsonl}              the multi-task student (sec. 3.3)
+    transfer/<init>/<task>/{grid.jsonl, best*.json}    fine-tuning grid search (sec. 3.5 / 4)
+    timings.json                                       {"stage": seconds}
+
+:func:`collect_results` turns them into one JSON-ready dict, the content of ``results.json``::
+
+    transfer[init][task]      = {"metric", "value", "val_value", "lr", "steps", "grid_cells",
+                                 "delta_vs_supervised" (when a supervised row has the task)}
+    linear_probe[init][task]  = the same, for best files with ``"mode": "linear"`` (SPEC D5)
+    teacher_vs_student[task]  = {"metric", "teacher", "student", "delta"}   (paper Table 4)
+    teachers / student        = every validation metric found, {task: {metric: value}}
+    timings                   = {stage: seconds}
+    notes                     = what is missing and therefore left out
+
+Every reported metric is higher-is-better; a metric known to be an error (``rmse``, ...) is kept
+as is and flagged with ``"lower_is_better": true`` (the best row then is the lowest).
+Missing pieces never raise: they become notes.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from must.tasks import TASK_BUILDERS
+
+TASK_ORDER = ("classification", "detection", "segmentation", "depth", "normals")
+"""Columns in the paper's order (MuST Table 2: CIFAR-100, Pascal det., Pascal seg., NYU, DIODE)."""
+INIT_ORDER = ("scratch", "supervised", "simclr", "supervised_multitask")
+"""Rows: baselines first; MuST rows (``must_*`` ladder, then ``must``) follow, others in between."""
+BASELINE = "supervised"
+LOWER_IS_BETTER = frozenset({"abs_rel", "rmse", "mean_angle", "loss", "error"})
+
+
+def read_json(path: Path) -> Any | None:
+    """The JSON in ``path``, or ``None`` when it is missing or unreadable (a report never crashes
+    on a half-written run)."""
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    """One dict per line; a line cut short by a killed writer is skipped."""
+    records = []
+    try:
+        lines = path.read_text().splitlines()
+    except OSError:
+        return records
+    for line in lines:
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(record, dict):
+            records.append(record)
+    return records
+
+
+def is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def lower_is_better(metric: str) -> bool:
+    return metric.split("/")[-1] in LOWER_IS_BETTER
+
+
+def primary_metric(task: str) -> str | None:
+    """The metric a task reports in tables (``Task.primary_metric``), ``None`` for unknown tasks."""
+    builder = TASK_BUILDERS.get(task)
+    return getattr(builder, "primary_metric", None)
+
+
+def order_tasks(names: Any) -> list[str]:
+    names = set(names)
+    return [t for t in TASK_ORDER if t in names] + sorted(names - set(TASK_ORDER))
+
+
+def order_inits(names: Any) -> list[str]:
+    """Baselines, then other pre-trainings, then the MuST ladder (``must_*``), ``must`` last."""
+    names = set(names)
+    first = [n for n in INIT_ORDER if n in names]
+    ladder = sorted(n for n in names if n.startswith("must_"))
+    last = ["must"] if "must" in names else []
+    middle = sorted(names - set(first) - set(ladder) - set(last))
+    return first + middle + ladder + last
+
+
+def eval_metrics(records: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
+    """The last ``eval/<task>/<metric>`` value of each key in a metrics.jsonl, by task."""
+    result: dict[str, dict[str, float]] = {}
+    for record in records:
+        for key, value in record.items():
+            parts = key.split("/")
+            if len(parts) == 3 and parts[0] == "eval" and is_number(value):
+                result.setdefault(parts[1], {})[parts[2]] = float(value)
+    return result
+
+
+def nested_metrics(metrics: Any, task: str | None = None) -> dict[str, dict[str, float]]:
+    """``{task: {metric: v}}`` from any of ``{task: {metric: v}}``, ``{"task/metric": v}`` or, with
+    ``task`` given, a flat ``{metric: v}``."""
+    result: dict[str, dict[str, float]] = {}
+    if not isinstance(metrics, Mapping):
+        return result
+    for key, value in metrics.items():
+        if isinstance(value, Mapping):
+            numbers = {str(k): float(v) for k, v in value.items() if is_number(v)}
+            result.setdefault(str(key), {}).update(numbers)
+        elif is_number(value):
+            name, _, metric = str(key).removeprefix("eval/").rpartition("/")
+            if name or task is not None:
+                result.setdefault(name or str(task), {})[metric] = float(value)
+    return result
+
+
+def student_metrics(student_dir: Path) -> dict[str, dict[str, float]]:
+    """``student.json``'s ``"metrics"`` if present, else the last evaluations in metrics.jsonl."""
+    record = read_json(student_dir / "student.json")
+    if isinstance(record, Mapping) and record.get("metrics"):
+        found = nested_metrics(record["metrics"])
+        if found:
+            return found
+    return eval_metrics(read_jsonl(student_dir / "metrics.jsonl"))
+
+
+def teacher_metrics(teacher_dir: Path) -> tuple[str, dict[str, float]]:
+    """(task, validation metrics) of one teacher: ``teacher.json``'s ``"metrics"``, else the last
+    evaluations in its metrics.jsonl."""
+    record = read_json(teacher_dir / "teacher.json")
+    record = record if isinstance(record, Mapping) else {}
+    task = str(record.get("task") or teacher_dir.name)
+    found = nested_metrics(record.get("metrics"), task).get(task)
+    if not found:
+        found = eval_metrics(read_jsonl(teacher_dir / "metrics.jsonl")).get(task, {})
+    return task, found
+
+
+def pick_metric(task: str, *candidates: Mapping[str, float]) -> str | None:
+    """The task's primary metric if every candidate has it, else the first metric they share."""
+    shared = [m for m in candidates[0] if all(m in c for c in candidates[1:])] if candidates else []
+    primary = primary_metric(task)
+    if primary in shared:
+        return primary
+    higher = [m for m in shared if not lower_is_better(m)]
+    return (higher or shared or [None])[0]
+
+
+def transfer_entry(record: Mapping[str, Any], grid: list[dict[str, Any]]) -> dict[str, Any]:
+    """One table cell's numbers: the test value of the best grid cell and how it was chosen."""
+    metric = str(record.get("metric") or primary_metric(str(record.get("task"))) or "value")
+    entry: dict[str, Any] = {"metric": metric, "value": float(record["value"])}
+    for key in ("val_value", "lr"):
+        if is_number(record.get(key)):
+            entry[key] = float(record[key])
+    if is_number(record.get("steps")):
+        entry["steps"] = int(record["steps"])
+    mode = record.get("mode", "finetune")
+    entry["grid_cells"] = sum(1 for cell in grid if cell.get("mode", mode) == mode)
+    if lower_is_better(metric):
+        entry["lower_is_better"] = True
+    return entry
+
+
+def collect_transfer(run_dir: Path, notes: list[str]) -> dict[str, dict[str, dict[str, dict[str, Any]]]]:
+    """``{mode: {init: {task: entry}}}`` from every ``transfer/<init>/<task>/best*.json``; the
+    record's own ``init`` / ``task`` win over the directory names."""
+    found: dict[str, dict[str, dict[str, dict[str, Any]]]] = {}
+    for path in sorted((run_dir / "transfer").glob("*/*/best*.json")):
+        record = read_json(path)
+        if not isinstance(record, Mapping) or not is_number(record.get("value")):
+            notes.append(f"{path.relative_to(run_dir)}: no numeric 'value'; left out")
+            continue
+        init = str(record.get("init") or path.parent.parent.name)
+        task = str(record.get("task") or path.parent.name)
+        mode = "linear" if record.get("mode") == "linear" else "finetune"
+        row = found.setdefault(mode, {}).setdefault(init, {})
+        if task in row:
+            notes.append(f"{path.relative_to(run_dir)}: a second {mode} result for {init}/{task}; "
+                         "the last one (by file name) is shown")
+        row[task] = transfer_entry(record, read_jsonl(path.parent / "grid.jsonl"))
+    for table in found.values():
+        add_deltas(table)
+    return found
+
+
+def add_deltas(table: dict[str, dict[str, dict[str, Any]]]) -> None:
+    """``delta_vs_supervised`` = value - the supervised row's value, as in the paper's tables."""
+    baseline = table.get(BASELINE, {})
+    for init, row in table.items():
+        for task, entry in row.items():
+            reference = baseline.get(task)
+            if init != BASELINE and reference is not None and reference["metric"] == entry["metric"]:
+                entry["delta_vs_supervised"] = entry["value"] - reference["value"]
+
+
+def collect_teacher_vs_student(teachers: Mapping[str, Mapping[str, float]],
+                               student: Mapping[str, Mapping[str, float]]) -> dict[str, dict[str, Any]]:
+    """Paper Table 4: each teacher's own-task validation metric next to the student's on the same
+    task (the student learned that task from the teacher's pseudo labels, MuST sec. 3.2)."""
+    result: dict[str, dict[str, Any]] = {}
+    for task in order_tasks(teachers):
+        own, learned = teachers[task], student.get(task, {})
+        metric = (pick_metric(task, own, learned) if learned else None) or pick_metric(task, own)
+        if metric is None:
+            continue
+        entry: dict[str, Any] = {"metric": metric, "teacher": own[metric], "student": learned.get(metric)}
+        if entry["student"] is not None:
+            entry["delta"] = entry["student"] - entry["teacher"]
+        if lower_is_better(metric):
+            entry["lower_is_better"] = True
+        result[task] = entry
+    return result
+
+
+def collect_timings(run_dir: Path, notes: list[str]) -> dict[str, float]:
+    data = read_json(run_dir / "timings.json")
+    if not isinstance(data, Mapping):
+        notes.append("no timings.json: stage timings left out")
+        return {}
+    return {str(stage): float(seconds) for stage, seconds in data.items() if is_number(seconds)}
+
+
+def collect_results(run_dir: str | Path) -> dict[str, Any]:
+    """Everything ``results.json`` holds (module docstring); missing parts become ``notes``."""
+    run_dir = Path(run_dir)
+    notes: list[str] = []
+    teachers = {}
+    for directory in sorted(p for p in (run_dir / "teachers").glob("*") if p.is_dir()):
+        task, metrics = teacher_metrics(directory)
+        if metrics:
+            teachers[task] = metrics
+        else:
+            notes.append(f"teacher '{directory.name}': no validation metrics found")
+    if not teachers:
+        notes.append("no teachers with metrics under teachers/: teacher-vs-student table left out")
+    student = student_metrics(run_dir / "student") if (run_dir / "student").is_dir() else {}
+    if not student:
+        notes.append("no student metrics (student/student.json or student/metrics.jsonl)")
+    transfer = collect_transfer(run_dir, notes)
+    if not transfer.get("finetune"):
+        notes.append("no transfer results (transfer/<init>/<task>/best.json): transfer table left out")
+    elif BASELINE not in transfer["finetune"]:
+        notes.append(f"no '{BASELINE}' transfer row: differences in parentheses left out")
+    results: dict[str, Any] = {
+        "run": run_dir.resolve().name,
+        "transfer": transfer.get("finetune", {}),
+        "teacher_vs_student": collect_teacher_vs_student(teachers, student),
+        "teachers": teachers,
+        "student": student,
+        "timings": collect_timings(run_dir, notes),
+    }
+    if transfer.get("linear"):
+        results["linear_probe"] = transfer["linear"]
+    results["notes"] = notes
+    return results
+
+
+def write_results(results: Mapping[str, Any], path: Path) -> Path:
+    """``results.json``, written atomically (a reader never sees half a file)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.tmp")
+    temporary.write_text(json.dumps(results, indent=2, sort_keys=False) + "\n")
+    temporary.replace(path)
+    return path
