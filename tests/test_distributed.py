@@ -1,5 +1,7 @@
 """A real 2-process gloo run through torchrun: rank/world size from the environment, all-reduce,
-gather with gradients, broadcast."""
+gather with its exact gradient, broadcast; and NT-Xent under DDP, whose averaged gradient must
+equal the one-process gradient on the concatenated batch (SimCLR sec. 2: negatives from every
+device)."""
 
 import json
 import os
@@ -8,25 +10,42 @@ import sys
 import textwrap
 from pathlib import Path
 
+import pytest
 import torch
 
 from must import distributed
+from must.losses.ntxent import nt_xent_loss
 
 SCRIPT = textwrap.dedent(
     """
     import json, sys, torch
+    from torch.nn.parallel import DistributedDataParallel
     from must import distributed
+    from must.losses.ntxent import nt_xent_loss
     device = distributed.pick_device("auto")
     info = distributed.setup(device)
     mean = distributed.all_reduce_mean(torch.tensor([float(info.rank + 1)]))
     local = torch.full((2, 3), float(info.rank), requires_grad=True)
     gathered = distributed.all_gather_with_grad(local)
-    gathered.sum().backward()
+    (gathered * torch.arange(1.0, 5.0)[:, None]).sum().backward()
     token = distributed.broadcast_object({"from": info.rank})
+
+    # NT-Xent through a DDP-wrapped projection: each rank holds half of the images (both views).
+    torch.manual_seed(0)  # the same initial projection on both ranks
+    projection = DistributedDataParallel(torch.nn.Linear(6, 4))
+    generator = torch.Generator().manual_seed(3)
+    first, second = torch.randn(8, 6, generator=generator), torch.randn(8, 6, generator=generator)
+    rows = slice(4 * info.rank, 4 * info.rank + 4)
+    projected = projection(torch.cat([first[rows], second[rows]]))  # one forward per step under DDP
+    loss = nt_xent_loss(projected[:4], projected[4:], temperature=0.2)
+    loss.backward()
+
     result = {"rank": distributed.rank(), "world": distributed.world_size(),
               "main": distributed.is_main_process(), "mean": mean.item(),
-              "gathered": gathered.tolist(), "grad": local.grad.sum().item(), "token": token,
-              "device": str(device)}
+              "gathered": gathered.tolist(), "grad": local.grad.tolist(), "token": token,
+              "device": str(device), "ntxent_loss": loss.item(),
+              "ntxent_weight_grad": projection.module.weight.grad.tolist(),
+              "ntxent_bias_grad": projection.module.bias.grad.tolist()}
     with open(sys.argv[1] + f"/rank{info.rank}.json", "w") as f:
         json.dump(result, f)
     distributed.teardown()
@@ -38,24 +57,50 @@ def test_single_process_defaults() -> None:
     assert distributed.world_size() == 1 and distributed.rank() == 0 and distributed.is_main_process()
     tensor = torch.ones(3)
     assert distributed.all_reduce_mean(tensor) is tensor
+    assert distributed.all_gather_with_grad(tensor) is tensor
     assert distributed.pick_device("cpu").type == "cpu"
     assert distributed.pick_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def test_two_process_gloo(tmp_path: Path) -> None:
-    script = tmp_path / "worker.py"
+@pytest.fixture(scope="module")
+def two_process_results(tmp_path_factory: pytest.TempPathFactory) -> list[dict]:
+    """One torchrun launch for every 2-process check of this file (a launch costs seconds)."""
+    directory = tmp_path_factory.mktemp("gloo")
+    script = directory / "worker.py"
     script.write_text(SCRIPT)
     environment = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
     environment["OMP_NUM_THREADS"] = "1"
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-               str(script), str(tmp_path)]
+               str(script), str(directory)]
     run = subprocess.run(command, env=environment, capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr[-3000:]
-    results = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
-    for rank, result in enumerate(results):
+    return [json.loads((directory / f"rank{r}.json").read_text()) for r in range(2)]
+
+
+def test_two_process_gloo(two_process_results: list[dict]) -> None:
+    for rank, result in enumerate(two_process_results):
         assert result["rank"] == rank and result["world"] == 2
         assert result["main"] == (rank == 0)
         assert result["mean"] == 1.5
         assert result["gathered"] == [[0.0] * 3] * 2 + [[1.0] * 3] * 2
-        assert result["grad"] == 6.0  # gradient flows only through the local slice
         assert result["token"] == {"from": 0}
+    # Both ranks backpropagate sum_i (i + 1) * gathered[i]: the exact gradient of a local row is
+    # the sum over ranks of its coefficient (2 ranks x the same coefficients), not one rank's.
+    assert two_process_results[0]["grad"] == [[2.0] * 3, [4.0] * 3]
+    assert two_process_results[1]["grad"] == [[6.0] * 3, [8.0] * 3]
+
+
+def test_ddp_ntxent_gradient_equals_one_process(two_process_results: list[dict]) -> None:
+    torch.manual_seed(0)
+    projection = torch.nn.Linear(6, 4)
+    generator = torch.Generator().manual_seed(3)
+    first, second = torch.randn(8, 6, generator=generator), torch.randn(8, 6, generator=generator)
+    loss = nt_xent_loss(projection(first), projection(second), temperature=0.2)
+    loss.backward()
+    ranks = two_process_results
+    assert (ranks[0]["ntxent_loss"] + ranks[1]["ntxent_loss"]) / 2 == pytest.approx(loss.item(), rel=1e-5)
+    for result in ranks:  # DDP averaged the gradients: both ranks hold the same, the exact one
+        torch.testing.assert_close(torch.tensor(result["ntxent_weight_grad"]), projection.weight.grad,
+                                   rtol=1e-4, atol=1e-6)
+        torch.testing.assert_close(torch.tensor(result["ntxent_bias_grad"]), projection.bias.grad,
+                                   rtol=1e-4, atol=1e-6)

@@ -5,6 +5,7 @@
     must label  ...                    pseudo-label a shared image set       (MuST sec. 3.2)
     must train  ...                    train the multi-task student          (MuST sec. 3.3-3.4)
     must transfer ...                  fine-tune checkpoints on downstream tasks (sec. 4)
+    must pretrain --method M ...       self-supervised pre-training (SimCLR, pretext tasks)
     must report ...                    write the HTML / Markdown / JSON report
     must demo                          all of the above on the embedded world
 
@@ -172,6 +173,30 @@ def _train(parser: argparse.ArgumentParser) -> Callable[[argparse.Namespace], in
 @verb("report")
 def _report(parser: argparse.ArgumentParser) -> Callable[[argparse.Namespace], int]:
     from must.report.cli import add_arguments, run
+
+    add_arguments(parser)
+    return run
+
+
+@verb("label")
+def _label(parser: argparse.ArgumentParser) -> Callable[[argparse.Namespace], int]:
+    from must.label.cli import add_arguments, run
+
+    add_arguments(parser)
+    return run
+
+
+@verb("transfer")
+def _transfer(parser: argparse.ArgumentParser) -> Callable[[argparse.Namespace], int]:
+    from must.transfer.cli import add_arguments, run
+
+    add_arguments(parser)
+    return run
+
+
+@verb("pretrain")
+def _pretrain(parser: argparse.ArgumentParser) -> Callable[[argparse.Namespace], int]:
+    from must.stages.pretrain_cli import add_arguments, run
 
     add_arguments(parser)
     return run

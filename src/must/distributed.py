@@ -12,6 +12,7 @@ import datetime
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -64,8 +65,11 @@ def setup(device: torch.device | None = None, timeout_minutes: float = 30.0) -> 
 
 
 def teardown() -> None:
+    global _GATHER_GROUP
     if dist.is_available() and dist.is_initialized():
-        dist.destroy_process_group()
+        dist.barrier()  # no rank tears gloo down while another still has work in flight
+        dist.destroy_process_group()  # destroys every group, the gather group included
+    _GATHER_GROUP = None
 
 
 def is_initialized() -> bool:
@@ -99,17 +103,55 @@ def all_reduce_mean(tensor: torch.Tensor) -> torch.Tensor:
 
 
 def all_gather_with_grad(tensor: torch.Tensor) -> torch.Tensor:
-    """Concatenates ``tensor`` from all ranks along dim 0, keeping gradients for the local part.
+    """Concatenates ``tensor`` from all ranks along dim 0, with the exact gradient.
 
-    Contrastive losses (SimCLR's NT-Xent) need negatives from every rank; gradients flow back only
-    through this rank's slice, which is the standard practice (e.g. lightly, SimCLR's TPU code).
+    Contrastive losses (SimCLR's NT-Xent) need negatives from every rank, and each rank's rows
+    are also candidates in the other ranks' losses. The backward pass therefore sums the incoming
+    gradient over ranks and returns this rank's slice (as lightly's ``GatherLayer`` and SimCLR's
+    ``cross_replica_sum`` do): with DDP averaging the parameter gradients, the result equals the
+    one-process gradient on the concatenated batch (Chen et al. 2020, sec. 2: "global BN" and
+    negatives across all cores). Every rank must call this function, and every rank that backprops
+    through it must do so in the same order: the backward pass is a collective too. All ranks must
+    pass the same shape (pad first, see :func:`must.losses.gather.gather_rows`).
     """
     if not is_initialized():
         return tensor
-    gathered = [torch.zeros_like(tensor) for _ in range(world_size())]
-    dist.all_gather(gathered, tensor.contiguous())
-    gathered[rank()] = tensor
-    return torch.cat(gathered, dim=0)
+    return _GatherWithGradient.apply(tensor.contiguous(), _gather_group())
+
+
+class _GatherWithGradient(torch.autograd.Function):
+    """``forward``: all-gather + concatenate; ``backward``: all-reduce (sum) the gradient of the
+    concatenation and keep this rank's rows."""
+
+    @staticmethod
+    def forward(ctx: Any, tensor: torch.Tensor, group: Any) -> torch.Tensor:
+        ctx.group = group
+        gathered = [torch.empty_like(tensor) for _ in range(dist.get_world_size(group))]
+        dist.all_gather(gathered, tensor, group=group)
+        return torch.cat(gathered, dim=0)
+
+    @staticmethod
+    def backward(ctx: Any, gradient: torch.Tensor) -> tuple[torch.Tensor, None]:
+        gradient = gradient.contiguous().clone()
+        dist.all_reduce(gradient, op=dist.ReduceOp.SUM, group=ctx.group)
+        rows = gradient.shape[0] // dist.get_world_size(ctx.group)
+        start = dist.get_rank(ctx.group) * rows
+        return gradient[start:start + rows], None
+
+
+_GATHER_GROUP: Any = None
+
+
+def _gather_group() -> Any:
+    """A process group of all ranks used only by :func:`all_gather_with_grad` (created on first
+    use, which every rank reaches together since the gather is a collective). Its backward
+    all-reduce runs inside autograd, interleaved with DDP's gradient buckets on the default
+    group in an order that may differ between ranks (e.g. when a task is absent from one rank's
+    batch); on a group of their own, collectives of the two kinds cannot be paired by mistake."""
+    global _GATHER_GROUP
+    if _GATHER_GROUP is None:
+        _GATHER_GROUP = dist.new_group(ranks=list(range(dist.get_world_size())))
+    return _GATHER_GROUP
 
 
 def broadcast_object(value: object, source: int = 0) -> object:

@@ -25,6 +25,7 @@ from must import distributed
 from must.data.geometry import Geometry
 from must.data.sample import Batch, Sample
 from must.tasks.base import Task, by_name
+from must.tasks.self_supervised.base import SelfSupervisedTask
 
 Index = tuple[int, int, int]
 """``(dataset_index, item_index, aug_seed)``: one item of a batch."""
@@ -192,7 +193,14 @@ def _tasks_by_name(tasks: Sequence[Task] | Mapping[str, Task]) -> dict[str, Task
 class GeometricTransform:
     """Applies one geometry to the image and to every target of a known task (targets of other
     tasks are dropped). ``random`` draws scale jitter + crop + flip (MuST sec. 3.4 / supp.:
-    scale jitter [0.5, 2.0]); otherwise a plain resize to ``output_size`` (evaluation)."""
+    scale jitter [0.5, 2.0]); otherwise a plain resize to ``output_size`` (evaluation).
+
+    Then every self-supervised task of ``tasks`` makes its views of the augmented image
+    (``task.make_views(image, generator, key=sample.key)``, stored as its target): they need no
+    label, so *every* image gets them. That is also what DDP needs: each rank's batch then holds
+    every self-supervised task, so every rank joins their collectives (SimCLR's gather, PIRL's
+    memory bank) at every step. All randomness comes from the item's generator: the views are a
+    function of the augmentation seed, like the geometry."""
 
     tasks: Mapping[str, Task]
     output_size: tuple[int, int]
@@ -213,6 +221,9 @@ class GeometricTransform:
         image = geometry.warp_image(sample.image)
         if self.image_noise is not None:
             image = self.image_noise(image, generator)
+        for name, task in self.tasks.items():
+            if isinstance(task, SelfSupervisedTask):
+                targets[name] = task.make_views(image, generator, key=sample.key)
         return Sample(sample.key, image, targets)
 
 

@@ -14,8 +14,9 @@ from must import distributed
 def gather_rows(tensor: Tensor) -> tuple[Tensor, int]:
     """``(rows of every rank concatenated in rank order, index of this rank's first row)``.
 
-    Gradients flow through this rank's rows only (:func:`must.distributed.all_gather_with_grad`).
-    Every rank must call it, also with zero rows: it is a collective. One process: ``(tensor, 0)``.
+    The gradient is exact (:func:`must.distributed.all_gather_with_grad`): it sums over ranks.
+    Every rank must call it, also with zero rows: it is a collective, and so is its backward.
+    One process: ``(tensor, 0)``.
     """
     if not distributed.is_initialized():
         return tensor, 0

@@ -9,7 +9,9 @@ views of *all* ranks' images (:func:`must.losses.gather.gather_rows`, built on
 :func:`must.distributed.all_gather_with_grad`), the anchors the local ones: with equal per-rank
 batches the mean of the ranks' losses equals the one-process loss on the whole batch. Ranks may
 hold different numbers of images, none included (their loss is zero, and they must still call
-this function: the gather is a collective). Gradients flow through the local slice only.
+this function and backpropagate through it: the gather and its backward are collectives). The
+gradient is exact: each rank's views get the gradient of every rank's loss, so DDP's averaged
+gradient equals the one-process gradient on the concatenated batch.
 """
 
 from __future__ import annotations
@@ -31,14 +33,15 @@ def nt_xent_loss(first: Tensor, second: Tensor, temperature: float = 0.1,
         raise ValueError(f"temperature must be positive, got {temperature}")
     first = F.normalize(first.float(), dim=1)
     second = F.normalize(second.float(), dim=1)
-    local = first.shape[0]
+    local, width = first.shape
     if gather:
-        all_first, offset = gather_rows(first)
-        all_second, _ = gather_rows(second)
+        # One gather for both views: one backward all-reduce, so ranks cannot pair them up wrongly.
+        pairs, offset = gather_rows(torch.cat([first, second], dim=1))
+        all_first, all_second = pairs[:, :width], pairs[:, width:]
     else:
         all_first, all_second, offset = first, second, 0
-    if local == 0:
-        return (first.sum() + second.sum()) * 0.0
+    if local == 0:  # zero, but through the gather: this rank joins the backward all-reduce
+        return (all_first.sum() + all_second.sum()) * 0.0
     total = all_first.shape[0]
     anchors = torch.cat([first, second])  # [2n, D]: local views, first views then second views
     candidates = torch.cat([all_first, all_second])  # [2N, D]: same layout over all ranks

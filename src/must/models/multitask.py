@@ -3,11 +3,16 @@
 ``MultiTaskModel = backbone (C2..C5) + FPN (P2..P7) + {task name: head}``. The trunk runs once per
 batch; every head reads the same :class:`~must.models.features.Features`. A specialized teacher
 (MuST sec. 3.1) is the same class with one head; the student has one head per task.
+
+Self-supervised tasks (SPEC B1: pretext targets beside ground truth and pseudo labels) bring their
+own images, the views the loader made: the model hands them its trunk and their head
+(``task.forward_views(head, features_fn, target)``, see :mod:`must.tasks.self_supervised.base`)
+instead of calling the head on the batch's features.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -22,6 +27,7 @@ from must.models.weights import load_initial_weights
 
 if TYPE_CHECKING:  # must.tasks imports must.models: a runtime import here would be circular
     from must.tasks.base import Task
+    from must.tasks.self_supervised.base import SelfSupervisedTask
 
 
 class MultiTaskModel(nn.Module):
@@ -29,14 +35,23 @@ class MultiTaskModel(nn.Module):
 
     ``images`` are ``float [B, 3, H, W]`` in ``[0, 1]``; the model normalizes them with its own
     ``mean`` / ``std`` so every stage (teacher, labeler, student) feeds the same thing.
+    ``view_tasks`` are the self-supervised tasks, by name: each runs the trunk on its own views
+    and trains the head ``heads[task.head_name]`` (FixMatch: the head of the task it wraps).
     """
 
     def __init__(self, backbone: ResNetBackbone, fpn: FeaturePyramid, heads: Mapping[str, nn.Module],
-                 mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD) -> None:
+                 mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD,
+                 view_tasks: Mapping[str, SelfSupervisedTask] | None = None) -> None:
         super().__init__()
         self.backbone = backbone
         self.fpn = fpn
         self.heads = nn.ModuleDict(dict(heads))
+        # A plain dict: tasks are not modules (their heads are, above).
+        self.view_tasks: dict[str, SelfSupervisedTask] = dict(view_tasks or {})
+        headless = {name: task.head_name for name, task in self.view_tasks.items()
+                    if task.head_name not in self.heads}
+        if headless:
+            raise KeyError(f"self-supervised task(s) without their head: {headless}; heads: {list(self.heads)}")
         # Not persistent: normalization is config (saved next to the run), not learned weights,
         # so checkpoints stay loadable across configs that differ only in it.
         self.register_buffer("mean", _channel_vector(mean), persistent=False)
@@ -48,7 +63,8 @@ class MultiTaskModel(nn.Module):
 
     @property
     def task_names(self) -> list[str]:
-        return list(self.heads)
+        """Every head's task and every self-supervised task (a name in both is the latter)."""
+        return list(dict.fromkeys([*self.heads, *self.view_tasks]))
 
     def features(self, images: Tensor) -> Features:
         """Normalizes ``images`` and runs backbone + FPN once."""
@@ -59,16 +75,40 @@ class MultiTaskModel(nn.Module):
         stages = self.backbone((images - self.mean) / self.std)
         return Features((int(images.shape[-2]), int(images.shape[-1])), stages, self.fpn(stages))
 
-    def forward(self, images: Tensor, targets: Mapping[str, TaskBatch] | None = None,
+    def task_features(self, name: str, features: Features) -> Features:
+        """What task ``name`` reads of a trunk pass: the features themselves here; a subclass may
+        adapt them per task (e.g. Doersch & Zisserman's lasso mixing of the trunk's stages)."""
+        return features
+
+    def features_for(self, name: str) -> Callable[[Tensor], Features]:
+        """The trunk as self-supervised task ``name`` runs it on its views."""
+        return lambda images: self.task_features(name, self.features(images))
+
+    def forward(self, images: Tensor | None, targets: Mapping[str, TaskBatch] | None = None,
                 tasks: Sequence[str] | None = None) -> dict[str, Any]:
         """Runs the heads of ``tasks`` (default: all) on one shared trunk pass; each head gets its
-        task's targets when given (detection computes its losses inside ``forward``)."""
+        task's targets when given (detection computes its losses inside ``forward``).
+        Self-supervised tasks run the trunk on their views (their targets) instead; when only
+        they are asked for, the pass over ``images`` is skipped (``images`` may be ``None``)."""
         names = self.task_names if tasks is None else list(tasks)
-        unknown = [name for name in names if name not in self.heads]
+        unknown = [name for name in names if name not in self.heads and name not in self.view_tasks]
         if unknown:
             raise KeyError(f"model has no head for task(s) {unknown}; its heads: {self.task_names}")
-        features = self.features(images)
-        return {name: self.heads[name](features, targets.get(name) if targets else None) for name in names}
+        features = None
+        if any(name not in self.view_tasks for name in names):
+            if images is None:
+                raise ValueError("the batch images are needed by the tasks "
+                                 f"{[name for name in names if name not in self.view_tasks]}")
+            features = self.features(images)
+        outputs: dict[str, Any] = {}
+        for name in names:
+            target = targets.get(name) if targets else None
+            task = self.view_tasks.get(name)
+            if task is not None:
+                outputs[name] = task.forward_views(self.heads[task.head_name], self.features_for(name), target)
+            else:
+                outputs[name] = self.heads[name](self.task_features(name, features), target)
+        return outputs
 
 
 def feature_spec(backbone: ResNetBackbone, fpn: FeaturePyramid) -> FeatureSpec:
@@ -79,12 +119,22 @@ def feature_spec(backbone: ResNetBackbone, fpn: FeaturePyramid) -> FeatureSpec:
 
 def build_model(config: ModelConfig, tasks: Mapping[str, Task]) -> MultiTaskModel:
     """Backbone + FPN from ``config``, one head per task (``task.build_head(spec)``), then the
-    initial weights of ``config.init`` if set (MuST sec. 3.5 transfer, sec. 4.4 bootstrapping)."""
+    initial weights of ``config.init`` if set (MuST sec. 3.5 transfer, sec. 4.4 bootstrapping).
+
+    Self-supervised tasks get one head per distinct ``head_name`` (FixMatch shares the head of the
+    task it wraps, built by that task when it is present) and are passed to the model as its
+    ``view_tasks``."""
+    from must.tasks.self_supervised.base import SelfSupervisedTask  # must.tasks imports must.models
+
     backbone = build_backbone(config.backbone, config.width, config.norm, config.drop_path_rate)
     fpn = FeaturePyramid(backbone.stage_channels, config.fpn_channels)
     spec = feature_spec(backbone, fpn)
-    heads = {name: task.build_head(spec) for name, task in tasks.items()}
-    model = MultiTaskModel(backbone, fpn, heads, config.mean, config.std)
+    view_tasks = {name: task for name, task in tasks.items() if isinstance(task, SelfSupervisedTask)}
+    heads = {name: task.build_head(spec) for name, task in tasks.items() if name not in view_tasks}
+    for task in view_tasks.values():
+        if task.head_name not in heads:
+            heads[task.head_name] = task.build_head(spec)
+    model = MultiTaskModel(backbone, fpn, heads, config.mean, config.std, view_tasks)
     if config.init is not None:
         load_initial_weights(model, config.init, heads=config.init_heads)
     return model

@@ -23,8 +23,9 @@ from must.data.loader import make_eval_loader, make_loader
 from must.data.noise import PhotometricRandAugment
 from must.data.readers import DatasetConfig, open_dataset
 from must.models import ModelConfig, build_model
+from must.stages.pretrain import build_tasks
 from must.stages.teach import demo_model
-from must.tasks import Task, build_task
+from must.tasks import TASK_BUILDERS, Task
 from must.teacher import TeacherRecord, read_record, save_record
 from must.train.config import TeacherRecipe, TrainConfig, WeightingConfig
 from must.train.engine import evaluate_tasks, fit, resolve_precision
@@ -53,7 +54,10 @@ class StudentConfig:
     teachers: tuple[str, ...] = ()
     """Teacher directories: the student's tasks, their options (classes) and MuST recipes."""
     tasks: dict[str, dict[str, Any]] = field(default_factory=dict)
-    """Extra tasks or option overrides (e.g. ``classification: {dropout: 0.3}``)."""
+    """Extra tasks or option overrides (e.g. ``classification: {dropout: 0.3}``); self-supervised
+    tasks too (``simclr: {}``, ``fixmatch_classification: {threshold: 0.9}``), trained beside the
+    real and pseudo labels in the same run (SPEC B1; with the MuST rule give them a weight:
+    ``train.weighting.weights.simclr=1.0``)."""
     val: dict[str, DatasetConfig] = field(default_factory=dict)
     """Per task, a validation set with real labels."""
     model: ModelConfig = field(default_factory=demo_model)
@@ -80,7 +84,7 @@ def student_tasks(config: StudentConfig) -> tuple[dict[str, Task], dict[str, dic
         options[name] = {**options.get(name, {}), **extra}
     if not options:
         raise config_lib.ConfigError("train: no tasks: give teachers=[...] or tasks={...}")
-    return {name: build_task(name, **opts) for name, opts in options.items()}, options, records
+    return build_tasks(options), options, records  # self-supervised tasks too (SPEC B1)
 
 
 def weighting_with_teachers(train: TrainConfig, records: dict[str, TeacherRecord]) -> TrainConfig:
@@ -169,6 +173,8 @@ def write_student_record(out: Path, options: dict[str, dict[str, Any]], config: 
     temporary.write_text(json.dumps(record, indent=2))
     temporary.replace(out / STUDENT_RECORD)
     for name, task_options in options.items():
+        if name not in TASK_BUILDERS:  # a self-supervised head labels nothing: no teacher record
+            continue
         save_record(TeacherRecord(task=name, task_options=task_options,
                                   model=dataclasses.replace(config.model, init=None),
                                   image_size=config.image_size, batch_size=train.batch_size,

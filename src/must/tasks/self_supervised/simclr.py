@@ -120,8 +120,10 @@ class SimCLRTask(SelfSupervisedTask):
 
     def loss(self, output: dict[str, Tensor] | None, target: TaskBatch) -> dict[str, Tensor]:
         if output is None and self.gather and distributed.is_initialized():
-            # No views here, but the other ranks' gather is a collective this rank must join.
-            empty = torch.zeros(0, self.projection_dim, device=target.present.device)
+            # No views here, but the other ranks' gather is a collective this rank must join, and
+            # so is its backward (exact gradient): the empty rows need a graph to backpropagate.
+            empty = torch.zeros(0, self.projection_dim, device=target.present.device,
+                                requires_grad=torch.is_grad_enabled())
             return {"loss": nt_xent_loss(empty, empty, self.temperature)}
         return super().loss(output, target)
 

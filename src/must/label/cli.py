@@ -1,0 +1,69 @@
+"""``must label``: pseudo-label an image set with teachers (MuST sec. 3.2).
+
+    must label --teacher runs/x/teachers/detection --teacher segmentation=runs/x/teachers/seg \\
+               --data folder:/data/unlabeled --out runs/x/pseudo/unlabeled \\
+               batch_size=64 thresholds.detection=0.6 top_k=10
+
+    torchrun --nproc_per_node=4 -m must.cli label ...      # rank r labels shards r, r+4, ...
+
+Overrides are ``key.sub=value`` on :class:`~must.label.labeler.LabelConfig` (``data.split=val``,
+``data.skip_bad=true``, ``precision=bf16``...). Rerunning the same command resumes.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from must import config as config_lib
+from must import distributed
+from must.config import ConfigError
+from must.label.labeler import LabelConfig, label_dataset
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.description = (
+        "Run one or more teachers over an image set and write pseudo labels as WebDataset tar "
+        "shards with a manifest (MuST sec. 3.2). Resumable: rerun the same command after a crash. "
+        "Under torchrun the shards are split across processes.")
+    parser.add_argument("--teacher", action="append", default=[], metavar="[TASK=]DIR",
+                        help="teacher directory (`must teach` output or one with adapter.json); "
+                             "repeat for several teachers; TASK= checks the teacher's task")
+    parser.add_argument("--data", metavar="FORMAT:ROOT",
+                        help="the image set, e.g. folder:/data/images, world:runs/x/world/pool, "
+                             "coco:/data/coco (then data.split=val)")
+    parser.add_argument("--out", required=True, type=Path, help="output directory")
+    parser.add_argument("--config", metavar="PRESET",
+                        help="YAML preset (a path or a shipped name); its 'label' section is used "
+                             "when it has one")
+    parser.add_argument("overrides", nargs="*", metavar="key.sub=value",
+                        help="LabelConfig overrides, e.g. batch_size=64 thresholds.detection=0.6")
+
+
+def build_config(args: argparse.Namespace) -> LabelConfig:
+    data: dict = {}
+    if args.config:
+        preset = config_lib.read_yaml(args.config)
+        data = preset.get("label", preset) or {}
+    if args.teacher:
+        data = {**data, "teachers": list(args.teacher)}
+    if args.data:
+        fmt, separator, root = str(args.data).partition(":")
+        if not separator or not fmt or not root:
+            raise ConfigError(f"--data '{args.data}' is not of the form FORMAT:ROOT "
+                              "(e.g. folder:/data/images)")
+        data = config_lib.merge(data, {"data": {"format": fmt, "root": root}})
+    data = config_lib.apply_overrides(data, args.overrides)
+    if not data.get("teachers"):
+        raise ConfigError("no teacher: pass --teacher DIR (repeat for several)")
+    if not data.get("data"):
+        raise ConfigError("no image set: pass --data FORMAT:ROOT")
+    return config_lib.from_dict(LabelConfig, data)
+
+
+def run(args: argparse.Namespace) -> int:
+    config = build_config(args)
+    manifest = label_dataset(config, args.out)
+    if distributed.from_environment().is_main:
+        print(f"pseudo labels in {args.out} (manifest: {manifest})")
+    return 0

@@ -1,0 +1,205 @@
+"""What the labeler runs: a teacher of one task, whatever made it (MuST sec. 3.1: "a teacher may
+also be a model the user already has", SPEC M1).
+
+Every teacher is a :class:`LabelingTeacher`: a task, a square input size, and
+``predict(images float [B, 3, S, S] in [0, 1]) -> one prediction per image`` in the task's
+prediction convention (what ``Task.predict`` returns: class probabilities ``[K]``, a detection
+dict with boxes in input pixels, segmentation probabilities ``[C, S, S]``, depth ``[S, S]``), so
+``task.to_pseudo_label`` turns each into a label by the paper's rules (sec. 3.2).
+
+* :class:`ModelTeacher`: one of ours (a ``must teach`` directory: checkpoint.pt + teacher.json);
+* adapters for torchvision and timm models (:mod:`must.label.adapters`, an ``adapter.json``);
+* :class:`CallableTeacher`: any Python function, the documented escape hatch::
+
+      teacher = CallableTeacher(ClassificationTask(3), lambda images: [...], name="mine")
+      label_dataset(config, out, extra_teachers=[teacher])
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from must import config as config_lib
+from must.label.manifest import TeacherEntry
+from must.label.shards import CODECS
+from must.models import build_model, load_checkpoint
+from must.models.weights import CheckpointError
+from must.tasks import Task
+from must.teacher import (CHECKPOINT_NAME, RECORD_NAME, Teacher, build_task_from_record,
+                          file_sha256, read_record)
+
+ADAPTER_NAME = "adapter.json"
+
+
+class TeacherError(ValueError):
+    """A teacher that cannot label: wrong task, class list or checkpoint; names the teacher."""
+
+
+class LabelingTeacher(ABC):
+    name: str
+    task: Task
+    input_size: int
+    """Images are resized to ``input_size`` x ``input_size`` before :meth:`predict`."""
+
+    @abstractmethod
+    def predict(self, images: Tensor) -> list[Any]:
+        """``float [B, 3, S, S]`` in ``[0, 1]`` on the teacher's device -> B predictions."""
+
+    @abstractmethod
+    def entry(self) -> TeacherEntry:
+        """How the manifest names this teacher (without the threshold: the labeler adds it)."""
+
+    def to(self, device: torch.device) -> LabelingTeacher:
+        return self
+
+    @property
+    def class_names(self) -> list[str] | None:
+        return getattr(self.task, "class_names", None)
+
+    @property
+    def num_classes(self) -> int | None:
+        return getattr(self.task, "num_classes", None)
+
+
+def task_options(task: Task) -> dict[str, Any]:
+    """Constructor options that rebuild a class-based task (what the student needs)."""
+    options: dict[str, Any] = {}
+    if getattr(task, "num_classes", None) is not None:
+        options["num_classes"] = task.num_classes  # type: ignore[attr-defined]
+    if getattr(task, "class_names", None) is not None:
+        options["class_names"] = list(task.class_names)  # type: ignore[attr-defined]
+    return options
+
+
+class ModelTeacher(LabelingTeacher):
+    """One of ours: a :class:`~must.teacher.Teacher` (model with one head, in eval mode)."""
+
+    def __init__(self, teacher: Teacher, directory: Path, input_size: int | None = None) -> None:
+        self.teacher = teacher
+        self.task = teacher.task
+        self.name = Path(directory).name or teacher.task.name
+        self.directory = Path(directory)
+        self.input_size = input_size or teacher.record.image_size
+
+    def predict(self, images: Tensor) -> list[Any]:
+        output = self.teacher.model(images, tasks=[self.task.name])[self.task.name]
+        return self.task.predict(output)
+
+    def to(self, device: torch.device) -> ModelTeacher:
+        self.teacher.model.to(device)
+        return self
+
+    def entry(self) -> TeacherEntry:
+        record = self.teacher.record
+        return TeacherEntry(
+            name=self.name, task=self.task.name, kind="must", input_size=self.input_size,
+            checkpoint=str(self.teacher.checkpoint), checkpoint_sha256=self.teacher.checkpoint_sha256,
+            class_names=self.class_names, num_classes=self.num_classes,
+            task_options=dict(record.task_options), batch_size=record.batch_size,
+            learning_rate=record.learning_rate,
+            details={"directory": str(self.directory), "model": config_lib.to_dict(record.model),
+                     "trained_image_size": record.image_size, "metrics": dict(record.metrics)})
+
+
+def load_model_teacher(directory: Path, device: torch.device) -> ModelTeacher:
+    """Like :func:`must.teacher.load_teacher`, but a checkpoint whose head does not fit the record
+    (another task, another class count) is an error instead of a randomly initialized head."""
+    record = read_record(directory)
+    task = build_task_from_record(record)
+    model = build_model(config_lib.replace(record.model, init=None), {task.name: task})
+    checkpoint = Path(directory) / CHECKPOINT_NAME
+    try:
+        report = load_checkpoint(model, checkpoint, heads=True)
+    except CheckpointError as error:
+        raise TeacherError(f"teacher {directory}: {error}") from None
+    # other heads are fine (a multi-task student can teach one task, Noisy Student's iteration)
+    problems = report.missing + [entry for entry in report.skipped
+                                 if entry.startswith(f"heads.{task.name}.")]
+    if problems:
+        raise TeacherError(
+            f"teacher {directory}: {checkpoint} does not hold a trained '{task.name}' head as "
+            f"{RECORD_NAME} says (wrong task or class count?): {'; '.join(problems[:4])}")
+    model.to(device).eval()
+    return ModelTeacher(Teacher(model, task, record, checkpoint, file_sha256(checkpoint)), directory)
+
+
+class CallableTeacher(LabelingTeacher):
+    """Any function ``fn(images float [B, 3, S, S] in [0, 1]) -> list of B predictions`` in
+    ``task``'s prediction convention (see the module docstring).
+
+    ``version`` is recorded in the manifest in place of a checkpoint hash: change it when the
+    function changes, so a resumed run does not mix labels of two functions.
+    """
+
+    def __init__(self, task: Task, fn: Callable[[Tensor], Sequence[Any]], name: str,
+                 input_size: int = 64, version: str = "") -> None:
+        self.task = task
+        self.fn = fn
+        self.name = name
+        self.input_size = input_size
+        self.version = version
+
+    def predict(self, images: Tensor) -> list[Any]:
+        predictions = list(self.fn(images))
+        if len(predictions) != images.shape[0]:
+            raise TeacherError(f"teacher '{self.name}': returned {len(predictions)} predictions "
+                               f"for {images.shape[0]} images")
+        return predictions
+
+    def entry(self) -> TeacherEntry:
+        return TeacherEntry(name=self.name, task=self.task.name, kind="callable",
+                            input_size=self.input_size, class_names=self.class_names,
+                            num_classes=self.num_classes, task_options=task_options(self.task),
+                            details={"function": getattr(self.fn, "__qualname__", repr(self.fn)),
+                                     "version": self.version})
+
+
+def load_labeling_teacher(spec: str | Path, device: torch.device,
+                          input_size: int | None = None) -> LabelingTeacher:
+    """A teacher from a directory: ours (``teacher.json``) or an adapter (``adapter.json``).
+
+    ``spec`` may be ``TASK=DIR`` to state which task the teacher must be for: a directory holding
+    a teacher of another task is then an error rather than labels under the wrong name.
+    """
+    expected, directory = parse_teacher_spec(spec)
+    if (directory / RECORD_NAME).is_file():
+        teacher: LabelingTeacher = load_model_teacher(directory, device)
+    elif (directory / ADAPTER_NAME).is_file():
+        from must.label.adapters import load_adapter  # torchvision / timm only when needed
+
+        teacher = load_adapter(directory, device)
+    elif not directory.is_dir():
+        raise FileNotFoundError(f"teacher directory {directory} not found")
+    else:
+        raise TeacherError(f"teacher {directory}: neither {RECORD_NAME} (a `must teach` output) "
+                           f"nor {ADAPTER_NAME} (a torchvision / timm model) found")
+    if expected is not None and teacher.task.name != expected:
+        raise TeacherError(f"teacher {directory} is a '{teacher.task.name}' teacher, "
+                           f"not '{expected}' as asked")
+    if input_size is not None:
+        teacher.input_size = input_size
+    check_supported(teacher)
+    return teacher
+
+
+def parse_teacher_spec(spec: str | Path) -> tuple[str | None, Path]:
+    text = str(spec)
+    task, separator, rest = text.partition("=")
+    if separator and task in CODECS:
+        return task, Path(rest)
+    return None, Path(text)
+
+
+def check_supported(teacher: LabelingTeacher) -> None:
+    if teacher.task.name not in CODECS:
+        raise TeacherError(f"teacher '{teacher.name}': task '{teacher.task.name}' cannot be "
+                           f"pseudo-labeled; tasks with a label format: {', '.join(CODECS)}")
+    if teacher.input_size < 1:
+        raise TeacherError(f"teacher '{teacher.name}': input size must be positive, got "
+                           f"{teacher.input_size}")

@@ -1,0 +1,289 @@
+"""``must pretrain``: self-supervised pre-training of the ResNet-FPN trunk on unlabeled images
+(SPEC S1, S2, D1-D4; the "self-supervised pre-training (SimCLR)" row of M10's comparisons).
+
+One method trains one pretext head on the shared trunk through the one training engine: SimCLR,
+PIRL, rotation, jigsaw, relative position, colorization or exemplar (their tasks live in
+:mod:`must.tasks.self_supervised`; the loader makes their views of every image). ``multi`` is
+Doersch & Zisserman 2017 ("Multi-task Self-Supervised Visual Learning"): several pretext heads on
+one trunk (sec. 3), trained by alternating, one head per iteration with the gradients of a whole
+cycle accumulated before each update (:class:`~must.tasks.self_supervised.doersch.AlternateSchedule`,
+D2), or jointly, every head on every batch; optionally with the lasso (sec. 4.2, D3: every head
+reads its own learned, L1-penalized mixture of C2..C5) and harmonized inputs (sec. 4.3, D4: Lab
+lightness, replicated).
+
+The output is the engine's ``checkpoint.pt`` in the :class:`~must.models.MultiTaskModel` layout
+(``backbone.*``, ``fpn.*``, ``heads.*``; ``lasso.*`` with the lasso), so
+``ModelConfig(init=...)`` / ``must transfer --init`` loads backbone + FPN from it and drops the
+pretext heads; plus ``pretrain.json`` (method, task options, model, recipe, last losses).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from torch import Tensor, nn
+
+from must import config as config_lib
+from must import distributed
+from must.data.loader import make_loader
+from must.data.readers import DatasetConfig, open_dataset
+from must.data.sample import Batch
+from must.models import ModelConfig, MultiTaskModel, build_model
+from must.models.features import Features
+from must.models.lasso import LassoMixing
+from must.stages.teach import demo_model
+from must.tasks import TASK_BUILDERS, Task, build_task
+from must.tasks.self_supervised import SELF_SUPERVISED_TASKS, FixMatchTask, SelfSupervisedTask
+from must.tasks.self_supervised.doersch import Schedule, build_schedule, harmonize, lasso_features
+from must.train import checkpoint as checkpoints
+from must.train.config import TrainConfig
+from must.train.engine import FitResult, fit
+from must.train.weighting import Weighting, build_weighting
+
+RECORD_NAME = "pretrain.json"
+METHODS = ("simclr", "pirl", "rotation", "jigsaw", "relative_position", "colorization", "exemplar", "multi")
+DOERSCH_TASKS = ("relative_position", "colorization", "exemplar")
+"""``multi``'s default heads: Doersch & Zisserman's image tasks (motion segmentation needs video)."""
+DATA_SIZED_OPTIONS = {"exemplar": "num_instances", "pirl": "bank_size"}
+"""Options that default to the number of images (one surrogate class / memory-bank slot per image,
+Dosovitskiy et al. 2014 sec. 2, Wu et al. 2018), capped at :data:`MAX_INSTANCES`."""
+MAX_INSTANCES = 65536
+
+
+@dataclass(frozen=True)
+class PretrainConfig:
+    method: Literal["simclr", "pirl", "rotation", "jigsaw", "relative_position", "colorization",
+                    "exemplar", "multi"] = "simclr"
+    tasks: tuple[str, ...] = ()
+    """``multi`` only: its pretext tasks (default: relative_position, colorization, exemplar)."""
+    task_options: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Constructor options per pretext task, e.g. ``simclr: {temperature: 0.2, view_size: 32}``."""
+    schedule: Literal["alternate", "joint"] = "alternate"
+    """Doersch & Zisserman sec. 3: one head per iteration (gradients accumulated over a cycle) or
+    every head on every batch. One head: both are plain training."""
+    cycles_per_update: int = 1
+    """``alternate``: cycles over all heads accumulated per optimizer step."""
+    lasso: float | None = None
+    """L1 weight of the lasso (sec. 4.2): each head reads its own mixture of C2..C5; None = off."""
+    harmonize: bool = False
+    """Feed every trunk input as Lab lightness replicated to RGB (sec. 4.3)."""
+    data: DatasetConfig | None = None
+    """The unlabeled images (any format: its labels are ignored)."""
+    model: ModelConfig = field(default_factory=demo_model)
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(steps=300, batch_size=32, lr=0.05))
+    """``batch_size`` is the batch of one iteration (every head sees full batches); ``steps``
+    counts optimizer updates (``alternate``: each one is ``cycles x heads`` iterations)."""
+    image_size: int = 64
+    """Side of the scale-jittered crop the views are made from."""
+    scale_range: tuple[float, float] = (0.5, 2.0)
+
+    def __post_init__(self) -> None:
+        if self.tasks and self.method != "multi":
+            raise ValueError(f"tasks lists the heads of method 'multi'; method '{self.method}' is one task")
+        unknown = [name for name in self.tasks if name not in pretext_builders()]
+        if unknown:
+            raise ValueError(f"unknown pretext task(s) {unknown}; choose from: {', '.join(pretext_builders())}")
+        if len(set(self.tasks)) != len(self.tasks):
+            raise ValueError(f"tasks listed twice: {list(self.tasks)}")
+        if self.cycles_per_update < 1:
+            raise ValueError(f"cycles_per_update must be >= 1, got {self.cycles_per_update}")
+        if self.lasso is not None and self.lasso < 0:
+            raise ValueError(f"lasso (its L1 weight) must be >= 0 or null, got {self.lasso}")
+        unused = sorted(set(self.task_options) - set(self.task_names))
+        if unused:
+            raise ValueError(f"task_options for task(s) {unused} that method '{self.method}' does not "
+                             f"train; its tasks: {', '.join(self.task_names)}")
+
+    @property
+    def task_names(self) -> tuple[str, ...]:
+        if self.method != "multi":
+            return (self.method,)
+        return self.tasks or DOERSCH_TASKS
+
+
+def pretext_builders() -> dict[str, Callable[..., SelfSupervisedTask]]:
+    """The self-supervised methods that need nothing but images (FixMatch wraps a labeled task)."""
+    return {name: builder for name, builder in SELF_SUPERVISED_TASKS.items() if name != "fixmatch"}
+
+
+def build_pretext_tasks(config: PretrainConfig, image_count: int) -> dict[str, SelfSupervisedTask]:
+    """The method's tasks; exemplar's classes and PIRL's bank default to one per image."""
+    tasks = {}
+    for name in config.task_names:
+        options = dict(config.task_options.get(name, {}))
+        if name in DATA_SIZED_OPTIONS:
+            options.setdefault(DATA_SIZED_OPTIONS[name], max(1, min(image_count, MAX_INSTANCES)))
+        tasks[name] = pretext_builders()[name](**options)
+    return tasks
+
+
+def build_tasks(options: Mapping[str, Mapping[str, Any]]) -> dict[str, Task]:
+    """Supervised and self-supervised tasks from ``{name: constructor options}`` (SPEC B1: one
+    student, any mix of label sources). ``fixmatch_<task>`` wraps the run's ``<task>`` (FixMatch
+    trains that task's head, Sohn et al. 2020 sec. 2.2)."""
+    tasks: dict[str, Task] = {}
+    wrapped = {f"fixmatch_{name}": name for name in TASK_BUILDERS}
+    for name, opts in options.items():
+        if name in TASK_BUILDERS:
+            tasks[name] = build_task(name, **opts)
+        elif name in pretext_builders():
+            tasks[name] = pretext_builders()[name](**opts)
+        elif name not in wrapped:
+            known = [*TASK_BUILDERS, *pretext_builders(), *wrapped]
+            raise config_lib.ConfigError(f"unknown task '{name}'; choose one of: {', '.join(known)}")
+    for name, opts in options.items():
+        if name in wrapped:
+            if wrapped[name] not in tasks:
+                raise config_lib.ConfigError(f"task '{name}' wraps task '{wrapped[name]}', which the run lacks")
+            try:
+                tasks[name] = FixMatchTask(tasks[wrapped[name]], **opts)
+            except TypeError as error:  # FixMatch wraps classification and segmentation only
+                raise config_lib.ConfigError(f"task '{name}': {error}") from None
+    return {name: tasks[name] for name in options}
+
+
+class DoerschMultiTaskModel(MultiTaskModel):
+    """A :class:`MultiTaskModel` with Doersch & Zisserman's lasso (each task reads its own
+    mixture of C2..C5 in place of C5, :func:`~must.tasks.self_supervised.doersch.lasso_features`)
+    and harmonized inputs, in the checkpoint layout every stage loads (``lasso.*`` beside
+    ``backbone.*``, ``fpn.*``, ``heads.*``). The task-side counterpart of
+    :class:`must.tasks.self_supervised.doersch.DoerschModel`, which wraps any trunk."""
+
+    def __init__(self, model: MultiTaskModel, lasso_weight: float | None, harmonized: bool) -> None:
+        super().__init__(model.backbone, model.fpn, model.heads, model.mean.flatten().tolist(),
+                         model.std.flatten().tolist(), model.view_tasks)
+        spec = self.spec
+        self.lasso = None if lasso_weight is None else LassoMixing(
+            self.task_names, spec.stage_channels, spec.c5_channels, lasso_weight,
+            unit_names=("c2", "c3", "c4", "c5"))
+        self.harmonized = harmonized
+
+    def features(self, images: Tensor) -> Features:
+        return super().features(harmonize(images) if self.harmonized else images)
+
+    def task_features(self, name: str, features: Features) -> Features:
+        return features if self.lasso is None else lasso_features(features, self.lasso, name)
+
+    def penalty(self, name: str) -> Tensor:
+        """The L1 term of task ``name``'s row of the lasso matrix (zero without a lasso)."""
+        if self.lasso is None:
+            return self.mean.new_zeros(())
+        return self.lasso.l1_weight * self.lasso.alpha[self.lasso.task_index(name)].abs().sum()
+
+
+class ScheduledWeighting(Weighting):
+    """The configured weighting, with each task's loss plus its lasso penalty, scaled so that an
+    optimizer update follows the schedule's objective: alternating, the engine averages the
+    ``cycles x heads`` accumulated iterations, and ``factor`` = heads restores Doersch &
+    Zisserman's *sum* of the task losses (sec. 3), the same objective joint training has."""
+
+    def __init__(self, inner: Weighting, factor: float, penalty: Callable[[str], Tensor] | None) -> None:
+        super().__init__(inner.task_names)
+        self.inner = inner
+        self.factor = factor
+        self.penalty = penalty  # the model's method: not a submodule, its lasso is the model's
+
+    def backward(self, losses: Mapping[str, Tensor], shared_parameters: Sequence[nn.Parameter],
+                 scale: float = 1.0) -> Tensor:
+        if self.penalty is not None:
+            losses = {name: loss + self.penalty(name) for name, loss in losses.items()}
+        return self.inner.backward(losses, shared_parameters, scale * self.factor)
+
+    def weights(self) -> dict[str, float]:
+        return self.inner.weights()
+
+    def synchronize_gradients(self, shared_parameters: Sequence[nn.Parameter]) -> None:
+        self.inner.synchronize_gradients(shared_parameters)
+
+
+def scheduled(batches: Iterator[Batch], schedule: Schedule, first: int) -> Iterator[Batch]:
+    """Keeps, in micro-batch ``first + i``, only the targets of the schedule's active tasks (the
+    same on every rank: the schedule is a function of the micro-batch index)."""
+    try:
+        for index, batch in enumerate(batches, start=first):
+            active = schedule.active(index)
+            yield Batch(batch.keys, batch.images, {n: t for n, t in batch.targets.items() if n in active})
+    finally:
+        close = getattr(batches, "close", None)
+        if close is not None:
+            close()  # stops DataLoader workers
+
+
+def engine_config(train: TrainConfig, schedule: Schedule) -> TrainConfig:
+    """One optimizer update = ``steps_per_update`` iterations of ``train.batch_size`` images."""
+    iterations = schedule.steps_per_update
+    return dataclasses.replace(train, batch_size=train.batch_size * iterations,
+                               accumulate=train.accumulate * iterations)
+
+
+def build_pretrain_model(config: PretrainConfig, tasks: Mapping[str, SelfSupervisedTask]) -> MultiTaskModel:
+    model = build_model(config.model, tasks)
+    if config.lasso is None and not config.harmonize:
+        return model
+    return DoerschMultiTaskModel(model, config.lasso, config.harmonize)
+
+
+def run_pretrain(config: PretrainConfig, out: Path) -> FitResult:
+    """Pre-trains (or resumes) into ``out``: ``checkpoint.pt``, ``pretrain.json``, ``config.yaml``,
+    ``metrics.jsonl``, ``events/``."""
+    if config.data is None:
+        raise config_lib.ConfigError("pretrain: no images given (--data FORMAT:ROOT)")
+    device = distributed.pick_device(config.train.device)
+    distributed.setup(device)
+    out.mkdir(parents=True, exist_ok=True)
+    if distributed.is_main_process():
+        config_lib.save(config, out / "config.yaml")
+    dataset = open_dataset(config.data)
+    tasks = build_pretext_tasks(config, len(dataset))
+    checkpoints.seed_everything(config.train.seed)  # the same initial weights in every run
+    model = build_pretrain_model(config, tasks).to(device)
+    schedule = build_schedule(config.schedule, list(tasks), **(
+        {"cycles_per_update": config.cycles_per_update, "seed": config.train.seed}
+        if config.schedule == "alternate" else {}))
+    train = engine_config(config.train, schedule)
+    inner = build_weighting(train.weighting, list(tasks), config.train.batch_size, train.lr, train.seed)
+    penalty = model.penalty if isinstance(model, DoerschMultiTaskModel) and model.lasso is not None else None
+    weighting = ScheduledWeighting(inner, schedule.loss_scale * schedule.steps_per_update, penalty)
+
+    def batches_from(first: int) -> Iterator[Batch]:
+        stream = make_loader([dataset], tasks, train.micro_batch_size, train.seed, config.image_size,
+                             start_step=first, workers=train.workers, scale_range=config.scale_range,
+                             device=device)
+        return scheduled(stream, schedule, first)
+
+    options = {name: task.describe() for name, task in tasks.items()}
+    result = fit(model, tasks, batches_from, train, out, weighting=weighting,
+                 checkpoint_extra={"pretrain": {"method": config.method, "tasks": options}})
+    if distributed.is_main_process():
+        write_record(out, config, tasks, result)
+    return result
+
+
+def write_record(out: Path, config: PretrainConfig, tasks: Mapping[str, SelfSupervisedTask],
+                 result: FitResult) -> None:
+    """``pretrain.json``: what was trained and how (atomically)."""
+    record = {"method": config.method, "tasks": config_lib.to_dict({n: t.describe() for n, t in tasks.items()}),
+              "task_options": config_lib.to_dict(config.task_options), "schedule": config.schedule,
+              "lasso": config.lasso, "harmonize": config.harmonize,
+              "model": config_lib.to_dict(config.model), "image_size": config.image_size,
+              "batch_size": config.train.batch_size, "learning_rate": config.train.lr,
+              "steps": result.step, "losses": result.losses, "checkpoint": result.checkpoint.name}
+    temporary = out / (RECORD_NAME + ".tmp")
+    temporary.write_text(json.dumps(record, indent=2))
+    temporary.replace(out / RECORD_NAME)
+
+
+def load_lasso_matrix(checkpoint: Path) -> dict[str, Any] | None:
+    """The learned lasso matrix of a ``multi`` checkpoint (rows: tasks, columns: C2..C5), or None."""
+    state = checkpoints.load(checkpoint)
+    alpha = state["model"].get("lasso.alpha")
+    if alpha is None:
+        return None
+    tasks = list(state.get("extra", {}).get("pretrain", {}).get("tasks", {}))
+    return {"tasks": tasks, "units": ["c2", "c3", "c4", "c5"], "alpha": torch.as_tensor(alpha).tolist()}

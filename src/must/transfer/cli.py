@@ -1,0 +1,109 @@
+"""``must transfer``: the command line of :func:`must.transfer.run.run_transfer` (MuST sec. 3.5).
+
+    must transfer --init runs/x/student/checkpoint.pt --name must --out runs/x
+    must transfer --init none --out runs/x --tasks classification,depth tasks.depth.steps=[100,200]
+    must transfer --init resnet18.pth --name supervised --out runs/x --mode linear workers=2
+
+The config starts from the default suite (Fashion-MNIST classification and the world's
+``transfer`` domain, generated into ``<out>/data/transfer`` when missing, as ``must demo`` does),
+then a preset (its ``transfer:`` section if it has one), then ``key.sub=value`` overrides.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from must import config as config_lib
+from must.config import ConfigError
+from must.data.readers.fashion_mnist import DEFAULT_ROOT as FASHION_MNIST_ROOT
+from must.transfer.config import WORLD_SPLITS, TransferConfig, default_suite
+
+NO_INIT = ("none", "scratch")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.description = (
+        "Fine-tune a checkpoint on downstream tasks (MuST sec. 3.5, supp. sec. 2.3): backbone + FPN "
+        "from --init, new heads, cosine learning rate, weight decay 1e-4, a grid over learning rate x "
+        "steps per task chosen on validation and reported on test. Writes "
+        "<out>/transfer/<name>/<task>/{grid.jsonl, best.json} (best_linear.json with --mode linear). "
+        "Finished grid cells are skipped and interrupted ones resume. Under torchrun each rank "
+        "trains every N-th cell.")
+    parser.add_argument("--init", required=True, metavar="CKPT|none",
+                        help="our checkpoint.pt, a torchvision / timm ResNet weight file, or none")
+    parser.add_argument("--name", help="row name (scratch, supervised, simclr, must, ...); default: "
+                                       "scratch without --init, else the checkpoint's folder name")
+    parser.add_argument("--out", required=True, type=Path, help="run directory, e.g. runs/demo")
+    parser.add_argument("--mode", choices=("finetune", "linear"), default="finetune",
+                        help="finetune (end to end) or linear (frozen backbone + FPN, SPEC D5)")
+    parser.add_argument("--tasks", help="comma-separated subset of the suite's tasks")
+    parser.add_argument("--world", type=Path, help="world transfer domain with train/ val/ test/ "
+                                                   "(default: <out>/data/transfer)")
+    parser.add_argument("--fashion", default=FASHION_MNIST_ROOT,
+                        help=f"Fashion-MNIST idx folder (default {FASHION_MNIST_ROOT}; when absent "
+                             "classification uses the world's image classes)")
+    parser.add_argument("--config", metavar="PRESET", help="YAML preset: a path or a shipped name")
+    parser.add_argument("overrides", nargs="*", metavar="key.sub=value",
+                        help="e.g. workers=2 model.width=0.5 tasks.depth.lrs=[0.05,0.1]")
+
+
+def row_name(init: str | None) -> str:
+    if init is None:
+        return "scratch"
+    return Path(init).resolve().parent.name or Path(init).stem
+
+
+def build_config(args: argparse.Namespace) -> TransferConfig:
+    """Default suite -> preset -> overrides -> ``--tasks`` subset, validated."""
+    init = None if args.init.lower() in NO_INIT else args.init
+    world = args.world or args.out / "data" / "transfer"
+    base = TransferConfig(init=init, init_name=args.name or row_name(init), mode=args.mode,
+                          tasks=default_suite(world, args.fashion))
+    data: dict[str, Any] = config_lib.to_dict(base)
+    if args.config:
+        preset = config_lib.read_yaml(args.config)
+        data = config_lib.merge(data, preset.get("transfer", preset) or {})
+    config = config_lib.from_dict(TransferConfig, config_lib.apply_overrides(data, args.overrides))
+    if args.tasks:
+        chosen = [name.strip() for name in args.tasks.split(",") if name.strip()]
+        unknown = [name for name in chosen if name not in config.tasks]
+        if unknown:
+            raise ConfigError(f"--tasks: unknown task(s) {unknown}; the suite has: {', '.join(config.tasks)}")
+        config = config_lib.replace(config, tasks={name: config.tasks[name] for name in chosen})
+    return config
+
+
+def ensure_world(config: TransferConfig, world: Path) -> None:
+    """Generates the world's transfer splits the tasks read from ``world`` when missing, with the
+    demo's counts, size and per-split seeds (so ``must demo`` finds the same data)."""
+    from must.stages.data import WorldDataConfig, split_seed
+    from must.world import generate
+
+    roots = {Path(dataset.root) for spec in config.tasks.values()
+             for dataset in (spec.train, spec.val, spec.test) if dataset is not None and dataset.format == "world"}
+    defaults = WorldDataConfig()
+    for split in WORLD_SPLITS:
+        directory = world / split
+        if directory in roots and not (directory / "world.json").exists():
+            count = defaults.splits["transfer"][split]
+            print(f"generating {count} world 'transfer' images into {directory}", flush=True)
+            generate("transfer", directory, count=count, size=defaults.size,
+                     seed=split_seed(defaults.seed, "transfer", split), workers=defaults.workers)
+
+
+def run(args: argparse.Namespace) -> int:
+    from must.transfer.run import run_transfer
+
+    config = build_config(args)
+    ensure_world(config, args.world or args.out / "data" / "transfer")
+    bests = run_transfer(config, args.out)
+    for name, best in bests.items():
+        print(f"{config.init_name}/{name} ({config.mode}): {best['metric']} = {best['value']:.4f} "
+              f"(val {best['val_value']:.4f} at lr {best['lr']:g}, {best['steps']} steps)")
+    missing = [name for name in config.tasks if name not in bests]
+    if missing:
+        print(f"cells of {', '.join(missing)} still running in other processes; their best files are "
+              "written by whichever finishes last")
+    return 0

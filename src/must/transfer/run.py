@@ -1,0 +1,175 @@
+"""``must transfer``: fine-tune a checkpoint on every downstream task, one grid search per task
+(MuST sec. 3.5, supplementary sec. 2.3; SPEC M6), or probe it with its trunk frozen (SPEC D5).
+
+Per grid cell: backbone + FPN from the checkpoint (or random, from scratch), a new randomly
+initialized head, ``steps`` steps of SGD with cosine decay and weight decay 1e-4 through the one
+training engine, then the task's primary metric on the validation and on the test split. The best
+cell per task is chosen by validation score only; its test score is what the results table shows.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from must import config as config_lib
+from must import distributed
+from must.data.loader import make_loader
+from must.data.readers import ReaderDataset
+from must.data.sample import Batch
+from must.models import MultiTaskModel, build_model
+from must.stages.teach import make_evaluator, open_for_task, task_options_from_data
+from must.tasks import Task, build_task
+from must.teacher import file_sha256
+from must.train import checkpoint as checkpoints
+from must.train.engine import CHECKPOINT_NAME, fit
+from must.transfer.config import DownstreamTask, TransferConfig
+from must.transfer.grid import (RESULT_NAME, Cell, check_identity, for_rank, grid_cells,
+                                read_result, run_cells, write_grid, write_json_atomically)
+from must.transfer.holdout import hold_out
+from must.transfer.probe import freeze_trunk
+
+NOT_IN_IDENTITY = ("lrs", "steps", "checkpoint_every", "eval_batch_size")
+"""Downstream settings that do not change a cell's result (a grid may grow without retraining)."""
+
+
+def open_splits(spec: DownstreamTask, seed: int) -> tuple[ReaderDataset, ReaderDataset, ReaderDataset]:
+    """``(train, val, test)``; without a ``val`` set, val is held out of train by ``seed``."""
+    train = open_for_task(spec.train, spec.task)
+    if spec.val is None:
+        train, val = hold_out(train, spec.val_fraction, seed, spec.val_limit)
+    else:
+        val = open_for_task(spec.val, spec.task)
+    return train, val, open_for_task(spec.test, spec.task)
+
+
+def build_transfer_model(config: TransferConfig, task: Task) -> MultiTaskModel:
+    """Backbone + FPN from ``config.init`` (ours: backbone + FPN; torchvision / timm: the backbone;
+    None: random) and a new randomly initialized head for ``task`` (MuST supp. sec. 2.3: "we
+    initialize the parameters in the ResNet and FPN backbone with a pre-trained model and randomly
+    initialize the rest of the layers"). Seeded: every cell of a task starts from the same head."""
+    checkpoints.seed_everything(config.seed)
+    model_config = config_lib.replace(config.model, init=config.init, init_heads=False)
+    return build_model(model_config, {task.name: task})
+
+
+def cell_identity(config: TransferConfig, cell: Cell, init_sha256: str | None) -> dict[str, Any]:
+    """Everything a cell's result depends on (written to ``cell.json``, checked on reruns)."""
+    spec = config_lib.to_dict(config.tasks[cell.task])
+    return {
+        "init": config.init, "init_sha256": init_sha256, "init_name": config.init_name,
+        "task": cell.task, "lr": cell.lr, "steps": cell.steps, "mode": cell.mode,
+        "downstream": {key: value for key, value in spec.items() if key not in NOT_IN_IDENTITY},
+        "model": config_lib.to_dict(config_lib.replace(config.model, init=None)),
+        "seed": config.seed, "precision": config.precision,
+    }
+
+
+@contextlib.contextmanager
+def single_process() -> Iterator[None]:
+    """Makes the engine see one process even under torchrun: grid cells are independent runs,
+    not one data-parallel run, so no rank may join a process group for them."""
+    saved = {name: os.environ.get(name) for name in ("RANK", "WORLD_SIZE")}
+    os.environ.update(RANK="0", WORLD_SIZE="1")
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+def train_cell(config: TransferConfig, root: Path, init_sha256: str | None, progress: bool,
+               cell: Cell) -> dict[str, Any]:
+    """Trains (or resumes, or skips when finished) one grid cell; returns its grid line."""
+    directory = cell.directory(root / cell.task)
+    check_identity(directory, cell_identity(config, cell, init_sha256))
+    finished = read_result(directory)
+    if finished is not None:
+        return finished
+    start = time.perf_counter()
+    spec = config.tasks[cell.task]
+    with single_process():
+        train_set, val_set, test_set = open_splits(spec, config.seed)
+        task = build_task(spec.task, **task_options_from_data(spec.task, train_set, spec.task_options))
+        model = build_transfer_model(config, task)
+        if cell.mode == "linear":
+            freeze_trunk(model)
+        train_config = spec.train_config(cell.lr, cell.steps, config.seed, config.device,
+                                          config.precision, progress)
+        device = distributed.pick_device(config.device)
+        tasks = {task.name: task}
+
+        def batches_from(first: int) -> Iterator[Batch]:
+            return make_loader([train_set], tasks, train_config.micro_batch_size, train_config.seed,
+                               spec.image_size, start_step=first, workers=config.data_workers,
+                               scale_range=spec.scale_range, flip=spec.flip, device=device)
+
+        result = fit(model, tasks, batches_from, train_config, directory)
+        trained = result.ema if result.ema is not None else result.model
+        scores = {}
+        for split, dataset in (("val", val_set), ("test", test_set)):
+            evaluate = make_evaluator(task, dataset, spec.image_size, spec.eval_batch_size,
+                                      config.data_workers, device, config.precision)
+            scores[split] = evaluate(trained, result.step)
+    key = f"{task.name}/{task.primary_metric}"
+    record = {
+        "init": config.init_name, "task": cell.task, "metric": task.primary_metric, "lr": cell.lr,
+        "steps": cell.steps, "mode": cell.mode, "val_value": scores["val"].get(key, float("nan")),
+        "value": scores["test"].get(key, float("nan")), "seconds": round(time.perf_counter() - start, 2),
+        "val_metrics": _strip(scores["val"], task.name), "test_metrics": _strip(scores["test"], task.name),
+    }
+    write_json_atomically(directory / RESULT_NAME, record)
+    if not config.keep_checkpoints:
+        (directory / CHECKPOINT_NAME).unlink(missing_ok=True)
+    return record
+
+
+def _strip(metrics: dict[str, float], task_name: str) -> dict[str, float]:
+    prefix = f"{task_name}/"
+    return {name[len(prefix):]: value for name, value in metrics.items() if name.startswith(prefix)}
+
+
+def _announce(config: TransferConfig, cell: Cell, record: dict[str, Any]) -> None:
+    print(f"transfer {config.init_name}/{cell.task} {cell.directory_name}: "
+          f"val {record['metric']}={record['val_value']:.4f} test={record['value']:.4f} "
+          f"({record['seconds']:.0f} s)", flush=True)
+
+
+def run_transfer(config: TransferConfig, out: str | Path) -> dict[str, dict[str, Any]]:
+    """Runs every cell of every task into ``<out>/transfer/<init_name>/`` (finished cells are
+    skipped, interrupted ones resume) and writes ``grid.jsonl`` and the best file of each task
+    whose cells are all done. Returns ``{task: best line}`` for those tasks.
+
+    Under torchrun rank ``r`` trains cells ``r, r + N, ...``; whichever rank finds a task's last
+    cell finished writes its grid (the same bytes whoever writes them).
+    """
+    if not config.tasks:
+        raise config_lib.ConfigError("transfer: no downstream tasks configured")
+    if config.init is not None and not Path(config.init).is_file():
+        raise FileNotFoundError(f"transfer: init checkpoint {config.init} not found")
+    info = distributed.from_environment()
+    config = config_lib.replace(config, device=str(distributed.pick_device(config.device)))
+    root = Path(out) / "transfer" / config.init_name
+    if info.is_main:
+        config_lib.save(config, root / f"config_{config.mode}.yaml")
+    init_sha256 = file_sha256(Path(config.init)) if config.init is not None else None
+    cells = [cell for name, spec in config.tasks.items()
+             for cell in grid_cells(name, spec.lrs, spec.steps, config.mode)]
+    progress = config.progress and config.workers == 1 and info.is_main
+    train = functools.partial(train_cell, config, root, init_sha256, progress)
+    run_cells(for_rank(cells, info.rank, info.world_size), train, config.workers,
+              on_done=lambda cell, record: _announce(config, cell, record))
+    bests: dict[str, dict[str, Any]] = {}
+    for name in config.tasks:
+        records = [read_result(cell.directory(root / name)) for cell in cells if cell.task == name]
+        if all(record is not None for record in records):
+            bests[name] = write_grid(root / name, records, config.mode)  # type: ignore[arg-type]
+    return bests

@@ -1,0 +1,166 @@
+"""``run_transfer`` end to end on a tiny world (MuST supp. sec. 2.3, SPEC M6 / D5): the checkpoint's
+backbone + FPN are loaded and the heads are new, the linear probe leaves the trunk untouched,
+grid.jsonl has every cell and best.json is the val argmax, reruns skip finished cells, an
+interrupted cell resumes to the uninterrupted result, and Fashion-MNIST runs with K + 1 outputs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from must.config import ConfigError, replace
+from must.data.readers import DatasetConfig
+from must.models import build_model
+from must.tasks import build_task
+from must.transfer import run as run_module
+from must.transfer.config import DownstreamTask, TransferConfig, world_splits
+from must.transfer.grid import RECORD_FIELDS
+from must.transfer.run import build_transfer_model, run_transfer
+
+from .conftest import TINY_MODEL
+
+WORLD_CLASSES = 12
+FASHION_ROOT = Path("/usr/share/datasets/fashion-mnist")
+
+
+def downstream(world_root: Path, task: str, **changes) -> DownstreamTask:
+    splits = world_splits(world_root)
+    options = dict(train=splits["train"], val=splits["val"], test=splits["test"], image_size=32,
+                   lrs=(0.1,), steps=(6,), batch_size=8, eval_batch_size=8)
+    options.update(changes)
+    return DownstreamTask(task=task, **options)
+
+
+def trunk_state(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k: v for k, v in state.items() if k.startswith(("backbone.", "fpn."))}
+
+
+@pytest.fixture(scope="module")
+def pretrained(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A checkpoint of ours whose every tensor differs from a fresh initialization, with a
+    classification head of the very shape the transfer head has (so only "new heads" keeps it out)."""
+    task = build_task("classification", num_classes=WORLD_CLASSES, background_class=True)
+    model = build_model(TINY_MODEL, {task.name: task})
+    with torch.no_grad():
+        for tensor in model.state_dict().values():
+            if tensor.is_floating_point():
+                tensor.add_(0.02 * torch.rand_like(tensor))  # positive: BN variances stay valid
+    path = tmp_path_factory.mktemp("pretrained") / "checkpoint.pt"
+    torch.save({"model": model.state_dict(), "step": 1}, path)
+    return path
+
+
+def test_trunk_comes_from_the_checkpoint_and_heads_are_new(pretrained: Path) -> None:
+    saved = torch.load(pretrained, weights_only=True)["model"]
+    task = build_task("classification", num_classes=WORLD_CLASSES, background_class=True)
+    config = TransferConfig(init=str(pretrained), init_name="supervised", model=TINY_MODEL)
+    state = build_transfer_model(config, task).state_dict()
+    assert all(torch.equal(state[k], v) for k, v in trunk_state(saved).items())
+    head = "heads.classification.linear.weight"
+    assert state[head].shape == saved[head].shape == (WORLD_CLASSES + 1, 64)  # K + 1 (background) x C5
+    assert not torch.equal(state[head], saved[head])
+    scratch = build_transfer_model(replace(config, init=None), task).state_dict()
+    assert not torch.equal(scratch["backbone.conv1.weight"], saved["backbone.conv1.weight"])
+    assert torch.equal(scratch[head], state[head])  # seeded: the same new head either way
+
+
+def test_linear_probe_trains_only_the_head_and_finetune_everything(
+        tmp_path: Path, world_root: Path, pretrained: Path) -> None:
+    saved = torch.load(pretrained, weights_only=True)["model"]
+    tasks = {"classification": downstream(world_root, "classification", steps=(8,),
+                                          task_options={"background_class": True})}
+    config = TransferConfig(init=str(pretrained), init_name="supervised", tasks=tasks, model=TINY_MODEL,
+                            mode="linear", progress=False)
+    initial_head = build_transfer_model(config, build_task(
+        "classification", num_classes=WORLD_CLASSES, background_class=True)).state_dict()
+    task_dir = tmp_path / "transfer" / "supervised" / "classification"
+    results = {}
+    for mode in ("linear", "finetune"):
+        results[mode] = run_transfer(replace(config, mode=mode), tmp_path)["classification"]
+        suffix = "-linear" if mode == "linear" else ""
+        state = torch.load(task_dir / "cells" / f"lr0.1-steps8{suffix}" / "checkpoint.pt",
+                           weights_only=True)["model"]
+        trunk_equal = all(torch.equal(state[k], v) for k, v in trunk_state(saved).items())
+        assert trunk_equal == (mode == "linear")
+        head = "heads.classification.linear.weight"
+        assert not torch.equal(state[head], initial_head[head])
+    assert results["linear"]["mode"] == "linear" and results["finetune"]["mode"] == "finetune"
+    assert json.loads((task_dir / "best_linear.json").read_text()) == results["linear"]
+    assert json.loads((task_dir / "best.json").read_text()) == results["finetune"]
+    modes = [json.loads(line)["mode"] for line in (task_dir / "grid.jsonl").read_text().splitlines()]
+    assert modes == ["linear", "finetune"]
+
+
+def test_grid_has_every_cell_best_is_val_argmax_and_rerun_skips(
+        tmp_path: Path, world_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tasks = {"depth": downstream(world_root, "depth", lrs=(0.02, 0.2), steps=(3, 6))}
+    config = TransferConfig(init=None, init_name="scratch", tasks=tasks, model=TINY_MODEL, progress=False)
+    best = run_transfer(config, tmp_path)["depth"]
+    task_dir = tmp_path / "transfer" / "scratch" / "depth"
+    lines = [json.loads(line) for line in (task_dir / "grid.jsonl").read_text().splitlines()]
+    assert [(line["lr"], line["steps"]) for line in lines] == [(0.02, 3), (0.02, 6), (0.2, 3), (0.2, 6)]
+    for line in lines:
+        assert list(line)[:len(RECORD_FIELDS)] == list(RECORD_FIELDS)
+        assert line["init"] == "scratch" and line["metric"] == "delta1" and line["mode"] == "finetune"
+        assert 0.0 <= line["val_value"] <= 1.0 and 0.0 <= line["value"] <= 1.0
+    assert len({line["val_value"] for line in lines}) > 1  # the cells really differ
+    assert best == max(lines, key=lambda line: line["val_value"])
+    assert json.loads((task_dir / "best.json").read_text()) == best
+
+    results = sorted((task_dir / "cells").glob("*/result.json"))
+    stamps = [path.stat().st_mtime_ns for path in results]
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("a finished cell was trained again")
+
+    monkeypatch.setattr(run_module, "fit", no_training)
+    assert run_transfer(config, tmp_path)["depth"] == best
+    assert [path.stat().st_mtime_ns for path in results] == stamps
+    wider = replace(config, model=replace(TINY_MODEL, fpn_channels=8))
+    with pytest.raises(ConfigError, match="another config"):
+        run_transfer(wider, tmp_path)
+
+
+def test_interrupted_cell_resumes_to_the_uninterrupted_result(
+        tmp_path: Path, world_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tasks = {"normals": downstream(world_root, "normals", steps=(6,), checkpoint_every=2)}
+    config = TransferConfig(tasks=tasks, model=TINY_MODEL, progress=False)
+    reference = run_transfer(config, tmp_path / "whole")["normals"]
+
+    real_loader = run_module.make_loader
+
+    def interrupted_loader(*args, **kwargs):
+        for count, batch in enumerate(real_loader(*args, **kwargs)):
+            if count == 5:  # during step 5: the checkpoint of step 4 is on disk
+                raise KeyboardInterrupt
+            yield batch
+
+    monkeypatch.setattr(run_module, "make_loader", interrupted_loader)
+    with pytest.raises(KeyboardInterrupt):
+        run_transfer(config, tmp_path / "cut")
+    cell = tmp_path / "cut" / "transfer" / "scratch" / "normals" / "cells" / "lr0.1-steps6"
+    assert torch.load(cell / "checkpoint.pt", weights_only=True)["step"] == 4
+    assert not (cell / "result.json").exists()
+    monkeypatch.setattr(run_module, "make_loader", real_loader)
+    resumed = run_transfer(config, tmp_path / "cut")["normals"]
+    assert (resumed["val_value"], resumed["value"]) == (reference["val_value"], reference["value"])
+
+
+@pytest.mark.skipif(not FASHION_ROOT.is_dir(), reason="Fashion-MNIST is not installed")
+def test_tiny_fashion_mnist_run_writes_best(tmp_path: Path) -> None:
+    root = str(FASHION_ROOT)
+    task = DownstreamTask(
+        task="classification", train=DatasetConfig(format="fashion_mnist", root=root, limit=200),
+        test=DatasetConfig(format="fashion_mnist", root=root, split="test", limit=64),
+        val_fraction=0.2, task_options={"background_class": True}, image_size=32,
+        scale_range=(1.0, 1.0), lrs=(0.1,), steps=(10,), batch_size=16)
+    config = TransferConfig(tasks={"classification": task}, model=TINY_MODEL, progress=False)
+    best = run_transfer(config, tmp_path)["classification"]
+    task_dir = tmp_path / "transfer" / "scratch" / "classification"
+    assert json.loads((task_dir / "best.json").read_text()) == best
+    assert best["metric"] == "top1" and 0.0 <= best["value"] <= 1.0
+    state = torch.load(task_dir / "cells" / "lr0.1-steps10" / "checkpoint.pt", weights_only=True)["model"]
+    assert state["heads.classification.linear.weight"].shape[0] == 11  # 10 classes + background
