@@ -24,6 +24,7 @@ from must.data.readers import DatasetConfig
 from must.data.readers.fashion_mnist import DEFAULT_ROOT as FASHION_MNIST_ROOT
 from must.models import ModelConfig
 from must.stages.data import WorldDataConfig, generate_world
+from must.stages.pretrain import PretrainConfig
 from must.stages.student import RandAugmentConfig, SourceConfig, StudentConfig
 from must.stages.teach import TeachConfig, demo_model
 from must.train.config import TrainConfig, WeightingConfig
@@ -38,6 +39,10 @@ TEACHER_DOMAINS = {"classification": "objects", "detection": "clutter", "segment
 class TeacherPlan:
     train: TrainConfig = field(default_factory=lambda: TrainConfig(steps=400, batch_size=32, lr=0.05))
     task_options: dict[str, Any] = field(default_factory=dict)
+    data: DatasetConfig | None = None
+    """The teacher's labeled training set; None = its world domain (``TEACHER_DOMAINS``)."""
+    val: DatasetConfig | None = None
+    """Its validation set; None = the world domain's ``val`` split."""
 
 
 @dataclass(frozen=True)
@@ -56,9 +61,35 @@ class StudentPlan:
 
 
 @dataclass(frozen=True)
+class StudentVariant:
+    """Another student of the comparison, trained like the main one (``student``) but on other
+    labels: the Table 3 ladder (a subset of the pseudo-label tasks) or Table 5 (the teachers'
+    own labeled sets, each image with its one real label, with or without pseudo labels for the
+    other tasks)."""
+
+    tasks: tuple[str, ...] = ()
+    """Teacher tasks it learns; empty = every teacher's."""
+    pool: bool = True
+    """Learn from the ``pool``'s pseudo labels."""
+    labeled: bool = False
+    """Learn from the teachers' labeled training sets (their real labels)."""
+    pseudo_on_labeled: bool = False
+    """Those labeled sets also carry every teacher's pseudo labels for the tasks they lack
+    (labels them first: ``pseudo/<domain>``)."""
+
+    def __post_init__(self) -> None:
+        if not (self.pool or self.labeled):
+            raise ValueError("a student variant needs pool=true or labeled=true")
+        if self.pseudo_on_labeled and not self.labeled:
+            raise ValueError("pseudo_on_labeled needs labeled=true")
+
+
+@dataclass(frozen=True)
 class TransferPlan:
     inits: tuple[str, ...] = ("scratch", "supervised", "must")
-    """Rows of the comparison: scratch, supervised (the classification teacher), must (student)."""
+    """Rows of the comparison: ``scratch``, ``supervised`` (the classification teacher), ``must``
+    (the student), ``teacher_<task>`` (any teacher, Table 4), a ``pretrain`` name (e.g. ``simclr``)
+    or a ``students`` variant name."""
     tasks: dict[str, DownstreamTask] = field(default_factory=dict)
     """Downstream tasks; empty = the default suite (Fashion-MNIST + the world's transfer domain)."""
     workers: int = 1
@@ -72,6 +103,13 @@ class DemoConfig:
     teachers: dict[str, TeacherPlan] = field(default_factory=lambda: {t: TeacherPlan() for t in TEACHER_DOMAINS})
     label: LabelPlan = field(default_factory=LabelPlan)
     student: StudentPlan = field(default_factory=StudentPlan)
+    students: dict[str, StudentVariant] = field(default_factory=dict)
+    """More students under ``students/<name>/`` (Tables 3 and 5); each is a transfer row."""
+    pretrain: dict[str, PretrainConfig] = field(default_factory=dict)
+    """Self-supervised pre-trainings on the ``pool`` images under ``pretrain/<name>/`` (Table 2's
+    SimCLR row); ``data`` and ``model`` are the demo's. Each is a transfer row."""
+    pool: DatasetConfig | None = None
+    """The shared image set the teachers label; None = the world's ``pool`` domain."""
     transfer: TransferPlan = field(default_factory=TransferPlan)
     fashion_mnist: str = FASHION_MNIST_ROOT
     report: bool = True
@@ -107,29 +145,72 @@ def world_set(root: Path, domain: str, split: str, tasks: tuple[str, ...] = ()) 
     return DatasetConfig(format="world", root=str(root / domain / split), tasks=tasks)
 
 
+def teacher_sets(config: DemoConfig, data: Path, task: str) -> tuple[DatasetConfig, DatasetConfig]:
+    """The teacher's (train, val) datasets: the plan's, else its world domain's."""
+    plan = config.teachers[task]
+    if task not in TEACHER_DOMAINS and (plan.data is None or plan.val is None):
+        raise config_lib.ConfigError(f"teachers.{task}: no world domain for this task; give data and val")
+    domain = TEACHER_DOMAINS.get(task, "")
+    return (plan.data or world_set(data, domain, "train"), plan.val or world_set(data, domain, "val"))
+
+
 def teach_configs(config: DemoConfig, data: Path) -> dict[str, TeachConfig]:
-    return {task: TeachConfig(task=task, task_options=plan.task_options,
-                              data=world_set(data, TEACHER_DOMAINS[task], "train"),
-                              val=world_set(data, TEACHER_DOMAINS[task], "val"),
-                              model=config.model, train=plan.train, image_size=config.image_size)
-            for task, plan in config.teachers.items()}
+    configs = {}
+    for task, plan in config.teachers.items():
+        train, val = teacher_sets(config, data, task)
+        configs[task] = TeachConfig(task=task, task_options=plan.task_options, data=train, val=val,
+                                    model=config.model, train=plan.train, image_size=config.image_size)
+    return configs
 
 
-def student_config(config: DemoConfig, run: Path) -> StudentConfig:
+def pool_set(config: DemoConfig, data: Path) -> DatasetConfig:
+    return config.pool or DatasetConfig(format="folder", root=str(data / "pool" / "train" / "images"))
+
+
+def student_config(config: DemoConfig, run: Path, variant: StudentVariant = StudentVariant()) -> StudentConfig:
+    """The main student (``variant`` default: every teacher, the pool's pseudo labels) or a
+    comparison variant."""
     data = run / "data"
-    pool = DatasetConfig(format="folder", root=str(data / "pool" / "train" / "images"))
+    tasks = variant.tasks or tuple(config.teachers)
+    unknown = [task for task in tasks if task not in config.teachers]
+    if unknown:
+        raise config_lib.ConfigError(f"students: unknown task(s) {unknown}; teachers: {', '.join(config.teachers)}")
+    sources = []
+    if variant.pool:
+        sources.append(SourceConfig(data=pool_set(config, data), pseudo=(str(run / "pseudo" / "pool"),)))
+    if variant.labeled:
+        for task in tasks:
+            train = dataclasses.replace(teacher_sets(config, data, task)[0], tasks=(task,))
+            pseudo = (str(run / "pseudo" / f"labeled_{task}"),) if variant.pseudo_on_labeled else ()
+            sources.append(SourceConfig(data=train, pseudo=pseudo))
     return StudentConfig(
-        sources=(SourceConfig(data=pool, pseudo=(str(run / "pseudo" / "pool"),)),),
-        teachers=tuple(str(run / "teachers" / task) for task in config.teachers),
-        tasks=config.student.tasks,
-        val={task: world_set(data, TEACHER_DOMAINS[task], "val") for task in config.teachers},
+        sources=tuple(sources), teachers=tuple(str(run / "teachers" / task) for task in tasks),
+        tasks={name: extra for name, extra in config.student.tasks.items() if name in tasks},
+        val={task: teacher_sets(config, data, task)[1] for task in tasks},
         model=config.model, train=config.student.train, image_size=config.image_size,
         randaugment=config.student.randaugment)
 
 
+def label_config(config: DemoConfig, run: Path, images: DatasetConfig) -> "LabelConfig":
+    from must.label.labeler import LabelConfig
+
+    return LabelConfig(teachers=tuple(str(run / "teachers" / t) for t in config.teachers), data=images,
+                       batch_size=config.label.batch_size, workers=config.label.workers,
+                       thresholds=config.label.thresholds)
+
+
+def pretrain_config(config: DemoConfig, run: Path, plan: PretrainConfig) -> PretrainConfig:
+    return dataclasses.replace(plan, data=pool_set(config, run / "data"), model=config.model,
+                               image_size=config.image_size)
+
+
 def transfer_inits(config: DemoConfig, run: Path) -> dict[str, str | None]:
-    known = {"scratch": None, "supervised": str(run / "teachers" / "classification" / "checkpoint.pt"),
-             "must": str(run / "student" / "checkpoint.pt")}
+    known: dict[str, str | None] = {
+        "scratch": None, "supervised": str(run / "teachers" / "classification" / "checkpoint.pt"),
+        "must": str(run / "student" / "checkpoint.pt")}
+    known.update({f"teacher_{task}": str(run / "teachers" / task / "checkpoint.pt") for task in config.teachers})
+    known.update({name: str(run / "students" / name / "checkpoint.pt") for name in config.students})
+    known.update({name: str(run / "pretrain" / name / "checkpoint.pt") for name in config.pretrain})
     unknown = [name for name in config.transfer.inits if name not in known]
     if unknown:
         raise config_lib.ConfigError(f"transfer.inits: unknown {unknown}; choose from {', '.join(known)}")
@@ -137,7 +218,8 @@ def transfer_inits(config: DemoConfig, run: Path) -> dict[str, str | None]:
 
 
 def run_demo(preset: str, out: Path, overrides: Sequence[str] = ()) -> int:
-    from must.label.labeler import LabelConfig, label_dataset
+    from must.label.labeler import label_dataset
+    from must.stages.pretrain import run_pretrain
     from must.stages.student import run_student
     from must.stages.teach import run_teach
     from must.transfer.config import TransferConfig
@@ -156,16 +238,26 @@ def run_demo(preset: str, out: Path, overrides: Sequence[str] = ()) -> int:
         if not already_done(target, "teacher.json", teach):
             clock.run(f"teacher/{task}", lambda: run_teach(teach, target))
 
-    label = LabelConfig(teachers=tuple(str(out / "teachers" / t) for t in config.teachers),
-                        data=DatasetConfig(format="folder", root=str(data / "pool" / "train" / "images")),
-                        batch_size=config.label.batch_size, workers=config.label.workers,
-                        thresholds=config.label.thresholds)
-    pseudo = out / "pseudo" / "pool"
-    clock.run("label", lambda: label_dataset(label, pseudo))
+    clock.run("label", lambda: label_dataset(label_config(config, out, pool_set(config, data)),
+                                             out / "pseudo" / "pool"))
+    labeled = sorted({task for variant in config.students.values() if variant.pseudo_on_labeled
+                      for task in (variant.tasks or config.teachers)})
+    for task in labeled:  # Table 5: the teachers' labeled sets get the other tasks' pseudo labels
+        images = teacher_sets(config, data, task)[0]  # the same reader, so the same keys, as the student's
+        clock.run(f"label/labeled_{task}",
+                  lambda: label_dataset(label_config(config, out, images), out / "pseudo" / f"labeled_{task}"))
 
     student = student_config(config, out)
     if not already_done(out / "student", "student.json", student):
         clock.run("student", lambda: run_student(student, out / "student"))
+    for name, variant in config.students.items():
+        other = student_config(config, out, variant)
+        if not already_done(out / "students" / name, "student.json", other):
+            clock.run(f"students/{name}", lambda: run_student(other, out / "students" / name))
+    for name, plan in config.pretrain.items():
+        pretrain = pretrain_config(config, out, plan)
+        if not already_done(out / "pretrain" / name, "pretrain.json", pretrain):
+            clock.run(f"pretrain/{name}", lambda: run_pretrain(pretrain, out / "pretrain" / name))
 
     suite = config.transfer.tasks or default_suite(data / "transfer", config.fashion_mnist)
     for name, init in transfer_inits(config, out).items():
@@ -189,16 +281,25 @@ def print_summary(run: Path) -> None:
     if not results_path.exists():
         print(f"\nrun directory: {run}")
         return
+    from must.report.results import order_inits, order_tasks
+
     results = json.loads(results_path.read_text())
     transfer = results.get("transfer", {})
-    tasks = sorted({task for row in transfer.values() for task in row})
-    header = f"{'pre-training':<14}" + "".join(f"{task:>16}" for task in tasks)
+    tasks = order_tasks({task for row in transfer.values() for task in row})
+    inits = order_inits(transfer)
+    width = max([len("pre-training"), *map(len, inits)]) + 2
+    header = f"{'pre-training':<{width}}" + "".join(f"{task:>16}" for task in tasks)
     print("\n" + header + "\n" + "-" * len(header))
-    for init, row in transfer.items():
+    for init in inits:
+        row = transfer[init]
         cells = "".join(f"{100 * row[t]['value']:>16.1f}" if t in row else f"{'-':>16}" for t in tasks)
-        print(f"{init:<14}{cells}")
+        print(f"{init:<{width}}{cells}")
     metric_names = {t: next(iter(r[t]["metric"] for r in transfer.values() if t in r)) for t in tasks}
-    print("metrics: " + ", ".join(f"{t}={m}" for t, m in metric_names.items()))
+    print("metrics (x100, higher is better): " + ", ".join(f"{t}={m}" for t, m in metric_names.items()))
+    pairs = results.get("teacher_vs_student", {})
+    if pairs:
+        print("teacher vs student (validation): " + ", ".join(
+            f"{t} {p['teacher']:.3f} -> {p['student']:.3f}" for t, p in pairs.items()))
     timings = results.get("timings", {})
     if "total" in timings:
         print(f"total time: {timings['total'] / 60:.1f} min")

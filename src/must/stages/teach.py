@@ -8,6 +8,7 @@ rule reads later (sec. 3.3).
 from __future__ import annotations
 
 import dataclasses
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,7 +25,7 @@ from must.models import ModelConfig, build_model
 from must.tasks import Task, build_task
 from must.teacher import TeacherRecord, save_record
 from must.train.config import TrainConfig
-from must.train.engine import evaluate_tasks, fit, resolve_precision
+from must.train.engine import Evaluate, FitResult, evaluate_tasks, fit, resolve_precision
 
 
 def demo_model() -> ModelConfig:
@@ -61,7 +62,18 @@ def task_options_from_data(task_name: str, dataset: ReaderDataset,
 
 
 def open_for_task(config: DatasetConfig, task_name: str) -> ReaderDataset:
-    return open_dataset(dataclasses.replace(config, tasks=(task_name,)))
+    try:
+        return open_dataset(dataclasses.replace(config, tasks=(task_name,)))
+    except config_lib.ConfigError as error:  # say which dataset: a run may name several
+        raise config_lib.ConfigError(f"{config.format} dataset {config.root}: {error}") from None
+
+
+def final_evaluation(result: FitResult, evaluate: Evaluate | None) -> dict[str, float]:
+    """The run's final scores; a rerun whose checkpoint was already final trains and evaluates
+    nothing in ``fit``, so its model is scored here (else the records would lose their metrics)."""
+    if result.evaluation or evaluate is None:
+        return dict(result.evaluation)
+    return dict(evaluate(result.ema if result.ema is not None else result.model, result.step))
 
 
 def make_evaluator(task: Task, dataset: ReaderDataset | None, image_size: int, batch_size: int,
@@ -104,10 +116,14 @@ def run_teach(config: TeachConfig, out: Path) -> TeacherRecord:
                               config.train.workers, device, config.train.precision)
     result = fit(model, {task.name: task}, batches_from, config.train, out, evaluate=evaluate)
     prefix = f"{task.name}/"
-    metrics = {k[len(prefix):]: v for k, v in result.evaluation.items() if k.startswith(prefix)}
+    metrics = {k[len(prefix):]: v for k, v in final_evaluation(result, evaluate).items()
+               if k.startswith(prefix)}
     record = TeacherRecord(task=task.name, task_options=options, model=config.model,
                            image_size=config.image_size, batch_size=config.train.batch_size,
                            learning_rate=config.train.lr, steps=config.train.steps, metrics=metrics)
     if distributed.is_main_process():
         save_record(record, out)
+        metrics_file = out / "metrics.json"  # DESIGN.md's layout: the validation scores alone
+        metrics_file.with_suffix(".tmp").write_text(json.dumps({task.name: metrics}, indent=2))
+        metrics_file.with_suffix(".tmp").replace(metrics_file)
     return record
