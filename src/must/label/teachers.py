@@ -31,7 +31,7 @@ from must.label.shards import CODECS
 from must.models import build_model, load_checkpoint
 from must.models.weights import CheckpointError
 from must.tasks import Task
-from must.teacher import (CHECKPOINT_NAME, RECORD_NAME, Teacher, build_task_from_record,
+from must.teacher import (RECORD_NAME, Teacher, build_task_from_record,
                           file_sha256, read_record)
 
 ADAPTER_NAME = "adapter.json"
@@ -113,7 +113,7 @@ def load_model_teacher(directory: Path, device: torch.device) -> ModelTeacher:
     record = read_record(directory)
     task = build_task_from_record(record)
     model = build_model(config_lib.replace(record.model, init=None), {task.name: task})
-    checkpoint = Path(directory) / CHECKPOINT_NAME
+    checkpoint = (Path(directory) / record.checkpoint).resolve()  # a student's export points at ../../
     try:
         report = load_checkpoint(model, checkpoint, heads=True)
     except CheckpointError as error:

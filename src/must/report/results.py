@@ -4,14 +4,16 @@ The run directory is the one every stage writes (DESIGN.md)::
 
     teachers/<task>/{teacher.json, metrics.jsonl}      specialized teachers (MuST sec. 3.1)
     student/{student.json, metrics.jsonl}              the multi-task student (sec. 3.3)
-    transfer/<init>/<task>/{grid.jsonl, best*.json}    fine-tuning grid search (sec. 3.5 / 4)
+    transfer/<init>/<task>/{grid.jsonl, best.json}     fine-tuning grid search (sec. 3.5 / 4)
+    transfer/<init>/<task>/best_linear.json            linear probe of the same init (SPEC D5)
     timings.json                                       {"stage": seconds}
 
 :func:`collect_results` turns them into one JSON-ready dict, the content of ``results.json``::
 
     transfer[init][task]      = {"metric", "value", "val_value", "lr", "steps", "grid_cells",
                                  "delta_vs_supervised" (when a supervised row has the task)}
-    linear_probe[init][task]  = the same, for best files with ``"mode": "linear"`` (SPEC D5)
+    linear_probe[init][task]  = the same for the frozen-trunk probe (SPEC D5): ``best_linear.json``
+                                (``must transfer --mode linear``), present only when some exist
     teacher_vs_student[task]  = {"metric", "teacher", "student", "delta"}   (paper Table 4)
     teachers / student        = every validation metric found, {task: {metric: value}}
     timings                   = {stage: seconds}
@@ -155,8 +157,10 @@ def pick_metric(task: str, *candidates: Mapping[str, float]) -> str | None:
     return (higher or shared or [None])[0]
 
 
-def transfer_entry(record: Mapping[str, Any], grid: list[dict[str, Any]]) -> dict[str, Any]:
-    """One table cell's numbers: the test value of the best grid cell and how it was chosen."""
+def transfer_entry(record: Mapping[str, Any], grid: list[dict[str, Any]],
+                   mode: str | None = None) -> dict[str, Any]:
+    """One table cell's numbers: the test value of the best grid cell and how it was chosen;
+    ``grid_cells`` counts the cells of ``mode`` (default: the record's own, else fine-tuning)."""
     metric = str(record.get("metric") or primary_metric(str(record.get("task"))) or "value")
     entry: dict[str, Any] = {"metric": metric, "value": float(record["value"])}
     for key in ("val_value", "lr"):
@@ -164,11 +168,20 @@ def transfer_entry(record: Mapping[str, Any], grid: list[dict[str, Any]]) -> dic
             entry[key] = float(record[key])
     if is_number(record.get("steps")):
         entry["steps"] = int(record["steps"])
-    mode = record.get("mode", "finetune")
+    mode = mode or record.get("mode", "finetune")
     entry["grid_cells"] = sum(1 for cell in grid if cell.get("mode", mode) == mode)
     if lower_is_better(metric):
         entry["lower_is_better"] = True
     return entry
+
+
+def record_mode(record: Mapping[str, Any], path: Path) -> str:
+    """``"linear"`` or ``"finetune"``: the record's own ``mode``, else its file's name
+    (``must transfer --mode linear`` writes ``best_linear.json`` beside ``best.json``)."""
+    mode = record.get("mode")
+    if mode is None:
+        mode = "linear" if path.name == "best_linear.json" else "finetune"
+    return "linear" if mode == "linear" else "finetune"
 
 
 def collect_transfer(run_dir: Path, notes: list[str]) -> dict[str, dict[str, dict[str, dict[str, Any]]]]:
@@ -182,12 +195,12 @@ def collect_transfer(run_dir: Path, notes: list[str]) -> dict[str, dict[str, dic
             continue
         init = str(record.get("init") or path.parent.parent.name)
         task = str(record.get("task") or path.parent.name)
-        mode = "linear" if record.get("mode") == "linear" else "finetune"
+        mode = record_mode(record, path)
         row = found.setdefault(mode, {}).setdefault(init, {})
         if task in row:
             notes.append(f"{path.relative_to(run_dir)}: a second {mode} result for {init}/{task}; "
                          "the last one (by file name) is shown")
-        row[task] = transfer_entry(record, read_jsonl(path.parent / "grid.jsonl"))
+        row[task] = transfer_entry(record, read_jsonl(path.parent / "grid.jsonl"), mode)
     for table in found.values():
         add_deltas(table)
     return found

@@ -30,6 +30,12 @@ INIT_LABELS = {
     "scratch": "From scratch", "supervised": "Supervised (classification)",
     "simclr": "Self-supervised (SimCLR)", "supervised_multitask": "Supervised multi-task",
     "must": "MuST (multi-task pseudo labels)",
+    # `must pretrain` rows (Table 2's self-supervised baseline; Doersch & Zisserman 2017)
+    "pirl": "Self-supervised (PIRL)", "rotation": "Self-supervised (rotation)",
+    "jigsaw": "Self-supervised (jigsaw)", "relative_position": "Self-supervised (relative position)",
+    "colorization": "Self-supervised (colorization)", "exemplar": "Self-supervised (exemplar)",
+    "multi": "Self-supervised multi-task (Doersch & Zisserman)",
+    "doersch": "Self-supervised multi-task (Doersch & Zisserman)",
 }
 
 

@@ -220,7 +220,7 @@ def transfer_inits(config: DemoConfig, run: Path) -> dict[str, str | None]:
 def run_demo(preset: str, out: Path, overrides: Sequence[str] = ()) -> int:
     from must.label.labeler import label_dataset
     from must.stages.pretrain import run_pretrain
-    from must.stages.student import run_student
+    from must.stages.student import resolved_config, run_student
     from must.stages.teach import run_teach
     from must.transfer.config import TransferConfig
     from must.transfer.run import run_transfer
@@ -248,11 +248,11 @@ def run_demo(preset: str, out: Path, overrides: Sequence[str] = ()) -> int:
                   lambda: label_dataset(label_config(config, out, images), out / "pseudo" / f"labeled_{task}"))
 
     student = student_config(config, out)
-    if not already_done(out / "student", "student.json", student):
+    if not already_done(out / "student", "student.json", resolved_config(student)):
         clock.run("student", lambda: run_student(student, out / "student"))
     for name, variant in config.students.items():
         other = student_config(config, out, variant)
-        if not already_done(out / "students" / name, "student.json", other):
+        if not already_done(out / "students" / name, "student.json", resolved_config(other)):
             clock.run(f"students/{name}", lambda: run_student(other, out / "students" / name))
     for name, plan in config.pretrain.items():
         pretrain = pretrain_config(config, out, plan)

@@ -84,6 +84,9 @@ class PretrainConfig:
     scale_range: tuple[float, float] = (0.5, 2.0)
 
     def __post_init__(self) -> None:
+        if self.method not in METHODS:  # from_dict checks the Literal; direct construction does not
+            raise config_lib.ConfigError(f"unknown pretrain method '{self.method}'; choose one of: "
+                                         f"{', '.join(METHODS)}")
         if self.tasks and self.method != "multi":
             raise ValueError(f"tasks lists the heads of method 'multi'; method '{self.method}' is one task")
         unknown = [name for name in self.tasks if name not in pretext_builders()]
@@ -119,7 +122,10 @@ def build_pretext_tasks(config: PretrainConfig, image_count: int) -> dict[str, S
         options = dict(config.task_options.get(name, {}))
         if name in DATA_SIZED_OPTIONS:
             options.setdefault(DATA_SIZED_OPTIONS[name], max(1, min(image_count, MAX_INSTANCES)))
-        tasks[name] = pretext_builders()[name](**options)
+        try:
+            tasks[name] = pretext_builders()[name](**options)
+        except (TypeError, ValueError) as error:  # an unknown option name is a TypeError
+            raise config_lib.ConfigError(f"task_options.{name}: {error}") from None
     return tasks
 
 
@@ -234,13 +240,13 @@ def run_pretrain(config: PretrainConfig, out: Path) -> FitResult:
     ``metrics.jsonl``, ``events/``."""
     if config.data is None:
         raise config_lib.ConfigError("pretrain: no images given (--data FORMAT:ROOT)")
+    dataset = open_dataset(config.data)  # bad data or options fail before anything is written
+    tasks = build_pretext_tasks(config, len(dataset))
     device = distributed.pick_device(config.train.device)
     distributed.setup(device)
     out.mkdir(parents=True, exist_ok=True)
     if distributed.is_main_process():
         config_lib.save(config, out / "config.yaml")
-    dataset = open_dataset(config.data)
-    tasks = build_pretext_tasks(config, len(dataset))
     checkpoints.seed_everything(config.train.seed)  # the same initial weights in every run
     model = build_pretrain_model(config, tasks).to(device)
     schedule = build_schedule(config.schedule, list(tasks), **(
@@ -273,10 +279,28 @@ def write_record(out: Path, config: PretrainConfig, tasks: Mapping[str, SelfSupe
               "lasso": config.lasso, "harmonize": config.harmonize,
               "model": config_lib.to_dict(config.model), "image_size": config.image_size,
               "batch_size": config.train.batch_size, "learning_rate": config.train.lr,
-              "steps": result.step, "losses": result.losses, "checkpoint": result.checkpoint.name}
+              "steps": result.step, "losses": result.losses or last_logged_losses(out),
+              "checkpoint": result.checkpoint.name}
     temporary = out / (RECORD_NAME + ".tmp")
     temporary.write_text(json.dumps(record, indent=2))
     temporary.replace(out / RECORD_NAME)
+
+
+def last_logged_losses(out: Path) -> dict[str, float]:
+    """The losses of the last logged step in ``metrics.jsonl``: a rerun of a finished run trains
+    nothing, so ``fit`` returns no losses, and the record must keep those of the run itself."""
+    try:
+        lines = (out / "metrics.jsonl").read_text().splitlines()
+    except OSError:
+        return {}
+    for line in reversed(lines):
+        try:
+            entry = json.loads(line)
+        except json.JSONDecodeError:  # a line cut short by a killed writer
+            continue
+        if isinstance(entry, dict) and "loss" in entry:
+            return {key: float(value) for key, value in entry.items() if key.startswith("loss")}
+    return {}
 
 
 def load_lasso_matrix(checkpoint: Path) -> dict[str, Any] | None:

@@ -24,7 +24,7 @@ from must.data.noise import PhotometricRandAugment
 from must.data.readers import DatasetConfig, open_dataset
 from must.models import ModelConfig, build_model
 from must.stages.pretrain import build_tasks
-from must.stages.teach import demo_model
+from must.stages.teach import demo_model, final_evaluation
 from must.tasks import TASK_BUILDERS, Task
 from must.teacher import TeacherRecord, read_record, save_record
 from must.train.config import TeacherRecipe, TrainConfig, WeightingConfig
@@ -95,6 +95,13 @@ def weighting_with_teachers(train: TrainConfig, records: dict[str, TeacherRecord
     return dataclasses.replace(train, weighting=weighting)
 
 
+def resolved_config(config: StudentConfig) -> StudentConfig:
+    """``config`` with the MuST rule's teacher recipes filled in from the teachers' records: what
+    ``run_student`` saves as ``config.yaml``, so what a finished run is compared with."""
+    records = {record.task: record for record in (read_record(Path(d)) for d in config.teachers)}
+    return dataclasses.replace(config, train=weighting_with_teachers(config.train, records))
+
+
 def open_sources(config: StudentConfig):
     from must.label.dataset import PseudoLabels, WithPseudoLabels
 
@@ -154,7 +161,7 @@ def run_student(config: StudentConfig, out: Path) -> dict[str, dict[str, float]]
     evaluate = make_multi_evaluator(tasks, config.val, config, device)
     result = fit(model, tasks, batches_from, train_config, out, evaluate=evaluate)
     metrics: dict[str, dict[str, float]] = {}
-    for key, value in result.evaluation.items():
+    for key, value in final_evaluation(result, evaluate).items():
         task, _, metric = key.partition("/")
         metrics.setdefault(task, {})[metric] = value
     if distributed.is_main_process():

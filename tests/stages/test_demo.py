@@ -1,0 +1,90 @@
+"""``must demo`` end to end on a tiny preset (SPEC B3): world -> four teachers -> labels ->
+student -> transfer of scratch / supervised / MuST to five downstream tasks -> report; a second
+run of the same preset trains nothing again."""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from must.stages.demo import TEACHER_DOMAINS, run_demo
+
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("stages_demo")]
+
+INITS = ("scratch", "supervised", "must")
+DOWNSTREAM = ("classification", "detection", "segmentation", "depth", "normals")
+
+
+def tiny_preset(run: Path) -> dict[str, Any]:
+    """/tmp/mini.yaml's shape, smaller; the downstream suite is given so it stays tiny too."""
+    transfer_root = run / "data" / "transfer"
+    splits = {split: {"format": "world", "root": str(transfer_root / split)} for split in ("train", "val", "test")}
+    teacher = {"train": {"steps": 3, "batch_size": 4, "lr": 0.05, "progress": False}}
+    downstream = {task: {"task": task, **splits, "image_size": 32, "lrs": [0.05], "steps": [4],
+                         "batch_size": 8, "eval_batch_size": 16}
+                  for task in DOWNSTREAM}
+    downstream["classification"]["task_options"] = {"background_class": True}
+    return {
+        "world": {"size": 32, "splits": {**{domain: {"train": 16, "val": 8} for domain in TEACHER_DOMAINS.values()},
+                                         "pool": {"train": 24},
+                                         "transfer": {"train": 16, "val": 8, "test": 8}}},
+        "model": {"backbone": "resnet18", "width": 0.125, "fpn_channels": 16},
+        "image_size": 32,
+        "teachers": {task: teacher for task in TEACHER_DOMAINS},
+        "label": {"workers": 0, "batch_size": 8},
+        "student": {"train": {"steps": 3, "batch_size": 8, "lr": 0.05, "progress": False,
+                              "weighting": {"method": "must"}}},
+        "transfer": {"workers": 1, "tasks": downstream},
+        "fashion_mnist": str(run / "no_fashion_mnist"),
+    }
+
+
+def training_outputs(run: Path) -> dict[Path, int]:
+    """Modification times of every checkpoint and of the records a training stage writes last
+    (a stage that reran on a final checkpoint would train nothing but rewrite its record)."""
+    paths = [*(run / "teachers").glob("*/checkpoint.pt"), *(run / "teachers").glob("*/teacher.json"),
+             run / "student" / "checkpoint.pt", run / "student" / "student.json",
+             *(run / "transfer").rglob("checkpoint.pt")]
+    return {path: path.stat().st_mtime_ns for path in paths}
+
+
+def test_demo_runs_end_to_end_and_resumes(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    preset = tmp_path / "tiny.yaml"
+    preset.write_text(yaml.safe_dump(tiny_preset(run)))
+
+    start = time.perf_counter()
+    assert run_demo(str(preset), run) == 0
+    first_seconds = time.perf_counter() - start
+
+    results = json.loads((run / "report" / "results.json").read_text())
+    assert set(results["transfer"]) == set(INITS)
+    for init in INITS:
+        assert set(results["transfer"][init]) == set(DOWNSTREAM), init
+        for task, entry in results["transfer"][init].items():
+            assert isinstance(entry["metric"], str) and entry["metric"], (init, task)
+            assert math.isfinite(entry["value"]), (init, task)
+    assert set(results["teacher_vs_student"]) == set(TEACHER_DOMAINS)
+    for task, row in results["teacher_vs_student"].items():
+        assert math.isfinite(row["teacher"]) and math.isfinite(row["student"]), task
+    stages = {"world", "label", "student", *(f"teacher/{t}" for t in TEACHER_DOMAINS),
+              *(f"transfer/{init}" for init in INITS)}
+    assert stages <= set(results["timings"])
+    # The report is written inside its own stage, so only timings.json has it and the total.
+    timings = json.loads((run / "timings.json").read_text())
+    assert stages | {"report", "total"} <= set(timings)
+    assert all(math.isfinite(value) and value >= 0 for value in timings.values())
+    outputs = training_outputs(run)
+    assert len(outputs) == 2 * len(TEACHER_DOMAINS) + 2 + len(INITS) * len(DOWNSTREAM)
+
+    start = time.perf_counter()
+    assert run_demo(str(preset), run) == 0
+    second_seconds = time.perf_counter() - start
+    assert training_outputs(run) == outputs  # no training stage ran again
+    assert second_seconds < first_seconds / 2, (first_seconds, second_seconds)
