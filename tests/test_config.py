@@ -75,3 +75,9 @@ class WithPresetDefault:
 def test_partial_override_refines_the_fields_own_default() -> None:
     cfg = config.from_dict(WithPresetDefault, {"inner": {"mode": "b"}})
     assert cfg.inner == Inner(lr=0.5, steps=99, mode="b")
+
+
+def test_an_empty_mapping_replaces_instead_of_merging() -> None:
+    from must.config import merge
+
+    assert merge({"a": {"x": 1}, "b": {"y": 2}}, {"a": {}, "b": {"z": 3}}) == {"a": {}, "b": {"y": 2, "z": 3}}

@@ -78,10 +78,9 @@ def _world(parser: argparse.ArgumentParser) -> Callable[[argparse.Namespace], in
 
 def _dataset_spec(flag: str, value: str) -> dict[str, str]:
     """``FORMAT:ROOT`` -> ``{"format": FORMAT, "root": ROOT}``."""
-    fmt, _, root = value.partition(":")
-    if not fmt or not root:
-        raise ConfigError(f"{flag} expects FORMAT:ROOT (e.g. world:runs/demo/data/objects/train), got '{value}'")
-    return {"format": fmt, "root": root}
+    from must.data.readers.config import parse_dataset_spec
+
+    return parse_dataset_spec(value, flag)
 
 
 def _dataset_override(flag: str, key: str, value: str | None) -> list[str]:

@@ -69,10 +69,11 @@ def apply_overrides(data: dict[str, Any], overrides: Sequence[str]) -> dict[str,
 
 
 def merge(base: Mapping[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
-    """Recursive dict merge: values of ``update`` win; nested mappings merge."""
+    """Recursive dict merge: values of ``update`` win; nested mappings merge, except that an
+    explicitly empty mapping replaces (``splits: {}`` means none, not "keep the defaults")."""
     result = _deep_copy(dict(base))
     for key, value in update.items():
-        if isinstance(value, Mapping) and isinstance(result.get(key), Mapping):
+        if isinstance(value, Mapping) and value and isinstance(result.get(key), Mapping):
             result[key] = merge(result[key], value)
         else:
             result[key] = _deep_copy(value)

@@ -18,6 +18,7 @@ from pathlib import Path
 from must import config as config_lib
 from must import distributed
 from must.config import ConfigError
+from must.data.readers.config import parse_dataset_spec
 from must.label.labeler import LabelConfig, label_dataset
 
 
@@ -48,11 +49,7 @@ def build_config(args: argparse.Namespace) -> LabelConfig:
     if args.teacher:
         data = {**data, "teachers": list(args.teacher)}
     if args.data:
-        fmt, separator, root = str(args.data).partition(":")
-        if not separator or not fmt or not root:
-            raise ConfigError(f"--data '{args.data}' is not of the form FORMAT:ROOT "
-                              "(e.g. folder:/data/images)")
-        data = config_lib.merge(data, {"data": {"format": fmt, "root": root}})
+        data = config_lib.merge(data, {"data": parse_dataset_spec(args.data)})
     data = config_lib.apply_overrides(data, args.overrides)
     if not data.get("teachers"):
         raise ConfigError("no teacher: pass --teacher DIR (repeat for several)")

@@ -18,7 +18,7 @@ from typing import Any
 
 from must import config as config_lib
 from must import distributed
-from must.config import ConfigError
+from must.data.readers.config import parse_dataset_spec
 from must.stages.pretrain import METHODS, PretrainConfig, run_pretrain
 
 
@@ -49,10 +49,7 @@ def build_config(args: argparse.Namespace) -> PretrainConfig:
         data = preset.get("pretrain", preset) or {}
     data = config_lib.merge(data, {"method": args.method})
     if args.data:
-        fmt, separator, root = str(args.data).partition(":")
-        if not separator or not fmt or not root:
-            raise ConfigError(f"--data '{args.data}' is not of the form FORMAT:ROOT (e.g. folder:/data/images)")
-        data = config_lib.merge(data, {"data": {"format": fmt, "root": root}})
+        data = config_lib.merge(data, {"data": parse_dataset_spec(args.data)})
     return config_lib.from_dict(PretrainConfig, config_lib.apply_overrides(data, args.overrides))
 
 

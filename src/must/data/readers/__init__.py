@@ -8,7 +8,7 @@ from must.data.readers.cifar import CifarDataset
 from must.data.readers.coco import CocoDetection
 from must.data.readers.coco_segmentation import CocoPanopticSemantic, CocoStuffSemantic
 from must.data.readers.compose import ComposedDataset, ImageEntry, LabelSource, TargetSource
-from must.data.readers.config import DatasetConfig
+from must.data.readers.config import DatasetConfig, parse_dataset_spec
 from must.data.readers.dense_maps import DenseFolders, DenseMapSource
 from must.data.readers.errors import DataError, DataWarning
 from must.data.readers.fashion_mnist import FashionMNIST
@@ -21,7 +21,7 @@ from must.data.readers.world import WorldDataset
 
 __all__ = [
     "FORMATS", "CifarDataset", "CocoDetection", "CocoPanopticSemantic", "CocoStuffSemantic",
-    "ComposedDataset", "DataError", "DataWarning", "DatasetConfig", "DenseFolders",
+    "ComposedDataset", "DataError", "DataWarning", "DatasetConfig", "parse_dataset_spec", "DenseFolders",
     "DenseMapSource", "FashionMNIST", "ImageEntry", "ImageFolder", "LabelSource",
     "ReaderDataset", "TargetSource", "UnlabeledFolder", "VocDataset", "WorldDataset",
     "open_dataset",

@@ -46,3 +46,14 @@ class DatasetConfig:
             raise ValueError(f"limit must be >= 0, got {self.limit}")
         if len(set(self.tasks)) != len(self.tasks):
             raise ValueError(f"tasks listed twice: {list(self.tasks)}")
+
+
+def parse_dataset_spec(value: str, flag: str = "--data") -> dict[str, str]:
+    """A command line's ``FORMAT:ROOT`` -> ``{"format": FORMAT, "root": ROOT}`` (a config mapping)."""
+    from must.config import ConfigError
+
+    fmt, separator, root = str(value).partition(":")
+    if not separator or not fmt or not root:
+        raise ConfigError(f"{flag} '{value}' is not of the form FORMAT:ROOT "
+                          "(e.g. folder:/data/images, world:runs/demo/data/objects/train)")
+    return {"format": fmt, "root": root}

@@ -1,0 +1,52 @@
+"""The shipped presets load and resolve: demo, study (Tables 2-5 rows, the lr x steps grid) and
+paper (real datasets, no world); student variants get the sources their table needs."""
+
+from pathlib import Path
+
+import pytest
+
+from must import config as config_lib
+from must.stages.demo import (DemoConfig, StudentVariant, student_config, teach_configs, transfer_inits,
+                              with_grid)
+from must.transfer.config import default_suite
+
+
+@pytest.mark.parametrize("preset", ["demo", "study", "paper"])
+def test_presets_load_and_resolve(preset: str, tmp_path: Path) -> None:
+    config = config_lib.load(DemoConfig, preset, [])
+    inits = transfer_inits(config, tmp_path)
+    assert {"scratch", "supervised", "must"} <= set(inits) and inits["scratch"] is None
+    assert set(teach_configs(config, tmp_path / "data")) == {"classification", "detection", "segmentation", "depth"}
+    student = student_config(config, tmp_path)
+    assert [Path(p).name for p in student.teachers] == list(config.teachers)
+
+
+def test_study_has_every_table_row(tmp_path: Path) -> None:
+    config = config_lib.load(DemoConfig, "study", [])
+    inits = transfer_inits(config, tmp_path)
+    assert {"simclr", "doersch", "teacher_depth", "supervised_multitask_pseudo", "must_cls_depth_seg"} <= set(inits)
+    assert inits["must_cls_depth"] == str(tmp_path / "students" / "must_cls_depth" / "checkpoint.pt")
+    grid = with_grid(config.transfer, default_suite(tmp_path / "world", None))
+    assert grid["depth"].lrs == (0.02, 0.05) and grid["depth"].steps == (200, 400)
+
+
+def test_paper_reads_real_datasets_only(tmp_path: Path) -> None:
+    config = config_lib.load(DemoConfig, "paper", [])
+    assert config.world.splits == {} and config.model.backbone == "resnet152" and config.image_size == 640
+    teach = teach_configs(config, tmp_path / "data")
+    assert teach["detection"].data.format == "coco" and teach["depth"].val.root == "/data/midas/val"
+    assert student_config(config, tmp_path).sources[0].data.root == "/data/imagenet/train"
+
+
+def test_student_variants_pick_their_sources(tmp_path: Path) -> None:
+    config = config_lib.load(DemoConfig, "demo", [])
+    ladder = student_config(config, tmp_path, StudentVariant(tasks=("classification", "depth")))
+    assert len(ladder.sources) == 1 and set(ladder.val) == {"classification", "depth"}
+    table5 = student_config(config, tmp_path, StudentVariant(pool=False, labeled=True, pseudo_on_labeled=True))
+    assert len(table5.sources) == 4
+    assert {s.data.tasks for s in table5.sources} == {("classification",), ("detection",), ("segmentation",), ("depth",)}
+    assert all(len(s.pseudo) == 1 for s in table5.sources)
+    with pytest.raises(ValueError, match="pool=true or labeled=true"):
+        StudentVariant(pool=False)
+    with pytest.raises(config_lib.ConfigError, match="unknown task"):
+        student_config(config, tmp_path, StudentVariant(tasks=("normals",)))
