@@ -5,6 +5,7 @@ import math
 import numpy as np
 import pytest
 
+from must.world.domains import get_domain
 from must.world import CATEGORIES, DOMAINS, make_scene
 from must.world.scene import Camera, _place, focal_length, look_at, scene_rng
 from must.world.shapes import SHAPES
@@ -12,8 +13,8 @@ from must.world.shapes import SHAPES
 
 @pytest.mark.parametrize("name", list(DOMAINS))
 def test_scenes_follow_their_preset(name: str) -> None:
-    preset = DOMAINS[name]
     for index in range(5):
+        preset = get_domain(name, index)  # a mixture: the part image `index` is drawn from
         scene = make_scene(name, seed=0, index=index, size=64)
         assert 1 <= len(scene.objects) <= preset.objects[1]
         assert scene.floor.texture in preset.floor_textures

@@ -32,7 +32,7 @@ def make_scene(domain: str, seed: int, index: int, size: int) -> Scene:
 
 
 def _render(domain: str, seed: int, index: int, size: int) -> tuple[Scene, WorldImage]:
-    preset, rng = get_domain(domain), scene_rng(domain, seed, index)
+    preset, rng = get_domain(domain, index), scene_rng(domain, seed, index)
     # Every object is placed in view, but one could in principle hide entirely behind another;
     # then the image has no class, and the scene is drawn again from the same generator.
     for _ in range(16):

@@ -22,6 +22,16 @@ TRANSFER_WALLS = ("page", "hubble", "astronaut", "chelsea", "coffee")
 
 
 @dataclass(frozen=True)
+class Mixture:
+    """A domain whose images cycle through other domains' presets (image ``i`` is drawn from
+    ``parts[i % len(parts)]``, with this domain's own random stream)."""
+
+    name: str
+    description: str
+    parts: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class DomainPreset:
     """Ranges every scene of a domain is sampled from (all uniform). Lengths in metres, angles
     in degrees, apparent sizes as a fraction of the image width."""
@@ -73,7 +83,7 @@ _SOURCE = dict(
     object_size=(0.12, 0.6),
 )
 
-DOMAINS: dict[str, DomainPreset] = {
+DOMAINS: dict[str, DomainPreset | Mixture] = {
     preset.name: preset
     for preset in (
         DomainPreset(
@@ -97,11 +107,6 @@ DOMAINS: dict[str, DomainPreset] = {
             center_region=(0.08, 0.92, 0.25, 0.92), camera_height=(0.7, 2.6),
             camera_pitch=(5.0, 45.0), **{**_SOURCE, "room_margin": (0.8, 6.0)}),
         DomainPreset(
-            name="pool", description="the shared unlabeled image set that every teacher labels",
-            objects=(1, 10), apparent_size=(0.12, 0.45), focus=False,
-            center_region=(0.08, 0.92, 0.25, 0.92), camera_height=(0.8, 2.4),
-            camera_pitch=(10.0, 60.0), **_SOURCE),
-        DomainPreset(
             name="transfer", description="a shifted domain (other textures, low warm light, "
             "wide lens, low camera) for the downstream tasks, surface normals included",
             objects=(1, 8), apparent_size=(0.12, 0.4), focus=False,
@@ -110,13 +115,24 @@ DOMAINS: dict[str, DomainPreset] = {
             wall_height=(1.2, 2.5), room_margin=(0.5, 4.0), sun_elevation=(12.0, 35.0),
             sun_intensity=(0.9, 1.3), ambient=(0.15, 0.3), warmth=(0.2, 0.45), sky=_DUSK_SKY,
             floor_textures=TRANSFER_FLOORS, wall_textures=TRANSFER_WALLS, color_jitter=1.5),
+        # The shared unlabeled set every teacher labels. MuST's pool (ImageNet) holds images of
+        # the kind the teachers learned on; an equal mixture of the four teacher domains plays that
+        # part here, so that every teacher labels images it can read (images, not labels: the
+        # pool's own seed draws scenes none of the teachers saw).
+        Mixture(name="pool", description="the shared unlabeled image set that every teacher "
+                "labels: the four teacher domains in equal parts",
+                parts=("objects", "clutter", "scenes", "depth")),
     )
 }
 
 
-def get_domain(name: str) -> DomainPreset:
-    """The preset called ``name``; fails loudly with the valid names."""
+def get_domain(name: str, index: int = 0) -> DomainPreset:
+    """The preset image ``index`` of domain ``name`` is drawn from (a mixture picks its part);
+    fails loudly with the valid names."""
     try:
-        return DOMAINS[name]
+        domain = DOMAINS[name]
     except KeyError:
         raise KeyError(f"unknown world domain '{name}'; domains: {', '.join(DOMAINS)}") from None
+    if isinstance(domain, Mixture):
+        return get_domain(domain.parts[index % len(domain.parts)])
+    return domain

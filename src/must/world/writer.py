@@ -33,7 +33,7 @@ from PIL import Image
 from pycocotools import mask as mask_utils
 from tqdm import tqdm
 
-from must.world.domains import get_domain
+from must.world.domains import DOMAINS, get_domain
 from must.world.render import SEGMENTATION_CLASSES, STUFF
 from must.world.scene import CATEGORIES, focal_length
 
@@ -146,7 +146,7 @@ def coco_json(records: list[dict[str, Any]], size: int) -> dict[str, Any]:
 
 
 def _manifest(domain: str, seed: int, count: int, size: int) -> dict[str, Any]:
-    preset = get_domain(domain)
+    preset = get_domain(domain)  # a mixture's parts share one camera (asserted in the tests)
     focal = focal_length(preset.fov_degrees, size)
     return {
         "format_version": FORMAT_VERSION, "domain": domain, "seed": seed, "count": count,
@@ -155,7 +155,7 @@ def _manifest(domain: str, seed: int, count: int, size: int) -> dict[str, Any]:
         "camera_intrinsics": {"fx": focal, "fy": focal, "cx": size / 2, "cy": size / 2,
                               "K": [[focal, 0, size / 2], [0, focal, size / 2], [0, 0, 1]]},
         "depth_scale": DEPTH_SCALE, "normals_frame": "opencv camera: x right, y down, z forward",
-        "preset": dataclasses.asdict(preset),
+        "preset": dataclasses.asdict(DOMAINS[domain]),
     }
 
 
