@@ -10,6 +10,7 @@ weight decay] to 1e-4. All models are trained with cosine learning rate." Each
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -169,4 +170,7 @@ def default_suite(world_root: str | Path, fashion_root: str | Path | None = FASH
         suite[task] = DownstreamTask(task=task, train=world["train"], val=world["val"],
                                      test=world["test"], image_size=64, lrs=(0.05,), steps=(200,),
                                      batch_size=16, task_options=SMALL_IMAGE_OPTIONS.get(task, {}))
+    # At 200 steps no initialization gets past the three "stuff" classes (floor, wall, sky: mIoU
+    # ~0.16 for all); the objects need a longer, faster schedule (measured: mIoU 0.17-0.21 at 400).
+    suite["segmentation"] = dataclasses.replace(suite["segmentation"], lrs=(0.1,), steps=(400,))
     return suite
