@@ -50,3 +50,11 @@ def test_student_variants_pick_their_sources(tmp_path: Path) -> None:
         StudentVariant(pool=False)
     with pytest.raises(config_lib.ConfigError, match="unknown task"):
         student_config(config, tmp_path, StudentVariant(tasks=("normals",)))
+
+
+def test_precision_overrides_every_training_stage(tmp_path: Path) -> None:
+    config = config_lib.load(DemoConfig, "demo", ["precision=bf16"])
+    assert {teach.train.precision for teach in teach_configs(config, tmp_path).values()} == {"bf16"}
+    assert student_config(config, tmp_path).train.precision == "bf16"
+    kept = config_lib.load(DemoConfig, "demo", [])
+    assert student_config(kept, tmp_path).train.precision == kept.student.train.precision == "auto"

@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 
@@ -117,6 +117,9 @@ class DemoConfig:
     transfer: TransferPlan = field(default_factory=TransferPlan)
     fashion_mnist: str = FASHION_MNIST_ROOT
     report: bool = True
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
+    """Overrides every training stage's ``train.precision`` and the transfer cells' (``auto``
+    keeps each stage's own setting)."""
 
 
 class StageClock:
@@ -149,6 +152,10 @@ def world_set(root: Path, domain: str, split: str, tasks: tuple[str, ...] = ()) 
     return DatasetConfig(format="world", root=str(root / domain / split), tasks=tasks)
 
 
+def with_precision(config: DemoConfig, train: TrainConfig) -> TrainConfig:
+    return train if config.precision == "auto" else dataclasses.replace(train, precision=config.precision)
+
+
 def teacher_sets(config: DemoConfig, data: Path, task: str) -> tuple[DatasetConfig, DatasetConfig]:
     """The teacher's (train, val) datasets: the plan's, else its world domain's."""
     plan = config.teachers[task]
@@ -163,7 +170,8 @@ def teach_configs(config: DemoConfig, data: Path) -> dict[str, TeachConfig]:
     for task, plan in config.teachers.items():
         train, val = teacher_sets(config, data, task)
         configs[task] = TeachConfig(task=task, task_options=plan.task_options, data=train, val=val,
-                                    model=config.model, train=plan.train, image_size=config.image_size)
+                                    model=config.model, train=with_precision(config, plan.train),
+                                    image_size=config.image_size)
     return configs
 
 
@@ -191,8 +199,8 @@ def student_config(config: DemoConfig, run: Path, variant: StudentVariant = Stud
         sources=tuple(sources), teachers=tuple(str(run / "teachers" / task) for task in tasks),
         tasks={name: extra for name, extra in config.student.tasks.items() if name in tasks},
         val={task: teacher_sets(config, data, task)[1] for task in tasks},
-        model=config.model, train=config.student.train, image_size=config.image_size,
-        randaugment=config.student.randaugment)
+        model=config.model, train=with_precision(config, config.student.train),
+        image_size=config.image_size, randaugment=config.student.randaugment)
 
 
 def label_config(config: DemoConfig, run: Path, images: DatasetConfig) -> "LabelConfig":
@@ -205,7 +213,7 @@ def label_config(config: DemoConfig, run: Path, images: DatasetConfig) -> "Label
 
 def pretrain_config(config: DemoConfig, run: Path, plan: PretrainConfig) -> PretrainConfig:
     return dataclasses.replace(plan, data=pool_set(config, run / "data"), model=config.model,
-                               image_size=config.image_size)
+                               image_size=config.image_size, train=with_precision(config, plan.train))
 
 
 def transfer_inits(config: DemoConfig, run: Path) -> dict[str, str | None]:
@@ -274,7 +282,7 @@ def run_demo(preset: str, out: Path, overrides: Sequence[str] = ()) -> int:
     suite = with_grid(config.transfer, config.transfer.tasks or default_suite(data / "transfer", config.fashion_mnist))
     for name, init in transfer_inits(config, out).items():
         transfer = TransferConfig(init=init, init_name=name, tasks=suite, model=config.model,
-                                  workers=config.transfer.workers)
+                                  workers=config.transfer.workers, precision=config.precision)
         clock.run(f"transfer/{name}", lambda: run_transfer(transfer, out))
 
     if config.report:

@@ -77,7 +77,8 @@ def resolve_precision(precision: str, device: torch.device) -> Precision:
         return "bf16" if device.type == "cuda" and torch.cuda.is_bf16_supported() else "fp32"
     if precision == "bf16" and device.type == "cpu":
         warnings.warn("bf16 autocast on CPU: oneDNN computes wrong weight gradients for stride-2 "
-                      "convolutions on 1x1 inputs (e.g. FPN P6/P7 on small images)", stacklevel=2)
+                      "convolutions on 1x1 inputs; FPN P6/P7 run in fp32 for that reason, a backbone "
+                      "fed images under ~64 px may still hit it", stacklevel=2)
     return precision  # type: ignore[return-value]
 
 
