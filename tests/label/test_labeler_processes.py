@@ -14,7 +14,6 @@ from pathlib import Path
 
 import pytest
 
-from must.data.readers import DatasetConfig
 from must.label import LabelConfig, label_dataset
 
 from .test_labeler import shard_bytes

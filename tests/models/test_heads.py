@@ -1,6 +1,5 @@
 """Heads of MuST sec. 3.3: shapes, activations, gradients, per-image independence (GroupNorm)."""
 
-from collections import OrderedDict
 
 import pytest
 import torch
@@ -13,13 +12,7 @@ SPEC = FeatureSpec(c5_channels=16, fpn_channels=8)
 
 
 def make_features(batch: int = 2, size: tuple[int, int] = (32, 32)) -> Features:
-    height, width = size
-    pyramid = OrderedDict(
-        (level, torch.randn(batch, SPEC.fpn_channels, max(1, -(-height // stride)), max(1, -(-width // stride))))
-        for level, stride in SPEC.strides.items()
-    )
-    stages = OrderedDict(c5=torch.randn(batch, SPEC.c5_channels, max(1, height // 32), max(1, width // 32)))
-    return Features(size, stages, pyramid)
+    return Features.random(SPEC, batch, size)
 
 
 def test_group_count_divides_channels() -> None:

@@ -3,7 +3,6 @@ top-k metrics, pseudo labels, collate, draw, and an overfit run."""
 
 import math
 import time
-from collections import OrderedDict
 
 import numpy as np
 import pytest
@@ -19,12 +18,7 @@ SPEC = FeatureSpec(c5_channels=16, fpn_channels=8)
 
 
 def make_features(batch: int, size: tuple[int, int] = (32, 32)) -> Features:
-    height, width = size
-    pyramid = OrderedDict((level, torch.randn(batch, SPEC.fpn_channels, max(1, height // stride),
-                                              max(1, width // stride)))
-                          for level, stride in SPEC.strides.items())
-    stages = OrderedDict(c5=torch.randn(batch, SPEC.c5_channels, 1, 1))
-    return Features(size, stages, pyramid)
+    return Features.random(SPEC, batch, size)
 
 
 def naive_loss(logits: np.ndarray, targets: list[np.ndarray | None], temperature: float,

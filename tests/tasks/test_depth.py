@@ -2,7 +2,6 @@
 hand-worked example, pseudo label, warp, draw, overfit."""
 
 import time
-from collections import OrderedDict
 
 import numpy as np
 import pytest
@@ -18,12 +17,7 @@ SPEC = FeatureSpec(c5_channels=16, fpn_channels=8)
 
 
 def make_features(batch: int, size: tuple[int, int] = (32, 32)) -> Features:
-    height, width = size
-    pyramid = OrderedDict((level, torch.randn(batch, SPEC.fpn_channels, max(1, height // stride),
-                                              max(1, width // stride)))
-                          for level, stride in SPEC.strides.items())
-    stages = OrderedDict(c5=torch.randn(batch, SPEC.c5_channels, 1, 1))
-    return Features(size, stages, pyramid)
+    return Features.random(SPEC, batch, size)
 
 
 def random_depths(count: int, size: tuple[int, int] = (6, 7)) -> list[torch.Tensor]:

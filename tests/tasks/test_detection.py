@@ -1,4 +1,3 @@
-from collections import OrderedDict
 
 import numpy as np
 import pytest
@@ -17,13 +16,7 @@ SPEC = FeatureSpec(c5_channels=64, fpn_channels=CHANNELS)
 
 def fake_features(batch: int, seed: int = 0) -> Features:
     """Random P2..P7 with the shapes a ResNet-FPN gives for a 64x64 image (strides 4..128)."""
-    generator = torch.Generator().manual_seed(seed)
-    pyramid = OrderedDict(
-        (level, torch.randn(batch, CHANNELS, max(1, SIZE // stride), max(1, SIZE // stride), generator=generator))
-        for level, stride in SPEC.strides.items()
-    )
-    stages = OrderedDict(c5=torch.randn(batch, 64, 2, 2, generator=generator))
-    return Features((SIZE, SIZE), stages, pyramid)
+    return Features.random(SPEC, batch, (SIZE, SIZE), torch.Generator().manual_seed(seed))
 
 
 def small_task(**options: object) -> DetectionTask:

@@ -34,6 +34,23 @@ class Features:
         self.stages = stages
         self.pyramid = pyramid
 
+    @classmethod
+    def random(cls, spec: FeatureSpec, batch: int, size: tuple[int, int] = (32, 32),
+               generator: torch.Generator | None = None) -> Features:
+        """Random C5 and pyramid with the shapes a ResNet-FPN gives for ``size`` images (each
+        level ``ceil(size / stride)``, at least 1): exercises a head or task without a trunk."""
+        height, width = size
+
+        def side(length: int, stride: int) -> int:
+            return max(1, -(-length // stride))
+
+        pyramid = OrderedDict((level, torch.randn(batch, spec.fpn_channels, side(height, stride), side(width, stride),
+                                                  generator=generator))
+                              for level, stride in spec.strides.items() if level in spec.levels)
+        stages = OrderedDict(c5=torch.randn(batch, spec.c5_channels, side(height, 32), side(width, 32),
+                                            generator=generator))
+        return cls(size, stages, pyramid)
+
     @property
     def c5(self) -> Tensor:
         return self.stages["c5"]

@@ -22,6 +22,7 @@ import yaml
 from must import config as config_lib
 from must.data.readers import DatasetConfig
 from must.data.readers.fashion_mnist import DEFAULT_ROOT as FASHION_MNIST_ROOT
+from must.label.labeler import LabelConfig
 from must.models import ModelConfig
 from must.stages.data import WorldDataConfig, generate_world
 from must.stages.pretrain import PretrainConfig
@@ -203,9 +204,7 @@ def student_config(config: DemoConfig, run: Path, variant: StudentVariant = Stud
         image_size=config.image_size, randaugment=config.student.randaugment)
 
 
-def label_config(config: DemoConfig, run: Path, images: DatasetConfig) -> "LabelConfig":
-    from must.label.labeler import LabelConfig
-
+def label_config(config: DemoConfig, run: Path, images: DatasetConfig) -> LabelConfig:
     return LabelConfig(teachers=tuple(str(run / "teachers" / t) for t in config.teachers), data=images,
                        batch_size=config.label.batch_size, workers=config.label.workers,
                        thresholds=config.label.thresholds)

@@ -36,7 +36,7 @@ def test_one_summary_line_when_skipping(tmp_path: Path) -> None:
         (tmp_path / name).write_text("?")
     with pytest.warns(DataWarning) as caught:
         dataset = UnlabeledFolder(tmp_path, skip_bad=True)
-    assert len(caught) == 1
+    assert len(caught) == 1 and len(dataset) == 1
     message = str(caught[0].message)
     assert "skipped 2 bad input(s), kept 1 items" in message and "x.txt" in message
     assert "\n" not in message

@@ -131,6 +131,17 @@ class PretextClassificationTask(SelfSupervisedTask):
     def view_loss(self, output: dict[str, Tensor]) -> dict[str, Tensor]:
         return {"loss": F.cross_entropy(output["logits"].float(), output["labels"])}
 
+    @staticmethod
+    def classify_parts(head: nn.Module, features_fn: FeaturesFn, target: TaskBatch | None,
+                       key: str) -> dict[str, Tensor] | None:
+        """Every image's parts ``views[key]`` (``[B, P, 3, S, S]``) through the trunk as one batch
+        of ``B * P`` images, then ``head`` (which regroups them per image) against ``label``."""
+        views = present_views(target)
+        if views is None:
+            return None
+        logits = head(features_fn(to_unit(views[key].flatten(0, 1))))
+        return {"logits": logits, "labels": views["label"]}
+
     def predict(self, output: dict[str, Tensor] | None) -> list[Tensor]:
         if output is None:
             return []

@@ -31,9 +31,7 @@ from must.tasks.self_supervised.base import (
     PretextClassificationTask,
     mlp,
     pooled_c5,
-    present_views,
     resize_square,
-    to_unit,
     write_text,
 )
 
@@ -158,11 +156,7 @@ class JigsawTask(PretextClassificationTask):
 
     def forward_views(self, head: nn.Module, features_fn: FeaturesFn,
                       target: TaskBatch | None) -> dict[str, Tensor] | None:
-        views = present_views(target)
-        if views is None:
-            return None
-        logits = head(features_fn(to_unit(views["tiles"].flatten(0, 1))))
-        return {"logits": logits, "labels": views["label"]}
+        return self.classify_parts(head, features_fn, target, "tiles")
 
     def draw(self, image: np.ndarray, prediction: Tensor) -> np.ndarray:
         order = "".join(str(int(index)) for index in self.permutations[int(prediction)])

@@ -31,9 +31,7 @@ from must.tasks.self_supervised.base import (
     PretextClassificationTask,
     mlp,
     pooled_c5,
-    present_views,
     resize_square,
-    to_unit,
     write_text,
 )
 
@@ -111,11 +109,7 @@ class RelativePositionTask(PretextClassificationTask):
 
     def forward_views(self, head: nn.Module, features_fn: FeaturesFn,
                       target: TaskBatch | None) -> dict[str, Tensor] | None:
-        views = present_views(target)
-        if views is None:
-            return None
-        logits = head(features_fn(to_unit(views["patches"].flatten(0, 1))))
-        return {"logits": logits, "labels": views["label"]}
+        return self.classify_parts(head, features_fn, target, "patches")
 
     def draw(self, image: np.ndarray, prediction: Tensor) -> np.ndarray:
         """The 3x3 layout as text with the predicted neighbour marked."""
