@@ -18,7 +18,7 @@ from must.tasks import build_task
 from must.transfer import run as run_module
 from must.transfer.config import DownstreamTask, TransferConfig, world_splits
 from must.transfer.grid import RECORD_FIELDS
-from must.transfer.run import build_transfer_model, run_transfer
+from must.transfer.run import build_transfer_model, run_transfer, run_transfers
 
 from .conftest import TINY_MODEL
 
@@ -122,6 +122,27 @@ def test_grid_has_every_cell_best_is_val_argmax_and_rerun_skips(
     wider = replace(config, model=replace(TINY_MODEL, fpn_channels=8))
     with pytest.raises(ConfigError, match="another config"):
         run_transfer(wider, tmp_path)
+
+
+def test_several_inits_share_one_pool_and_match_separate_runs(
+        tmp_path: Path, world_root: Path, pretrained: Path) -> None:
+    tasks = {"depth": downstream(world_root, "depth", lrs=(0.05,), steps=(4,)),
+             "segmentation": downstream(world_root, "segmentation", lrs=(0.05,), steps=(3,))}
+    configs = [TransferConfig(init=init, init_name=name, tasks=tasks, model=TINY_MODEL, progress=False,
+                              workers=2) for name, init in (("scratch", None), ("supervised", str(pretrained)))]
+    pooled = run_transfers(configs, tmp_path / "pooled")
+    alone = {config.init_name: run_transfer(replace(config, workers=1), tmp_path / config.init_name)
+             for config in configs}
+    assert set(pooled) == {"scratch", "supervised"}
+    for name, bests in pooled.items():
+        assert set(bests) == set(tasks)
+        for task, best in bests.items():
+            assert best["init"] == name and best["task"] == task
+            assert best["value"] == alone[name][task]["value"]  # same cell, same result, any process
+            assert (tmp_path / "pooled" / "transfer" / name / task / "best.json").is_file()
+    assert pooled["scratch"]["depth"]["value"] != pooled["supervised"]["depth"]["value"]
+    with pytest.raises(ConfigError, match="must differ"):
+        run_transfers([configs[0], configs[0]], tmp_path / "twice")
 
 
 def test_interrupted_cell_resumes_to_the_uninterrupted_result(

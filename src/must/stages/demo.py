@@ -242,7 +242,7 @@ def run_demo(preset: str, out: Path, overrides: Sequence[str] = ()) -> int:
     from must.stages.student import resolved_config, run_student
     from must.stages.teach import run_teach
     from must.transfer.config import TransferConfig
-    from must.transfer.run import run_transfer
+    from must.transfer.run import run_transfers
 
     config = config_lib.load(DemoConfig, preset, overrides)
     out.mkdir(parents=True, exist_ok=True)
@@ -279,10 +279,10 @@ def run_demo(preset: str, out: Path, overrides: Sequence[str] = ()) -> int:
             clock.run(f"pretrain/{name}", lambda: run_pretrain(pretrain, out / "pretrain" / name))
 
     suite = with_grid(config.transfer, config.transfer.tasks or default_suite(data / "transfer", config.fashion_mnist))
-    for name, init in transfer_inits(config, out).items():
-        transfer = TransferConfig(init=init, init_name=name, tasks=suite, model=config.model,
-                                  workers=config.transfer.workers, precision=config.precision)
-        clock.run(f"transfer/{name}", lambda: run_transfer(transfer, out))
+    transfers = [TransferConfig(init=init, init_name=name, tasks=suite, model=config.model,
+                                workers=config.transfer.workers, precision=config.precision)
+                 for name, init in transfer_inits(config, out).items()]
+    clock.run("transfer", lambda: run_transfers(transfers, out))  # one pool of cells for every init
 
     if config.report:
         from must.report.build import write_report

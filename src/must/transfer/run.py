@@ -10,10 +10,11 @@ cell per task is chosen by validation score only; its test score is what the res
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -151,25 +152,63 @@ def run_transfer(config: TransferConfig, out: str | Path) -> dict[str, dict[str,
     Under torchrun rank ``r`` trains cells ``r, r + N, ...``; whichever rank finds a task's last
     cell finished writes its grid (the same bytes whoever writes them).
     """
+    return run_transfers([config], out)[config.init_name]
+
+
+def run_transfers(configs: Sequence[TransferConfig], out: str | Path) -> dict[str, dict[str, dict[str, Any]]]:
+    """:func:`run_transfer` for several pre-trainings at once: their cells share one pool of
+    ``configs[0].workers`` processes, task by task across the inits (the long detection cells
+    first with the default suite), so no worker waits for another init's last cell.
+    Returns ``{init_name: {task: best line}}``."""
+    names = [config.init_name for config in configs]
+    if len(set(names)) != len(names):
+        raise config_lib.ConfigError(f"transfer: init names must differ, got {names}")
+    info = distributed.from_environment()
+    plans = [_plan(config, Path(out), info) for config in configs]
+    tasks = list(dict.fromkeys(cell.task for plan in plans for cell in plan.cells))
+    jobs = [(index, cell) for task in tasks for index, plan in enumerate(plans)
+            for cell in plan.cells if cell.task == task]
+    announce = {index: functools.partial(_announce, plan.config) for index, plan in enumerate(plans)}
+    run_cells(for_rank(jobs, info.rank, info.world_size),
+              functools.partial(_train_job, [plan.train for plan in plans]), configs[0].workers,
+              on_done=lambda job, record: announce[job[0]](job[1], record))
+    return {plan.config.init_name: _write_grids(plan) for plan in plans}
+
+
+@dataclasses.dataclass(frozen=True)
+class _Plan:
+    config: TransferConfig
+    root: Path
+    cells: list[Cell]
+    train: Callable[[Cell], dict[str, Any]]
+
+
+def _plan(config: TransferConfig, out: Path, info: distributed.ProcessInfo) -> _Plan:
     if not config.tasks:
         raise config_lib.ConfigError("transfer: no downstream tasks configured")
     if config.init is not None and not Path(config.init).is_file():
         raise FileNotFoundError(f"transfer: init checkpoint {config.init} not found")
-    info = distributed.from_environment()
     config = config_lib.replace(config, device=str(distributed.pick_device(config.device)))
-    root = Path(out) / "transfer" / config.init_name
+    root = out / "transfer" / config.init_name
     if info.is_main:
         config_lib.save(config, root / f"config_{config.mode}.yaml")
     init_sha256 = file_sha256(Path(config.init)) if config.init is not None else None
     cells = [cell for name, spec in config.tasks.items()
              for cell in grid_cells(name, spec.lrs, spec.steps, config.mode)]
     progress = config.progress and config.workers == 1 and info.is_main
-    train = functools.partial(train_cell, config, root, init_sha256, progress)
-    run_cells(for_rank(cells, info.rank, info.world_size), train, config.workers,
-              on_done=lambda cell, record: _announce(config, cell, record))
+    return _Plan(config, root, cells, functools.partial(train_cell, config, root, init_sha256, progress))
+
+
+def _train_job(trains: Sequence[Callable[[Cell], dict[str, Any]]], job: tuple[int, Cell]) -> dict[str, Any]:
+    index, cell = job
+    return trains[index](cell)
+
+
+def _write_grids(plan: _Plan) -> dict[str, dict[str, Any]]:
+    """The grid and best file of each task whose cells have all finished."""
     bests: dict[str, dict[str, Any]] = {}
-    for name in config.tasks:
-        records = [read_result(cell.directory(root / name)) for cell in cells if cell.task == name]
+    for name in plan.config.tasks:
+        records = [read_result(cell.directory(plan.root / name)) for cell in plan.cells if cell.task == name]
         if all(record is not None for record in records):
-            bests[name] = write_grid(root / name, records, config.mode)  # type: ignore[arg-type]
+            bests[name] = write_grid(plan.root / name, records, plan.config.mode)  # type: ignore[arg-type]
     return bests

@@ -115,3 +115,27 @@ def test_dense_folders_bad_maps(tmp_path: Path) -> None:
         dataset = DenseFolders(tmp_path, skip_bad=True)
     assert sorted(Path(p).name for p, _ in dataset.skipped) == ["a.npy", "z.npy"]
     assert dataset.keys == ["b"]
+
+
+def test_header_probes_agree_with_the_decoders_and_refuse_junk(tmp_path: Path) -> None:
+    from must.data.readers.dense_maps import probe_npy_shape, probe_png_size
+
+    for mode, array in (("L", np.zeros((7, 11), np.uint8)), ("I;16", np.zeros((5, 3), np.uint16)),
+                        ("RGB", np.zeros((4, 9, 3), np.uint8))):
+        path = tmp_path / f"{mode.replace(';', '')}.png"
+        Image.fromarray(array).save(path)
+        with Image.open(path) as image:
+            assert probe_png_size(path) == (image.size[1], image.size[0]) == array.shape[:2]
+    for version in ((1, 0), (2, 0)):
+        path = tmp_path / f"v{version[0]}.npy"
+        array = np.zeros((3, 4, 5), np.float16)
+        with open(path, "wb") as file:
+            np.lib.format.write_array(file, array, version=version)
+        assert probe_npy_shape(path) == (3, 4, 5) == np.load(path).shape
+    junk = tmp_path / "junk.png"
+    junk.write_bytes(b"GIF89a" + bytes(40))
+    short = tmp_path / "short.npy"
+    short.write_bytes(b"\x93NUMPY")
+    for path, probe in ((junk, probe_png_size), (short, probe_npy_shape), (tmp_path / "none.png", probe_png_size)):
+        with pytest.raises(DataError, match=path.name):
+            probe(path)
