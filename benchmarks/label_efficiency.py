@@ -3,7 +3,7 @@ of the same teachers on preloaded tensors (MuST sec. 3.2; SPEC M2 / M8: the mode
 wait on data).
 
 Both sides run the same teachers on the same images with the same batch size and threads; the
-end-to-end side also decodes PNGs and resizes in DataLoader workers, maps predictions to the
+end-to-end side also decodes PNGs and resizes (in DataLoader workers where cores are free), maps predictions to the
 source size, applies the pseudo-label rules, encodes and writes tar shards. The target is a
 ratio >= 0.9. Wall time on a shared machine measures the neighbours too: the two sides run
 interleaved and the figure is the median of the paired ratios.
@@ -30,6 +30,7 @@ from must.data.geometry import Geometry
 from must.data.readers import DatasetConfig, open_dataset
 from must.data.readers.files import load_image
 from must.label import LabelConfig, label_dataset
+from must.label.labeler import default_workers
 from must.label.teachers import LabelingTeacher, load_labeling_teacher
 from must.models import ModelConfig, build_model
 from must.tasks import build_task
@@ -92,7 +93,7 @@ def _label_seconds(config: LabelConfig) -> float:
         shutil.rmtree(out, ignore_errors=True)
 
 
-def measure_dirs(images: Path, teachers: list[Path], batch_size: int = 32, workers: int = 1,
+def measure_dirs(images: Path, teachers: list[Path], batch_size: int = 32, workers: int | None = None,
                  images_per_shard: int = 250, repeats: int = 3) -> dict[str, Any]:
     """Images/s of ``label_dataset`` end to end and of the bare forward pass; their ratio."""
     data = DatasetConfig("folder", str(images))
@@ -107,14 +108,14 @@ def measure_dirs(images: Path, teachers: list[Path], batch_size: int = 32, worke
     ratio = pair_ratio(times, "bare", "label")
     return {"value": ratio, "target": f">= {TARGET}", "meets_target": ratio >= TARGET,
             "images": count, "teachers": [t.task.name for t in loaded], "input_size": size,
-            "batch_size": batch_size, "workers": workers, "torch_threads": torch.get_num_threads(),
+            "batch_size": batch_size, "workers": default_workers() if workers is None else workers, "torch_threads": torch.get_num_threads(),
             "bare_forward_images_per_s": count / median(times["bare"]),
             "label_images_per_s": count / median(times["label"]),
             "label_seconds": times["label"], "bare_seconds": times["bare"]}
 
 
 def measure(count: int = 500, size: int = 64, model: ModelConfig | None = None,
-            batch_size: int = 32, workers: int = 1, repeats: int = 3) -> dict[str, Any]:
+            batch_size: int = 32, workers: int | None = None, repeats: int = 3) -> dict[str, Any]:
     """The figure on the world's pool with the demo's teacher architecture."""
     images, teachers = pool_and_teachers(count, size, model or model_config())
     return measure_dirs(images, teachers, batch_size, workers, repeats=repeats)
@@ -126,7 +127,7 @@ def main() -> dict[str, Any]:
     parser.add_argument("--size", type=int, default=64)
     parser.add_argument("--width", type=float, default=0.25)
     parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--workers", type=int, default=None, help="loader processes (default: the free cores)")
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
     model = model_config(width=args.width)

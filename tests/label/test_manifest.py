@@ -17,8 +17,7 @@ from must.label.manifest import (MANIFEST_NAME, Manifest, ShardRecord, SkippedIm
 
 def test_classification_statistics() -> None:
     sums = new_sums("classification", 3)
-    for probabilities in ([0.5, 0.5, 0.0], [0.1, 0.2, 0.7]):
-        add_to_sums(sums, "classification", torch.tensor(probabilities))
+    add_to_sums(sums, "classification", [torch.tensor([0.5, 0.5, 0.0]), torch.tensor([0.1, 0.2, 0.7])])
     summary = summarize("classification", sums)
     assert summary["mean_max_probability"] == pytest.approx(0.6)
     entropy = -(0.5 * torch.log(torch.tensor(0.5)) * 2) + -(torch.tensor([0.1, 0.2, 0.7]) *
@@ -27,25 +26,52 @@ def test_classification_statistics() -> None:
     assert summary["argmax_counts"] == [1, 0, 1]
 
 
+@pytest.mark.parametrize("task", ["classification", "detection", "segmentation", "depth"])
+def test_one_batch_sums_to_the_same_as_image_by_image(task: str) -> None:
+    generator = torch.Generator().manual_seed(0)
+
+    def label(index: int):
+        if task == "classification":
+            return torch.rand(5, generator=generator).softmax(0)
+        if task == "detection":
+            count = index % 3
+            return {"boxes": torch.rand(count, 4, generator=generator),
+                    "labels": torch.randint(0, 7, (count,), generator=generator),  # beyond 5 classes
+                    "scores": torch.rand(count, generator=generator)}
+        if task == "segmentation":
+            return torch.randint(0, 6, (4, 5), generator=generator).masked_fill(torch.rand(4, 5, generator=generator) < 0.2, IGNORE_INDEX)
+        return torch.rand(4, 5, generator=generator)
+
+    labels = [label(index) for index in range(6)]
+    batched, single = new_sums(task, 5), new_sums(task, 5)
+    add_to_sums(batched, task, labels)
+    add_to_sums(batched, task, [])
+    for target in labels:
+        add_to_sums(single, task, [target])
+    assert batched.keys() == single.keys()
+    for name, value in batched.items():
+        assert value == pytest.approx(single[name], rel=1e-5), name
+
+
 def test_detection_segmentation_and_depth_statistics() -> None:
     detection = new_sums("detection", 2)
-    add_to_sums(detection, "detection", {"boxes": torch.zeros(3, 4), "labels": torch.tensor([0, 1, 1]),
-                                         "scores": torch.tensor([0.5, 0.75, 1.0])})
-    add_to_sums(detection, "detection", {"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.long),
-                                         "scores": torch.zeros(0)})
+    add_to_sums(detection, "detection", [{"boxes": torch.zeros(3, 4), "labels": torch.tensor([0, 1, 1]),
+                                          "scores": torch.tensor([0.5, 0.75, 1.0])}])
+    add_to_sums(detection, "detection", [{"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.long),
+                                          "scores": torch.zeros(0)}])
     summary = summarize("detection", detection)
     assert summary["mean_boxes_per_image"] == 1.5 and summary["fraction_images_with_boxes"] == 0.5
     assert summary["mean_score"] == pytest.approx(0.75) and summary["label_counts"] == [1, 2]
 
     segmentation = new_sums("segmentation", 3)
-    add_to_sums(segmentation, "segmentation", torch.tensor([[0, 2], [IGNORE_INDEX, 2]]))
+    add_to_sums(segmentation, "segmentation", [torch.tensor([[0, 2], [IGNORE_INDEX, 2]])])
     summary = summarize("segmentation", segmentation)
     assert summary["ignored_pixel_fraction"] == 0.25
     assert summary["class_pixel_fractions"] == [0.25, 0.0, 0.5]
 
     depth = new_sums("depth", None)
-    add_to_sums(depth, "depth", torch.tensor([[1.0, 3.0]]))
-    add_to_sums(depth, "depth", torch.tensor([[5.0, float("inf")]]))
+    add_to_sums(depth, "depth", [torch.tensor([[1.0, 3.0]])])
+    add_to_sums(depth, "depth", [torch.tensor([[5.0, float("inf")]])])
     assert summarize("depth", depth) == {"images": 2, "mean": 3.0, "min": 1.0, "max": 5.0}
     assert summarize("depth", new_sums("depth", None))["mean"] is None
 
@@ -54,12 +80,12 @@ def test_merge_adds_parts() -> None:
     parts = []
     for values in ([1.0, 2.0], [7.0]):
         sums = new_sums("depth", None)
-        add_to_sums(sums, "depth", torch.tensor(values))
+        add_to_sums(sums, "depth", [torch.tensor(values)])
         parts.append(sums)
     merged = merge_sums(merge_sums(new_sums("depth", None), parts[0]), parts[1])
     assert merged == {"images": 2, "values": 3, "sum": 10.0, "min": 1.0, "max": 7.0}
     first, second = new_sums("detection", 1), new_sums("detection", 1)
-    add_to_sums(second, "detection", {"boxes": torch.zeros(1, 4), "labels": torch.tensor([3])})
+    add_to_sums(second, "detection", [{"boxes": torch.zeros(1, 4), "labels": torch.tensor([3])}])
     assert merge_sums(first, second)["label_counts"] == [0, 0, 0, 1]  # a class beyond the known count
 
 

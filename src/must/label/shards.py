@@ -236,7 +236,7 @@ class ShardWriter:
         self.samples = 0
         self._file = open(self.temporary, "wb")  # noqa: SIM115 - closed in finish / abort
         self._tar = TarWriter(self._file, user="must", group="must", mode=0o444, mtime=0,
-                              encoder=False, format="PAX_FORMAT")
+                              encoder=False, format="GNU_FORMAT")
 
     def write(self, key: str, entries: Mapping[str, bytes]) -> None:
         self._tar.write({"__key__": encode_key(key), **entries})

@@ -49,7 +49,8 @@ class TeacherPlan:
 @dataclass(frozen=True)
 class LabelPlan:
     batch_size: int = 64
-    workers: int = 1
+    workers: int | None = None
+    """Loader processes; None = the free cores (``must.label.labeler.default_workers``)."""
     thresholds: dict[str, float] = field(default_factory=dict)
 
 
