@@ -19,7 +19,7 @@ import json
 import math
 import os
 from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
-from concurrent.futures import FIRST_EXCEPTION, Future, ProcessPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass
 from multiprocessing import get_context
 from pathlib import Path
@@ -159,8 +159,8 @@ def run_cells(cells: Sequence[Job], train: Callable[[Job], dict[str, Any]], work
                              initializer=_one_thread) as pool:
         futures: dict[Future, Job] = {pool.submit(train, cell): cell for cell in cells}
         pending: Iterable[Future] = futures
-        while pending:
-            done, pending = wait(pending, return_when=FIRST_EXCEPTION)
+        while pending:  # report each cell as it finishes (progress bars are off in workers)
+            done, pending = wait(pending, return_when=FIRST_COMPLETED)
             for future in done:
                 if future.exception() is None:
                     results[futures[future]] = future.result()
