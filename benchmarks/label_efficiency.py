@@ -3,10 +3,10 @@ of the same teachers on preloaded tensors (MuST sec. 3.2; SPEC M2 / M8: the mode
 wait on data).
 
 Both sides run the same teachers on the same images with the same batch size and threads; the
-end-to-end side also decodes PNGs and resizes (in DataLoader workers where cores are free), maps predictions to the
-source size, applies the pseudo-label rules, encodes and writes tar shards. The target is a
-ratio >= 0.9. Wall time on a shared machine measures the neighbours too: the two sides run
-interleaved and the figure is the median of the paired ratios.
+end-to-end side also decodes PNGs and resizes (in DataLoader workers where cores are free),
+maps predictions to the source size, applies the pseudo-label rules, encodes and writes tar
+shards. The target is a ratio >= 0.9. Wall time on a shared machine measures the neighbours too:
+the two sides run interleaved and the figure is the median of the paired ratios.
 
     python -m benchmarks.label_efficiency                      # 4 demo-size teachers, 500 images
     python -m benchmarks.label_efficiency --count 200 --width 0.125
@@ -108,7 +108,8 @@ def measure_dirs(images: Path, teachers: list[Path], batch_size: int = 32, worke
     ratio = pair_ratio(times, "bare", "label")
     return {"value": ratio, "target": f">= {TARGET}", "meets_target": ratio >= TARGET,
             "images": count, "teachers": [t.task.name for t in loaded], "input_size": size,
-            "batch_size": batch_size, "workers": default_workers() if workers is None else workers, "torch_threads": torch.get_num_threads(),
+            "batch_size": batch_size, "workers": default_workers() if workers is None else workers,
+            "torch_threads": torch.get_num_threads(),
             "bare_forward_images_per_s": count / median(times["bare"]),
             "label_images_per_s": count / median(times["label"]),
             "label_seconds": times["label"], "bare_seconds": times["bare"]}

@@ -39,7 +39,8 @@ def test_one_batch_sums_to_the_same_as_image_by_image(task: str) -> None:
                     "labels": torch.randint(0, 7, (count,), generator=generator),  # beyond 5 classes
                     "scores": torch.rand(count, generator=generator)}
         if task == "segmentation":
-            return torch.randint(0, 6, (4, 5), generator=generator).masked_fill(torch.rand(4, 5, generator=generator) < 0.2, IGNORE_INDEX)
+            ignored = torch.rand(4, 5, generator=generator) < 0.2
+            return torch.randint(0, 6, (4, 5), generator=generator).masked_fill(ignored, IGNORE_INDEX)
         return torch.rand(4, 5, generator=generator)
 
     labels = [label(index) for index in range(6)]

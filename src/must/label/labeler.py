@@ -10,8 +10,8 @@ How it runs:
 * DataLoader workers (where cores are free) decode each image and resize it to every teacher's
   input size; the main process runs all teachers on each batch (optionally under bf16 autocast)
   and maps their predictions back to the source image's size: dense maps are resized
-  (probabilities before the threshold), boxes rescaled. Pseudo labels are stored at the source size, which is what the
-  student's reader returns for the image.
+  (probabilities before the threshold), boxes rescaled. Pseudo labels are stored at the source
+  size, which is what the student's reader returns for the image.
 * Output: ``shard-%06d.tar`` holding dataset items ``[i * n, (i + 1) * n)``; each is written under
   a temporary name and renamed when complete, after a small ``shard-%06d.json`` beside it with its
   hash, count, statistics and skipped images. A rerun skips shards that exist, so an interrupted

@@ -157,9 +157,8 @@ def run_transfer(config: TransferConfig, out: str | Path) -> dict[str, dict[str,
 
 def run_transfers(configs: Sequence[TransferConfig], out: str | Path) -> dict[str, dict[str, dict[str, Any]]]:
     """:func:`run_transfer` for several pre-trainings at once: their cells share one pool of
-    ``configs[0].workers`` processes, task by task across the inits (the long detection cells
-    first with the default suite), so no worker waits for another init's last cell.
-    Returns ``{init_name: {task: best line}}``."""
+    ``configs[0].workers`` processes, submitted task by task across the inits, so no worker waits
+    for another init's last cell. Returns ``{init_name: {task: best line}}``."""
     names = [config.init_name for config in configs]
     if len(set(names)) != len(names):
         raise config_lib.ConfigError(f"transfer: init names must differ, got {names}")
@@ -168,10 +167,9 @@ def run_transfers(configs: Sequence[TransferConfig], out: str | Path) -> dict[st
     tasks = list(dict.fromkeys(cell.task for plan in plans for cell in plan.cells))
     jobs = [(index, cell) for task in tasks for index, plan in enumerate(plans)
             for cell in plan.cells if cell.task == task]
-    announce = {index: functools.partial(_announce, plan.config) for index, plan in enumerate(plans)}
     run_cells(for_rank(jobs, info.rank, info.world_size),
               functools.partial(_train_job, [plan.train for plan in plans]), configs[0].workers,
-              on_done=lambda job, record: announce[job[0]](job[1], record))
+              on_done=lambda job, record: _announce(plans[job[0]].config, job[1], record))
     return {plan.config.init_name: _write_grids(plan) for plan in plans}
 
 

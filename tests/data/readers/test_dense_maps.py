@@ -136,6 +136,7 @@ def test_header_probes_agree_with_the_decoders_and_refuse_junk(tmp_path: Path) -
     junk.write_bytes(b"GIF89a" + bytes(40))
     short = tmp_path / "short.npy"
     short.write_bytes(b"\x93NUMPY")
-    for path, probe in ((junk, probe_png_size), (short, probe_npy_shape), (tmp_path / "none.png", probe_png_size)):
+    missing = tmp_path / "none.png"
+    for path, probe in ((junk, probe_png_size), (short, probe_npy_shape), (missing, probe_png_size)):
         with pytest.raises(DataError, match=path.name):
             probe(path)
