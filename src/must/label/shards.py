@@ -41,9 +41,9 @@ import numpy as np
 import torch
 from PIL import Image
 from torch import Tensor
-from webdataset import TarWriter
 
 from must.data.sample import IGNORE_INDEX
+from must.label.tar import TarStream
 from must.teacher import file_sha256
 
 SHARD_PATTERN = "shard-{index:06d}.tar"
@@ -235,11 +235,13 @@ class ShardWriter:
         self.temporary = temporary_path(self.path)
         self.samples = 0
         self._file = open(self.temporary, "wb")  # noqa: SIM115 - closed in finish / abort
-        self._tar = TarWriter(self._file, user="must", group="must", mode=0o444, mtime=0,
-                              encoder=False, format="GNU_FORMAT")
+        self._tar = TarStream(self._file, user="must", group="must", mode=0o444, mtime=0)
 
     def write(self, key: str, entries: Mapping[str, bytes]) -> None:
-        self._tar.write({"__key__": encode_key(key), **entries})
+        """One sample: members ``<key>.<entry>`` in sorted entry order (WebDataset's layout)."""
+        prefix = encode_key(key)
+        for entry in sorted(entries):
+            self._tar.add(f"{prefix}.{entry}", entries[entry])
         self.samples += 1
 
     def finish(self) -> ShardInfo:

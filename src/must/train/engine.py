@@ -11,6 +11,7 @@ command resumes from it exactly (same weights bit for bit on CPU).
 from __future__ import annotations
 
 import contextlib
+import functools
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -68,18 +69,24 @@ def resolve_precision(precision: str, device: torch.device) -> Precision:
     """``auto``: bf16 autocast on CUDA devices that support it, fp32 everywhere else.
 
     On CPU bf16 was measured 1.3-1.4x faster (ResNet-18 train step at 64x64, widths 0.25 and 1,
-    one thread, AMD EPYC with AVX512-BF16) with the same toy accuracy, but torch 2.14.1's oneDNN
-    (v3.12) returns garbage (huge or NaN) weight gradients for a 3x3 stride-2 convolution on a
-    1x1 input in bf16: exactly FPN's P6 / P7 on small images. Accuracy does not hold, so ``auto``
-    stays fp32 on CPU; an explicit ``bf16`` is allowed, with a warning.
+    AMD EPYC with AVX512-BF16), and the demo preset trains in bf16 with the same metrics as fp32
+    (README). But torch 2.14.1's oneDNN (v3.12) has returned garbage (huge or NaN) bf16 weight
+    gradients for a 3x3 stride-2 convolution on a 1x1 input: FPN's P6 / P7 on small images, which
+    therefore always run in fp32, and the backbone's last stage on images of 16 px or less. So
+    ``auto`` stays fp32 on CPU; an explicit ``bf16`` is allowed, with a warning (once per process).
     """
     if precision == "auto":
         return "bf16" if device.type == "cuda" and torch.cuda.is_bf16_supported() else "fp32"
     if precision == "bf16" and device.type == "cpu":
-        warnings.warn("bf16 autocast on CPU: oneDNN computes wrong weight gradients for stride-2 "
-                      "convolutions on 1x1 inputs; FPN P6/P7 run in fp32 for that reason, a backbone "
-                      "fed images under ~64 px may still hit it", stacklevel=2)
+        _warn_cpu_bf16()
     return precision  # type: ignore[return-value]
+
+
+@functools.cache
+def _warn_cpu_bf16() -> None:
+    warnings.warn("bf16 autocast on CPU: oneDNN has computed wrong weight gradients for stride-2 "
+                  "convolutions on 1x1 inputs; FPN P6/P7 run in fp32 for that reason, a backbone "
+                  "fed images of 16 px or less would still hit it", stacklevel=3)
 
 
 def autocast(device: torch.device, precision: Precision) -> contextlib.AbstractContextManager:
