@@ -9,8 +9,10 @@ ROWS: dict[str, tuple[str, str]] = {
     # key: (what it means, how measured)
     "student_vs_teachers": ("student forward time / four teachers' forwards (SPEC B2)",
                             "eval, same batch and weights, interleaved, median of paired ratios"),
-    "label_efficiency": ("`label_dataset` images/s / bare teachers' forward images/s",
-                         "end to end (decode, infer, threshold, encode, write) vs preloaded tensors"),
+    "label_efficiency": ("`label_dataset` images/s at scale / bare teachers' forward images/s",
+                         "end to end (decode, infer, threshold, encode, write) vs preloaded tensors; "
+                         "time(all) - time(first half), so start-up cancels; whole-run ratio and "
+                         "start-up seconds in JSON"),
     "engine_efficiency": ("hand loop step time / `fit` step time",
                           "same model, in-memory batches, fp32; step = interval between batch requests"),
     "bf16_speedup_train": ("fp32 step time / bf16 autocast step time (CPU)",

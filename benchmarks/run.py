@@ -41,8 +41,8 @@ BENCHMARKS: dict[str, Benchmark] = {
     # key: (function, full sizes, quick sizes)
     "student_vs_teachers": (student_vs_teachers.measure_both, {"batch_size": 8, "repeats": 5},
                             {"batch_size": 2, "size": 32, "repeats": 2, "paper_like": False}),
-    "label_efficiency": (label_efficiency.measure, {"count": 192, "repeats": 3},
-                         {"count": 32, "batch_size": 16, "repeats": 1}),
+    "label_efficiency": (label_efficiency.measure, {"count": 512, "repeats": 5},
+                         {"count": 64, "batch_size": 16, "repeats": 1}),
     "engine_efficiency": (engine_efficiency.measure_engine, {"batch_size": 16, "steps": 3, "repeats": 3},
                           {"batch_size": 4, "size": 32, "steps": 2, "repeats": 2}),
     "bf16_speedup_train": (engine_efficiency.measure_precision,
