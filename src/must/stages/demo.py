@@ -60,6 +60,9 @@ class StudentPlan:
         steps=800, batch_size=32, lr=0.05, weighting=WeightingConfig(method="must")))
     tasks: dict[str, dict[str, Any]] = field(default_factory=dict)
     randaugment: RandAugmentConfig | None = None
+    processes: int = 1
+    """DDP processes training the student (``torchrun``, the cores split among them); 1 = in
+    the demo's own process."""
 
 
 @dataclass(frozen=True)
@@ -240,7 +243,7 @@ def with_grid(plan: TransferPlan, suite: dict[str, DownstreamTask]) -> dict[str,
 def run_demo(preset: str, out: Path, overrides: Sequence[str] = ()) -> int:
     from must.label.labeler import label_dataset
     from must.stages.pretrain import run_pretrain
-    from must.stages.student import resolved_config, run_student
+    from must.stages.student import launch_student, resolved_config, run_student
     from must.stages.teach import run_teach
     from must.transfer.config import TransferConfig
     from must.transfer.run import run_transfers
@@ -269,7 +272,7 @@ def run_demo(preset: str, out: Path, overrides: Sequence[str] = ()) -> int:
 
     student = student_config(config, out)
     if not already_done(out / "student", "student.json", resolved_config(student)):
-        clock.run("student", lambda: run_student(student, out / "student"))
+        clock.run("student", lambda: launch_student(student, out / "student", config.student.processes))
     for name, variant in config.students.items():
         other = student_config(config, out, variant)
         if not already_done(out / "students" / name, "student.json", resolved_config(other)):
