@@ -12,10 +12,11 @@ import pytest
 import torch
 import yaml
 
+from must import config as config_lib
 from must.config import ConfigError
 from must.label.manifest import read_manifest
 from must.stages.demo import TEACHER_DOMAINS
-from must.stages.student import STUDENT_RECORD, run_student
+from must.stages.student import STUDENT_RECORD, launch_student, resolved_config, run_student
 from must.teacher import load_teacher, read_record
 from must.train.config import TrainConfig, WeightingConfig
 
@@ -109,3 +110,27 @@ def test_unknown_validation_task_is_refused(world: Path, teachers: dict[str, Pat
                             train=TrainConfig(steps=1, batch_size=8, progress=False))
     with pytest.raises(ConfigError, match="no task 'normals'"):
         run_student(config, tmp_path)
+
+
+@pytest.mark.slow
+def test_launch_student_in_two_processes(world: Path, teachers: dict[str, Path], pseudo: Path,
+                                         tmp_path: Path) -> None:
+    """``launch_student(processes=2)`` (what ``must demo`` does on a multi-core CPU): torchrun runs
+    ``must train`` as 2 DDP ranks; the run directory is a finished student's, whose saved config
+    is the resolved one (so the demo sees the stage as done), trained by two ranks."""
+    config = student_config(world, list(teachers.values()), pseudo)
+    launch_student(config, tmp_path, processes=2)
+    record = json.loads((tmp_path / STUDENT_RECORD).read_text())
+    assert set(record["metrics"]) == set(TEACHER_DOMAINS)
+    assert_finite_metrics({f"{t}/{k}": v for t, m in record["metrics"].items() for k, v in m.items()})
+    assert yaml.safe_load((tmp_path / "config.yaml").read_text()) == yaml.safe_load(
+        yaml.safe_dump(config_lib.to_dict(resolved_config(config))))
+    checkpoint = torch.load(tmp_path / "checkpoint.pt", map_location="cpu", weights_only=False)
+    assert checkpoint["world_size"] == 2 and checkpoint["step"] == config.train.steps
+
+
+def test_launch_student_failure_names_the_command(world: Path, teachers: dict[str, Path], pseudo: Path,
+                                                  tmp_path: Path) -> None:
+    config = student_config(world, list(teachers.values()), pseudo, teachers=(str(tmp_path / "nowhere"),))
+    with pytest.raises(RuntimeError, match="2-process training failed.*torch.distributed.run"):
+        launch_student(config, tmp_path / "out", processes=2)
