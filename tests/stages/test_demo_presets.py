@@ -53,8 +53,12 @@ def test_student_variants_pick_their_sources(tmp_path: Path) -> None:
 
 
 def test_precision_overrides_every_training_stage(tmp_path: Path) -> None:
-    config = config_lib.load(DemoConfig, "demo", ["precision=bf16"])
-    assert {teach.train.precision for teach in teach_configs(config, tmp_path).values()} == {"bf16"}
-    assert student_config(config, tmp_path).train.precision == "bf16"
-    kept = config_lib.load(DemoConfig, "demo", [])
+    default = config_lib.load(DemoConfig, "demo", [])
+    assert default.precision == "bf16"  # the demo trains in bf16 (README: measured)
+    assert {teach.train.precision for teach in teach_configs(default, tmp_path).values()} == {"bf16"}
+    assert student_config(default, tmp_path).train.precision == "bf16"
+    config = config_lib.load(DemoConfig, "demo", ["precision=fp32"])
+    assert {teach.train.precision for teach in teach_configs(config, tmp_path).values()} == {"fp32"}
+    assert student_config(config, tmp_path).train.precision == "fp32"
+    kept = config_lib.load(DemoConfig, "demo", ["precision=auto"])
     assert student_config(kept, tmp_path).train.precision == kept.student.train.precision == "auto"

@@ -61,8 +61,8 @@ class StudentPlan:
     tasks: dict[str, dict[str, Any]] = field(default_factory=dict)
     randaugment: RandAugmentConfig | None = None
     processes: int = 1
-    """DDP processes training the student (``torchrun``, the cores split among them); 1 = in
-    the demo's own process."""
+    """DDP processes training the student and every ``students`` variant (``torchrun``, the cores
+    split among them); 1 = in the demo's own process."""
 
 
 @dataclass(frozen=True)
@@ -243,7 +243,7 @@ def with_grid(plan: TransferPlan, suite: dict[str, DownstreamTask]) -> dict[str,
 def run_demo(preset: str, out: Path, overrides: Sequence[str] = ()) -> int:
     from must.label.labeler import label_dataset
     from must.stages.pretrain import run_pretrain
-    from must.stages.student import launch_student, resolved_config, run_student
+    from must.stages.student import launch_student, resolved_config
     from must.stages.teach import run_teach
     from must.transfer.config import TransferConfig
     from must.transfer.run import run_transfers
@@ -276,7 +276,8 @@ def run_demo(preset: str, out: Path, overrides: Sequence[str] = ()) -> int:
     for name, variant in config.students.items():
         other = student_config(config, out, variant)
         if not already_done(out / "students" / name, "student.json", resolved_config(other)):
-            clock.run(f"students/{name}", lambda: run_student(other, out / "students" / name))
+            clock.run(f"students/{name}",
+                      lambda: launch_student(other, out / "students" / name, config.student.processes))
     for name, plan in config.pretrain.items():
         pretrain = pretrain_config(config, out, plan)
         if not already_done(out / "pretrain" / name, "pretrain.json", pretrain):
