@@ -94,8 +94,10 @@ def timed(fn: Callable[[], Any]) -> Callable[[], float]:
     return run
 
 
-def four_tasks() -> dict[str, Task]:
-    return {name: build_task(name, **options) for name, options in TASK_OPTIONS.items()}
+def four_tasks(extra: Mapping[str, dict[str, Any]] | None = None) -> dict[str, Task]:
+    """The four tasks of ``TASK_OPTIONS``, each with ``extra[name]`` options on top."""
+    extra = extra or {}
+    return {name: build_task(name, **options, **extra.get(name, {})) for name, options in TASK_OPTIONS.items()}
 
 
 def model_config(backbone: str = "resnet18", width: float = 0.25, fpn_channels: int = 32) -> ModelConfig:
@@ -103,10 +105,11 @@ def model_config(backbone: str = "resnet18", width: float = 0.25, fpn_channels: 
     return ModelConfig(backbone=backbone, width=width, fpn_channels=fpn_channels)
 
 
-def student(config: ModelConfig, seed: int = 0) -> tuple[nn.Module, dict[str, Task]]:
+def student(config: ModelConfig, seed: int = 0,
+            task_options: Mapping[str, dict[str, Any]] | None = None) -> tuple[nn.Module, dict[str, Task]]:
     """A multi-task student with the four heads (MuST sec. 3.3), deterministic weights."""
     torch.manual_seed(seed)
-    tasks = four_tasks()
+    tasks = four_tasks(task_options)
     return trained_like(build_model(config, tasks)), tasks
 
 

@@ -38,10 +38,11 @@ def _forward_each(models: list[torch.nn.Module], images: torch.Tensor) -> None:
 
 
 def measure(config: ModelConfig | None = None, batch_size: int = 8, size: int = 64,
-            repeats: int = 5) -> dict[str, Any]:
-    """Seconds of the student's forward and of the four teachers' forwards; their ratio."""
+            repeats: int = 5, task_options: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
+    """Seconds of the student's forward and of the four teachers' forwards; their ratio.
+    ``task_options`` change heads (e.g. pixel heads' ``hidden_channels``) on both sides."""
     config = config or model_config()
-    model, tasks = student(config)
+    model, tasks = student(config, task_options=task_options)
     teachers = [_teacher(model, config, name, task) for name, task in tasks.items()]
     for network in (model, *teachers):
         network.eval()
@@ -67,22 +68,30 @@ def measure(config: ModelConfig | None = None, batch_size: int = 8, size: int = 
             "lower_bound_if_heads_free": 1 / len(tasks),
             "model": {"backbone": config.backbone, "width": config.width,
                       "fpn_channels": config.fpn_channels},
-            "batch_size": batch_size, "image_size": size, "repeats": repeats}
+            "task_options": task_options or {}, "batch_size": batch_size, "image_size": size,
+            "repeats": repeats}
 
 
 PAPER_LIKE = ModelConfig(backbone="resnet50", fpn_channels=256)
 """The paper's regime, where the trunk dominates (MuST: ResNet-152-FPN at 640 px); ResNet-50 at
 256 px keeps the benchmark to a minute on a CPU."""
 
+NARROW_PIXEL_HEADS = {"segmentation": {"hidden_channels": 128}, "depth": {"hidden_channels": 128}}
+"""Pixel heads with 128 hidden channels instead of the FPN's 256 (3x fewer FLOPs): what a cheaper
+head buys (``narrow_pixel_heads`` in the result; the default model keeps the paper-like width)."""
+
 
 def measure_both(batch_size: int = 8, size: int = 64, repeats: int = 5, paper_like: bool = True) -> dict[str, Any]:
     """``value``: the paper-like trunk (ResNet-50-FPN, 256 px, batch 4); ``at_demo_size``: the
     demo's narrow ResNet-18 at ``size`` px, where the detection head's fixed per-RoI cost outweighs
-    the whole trunk (so there the ratio cannot approach 1/4 whatever the code does)."""
+    the whole trunk (so there the ratio cannot approach 1/4 whatever the code does);
+    ``narrow_pixel_heads``: the paper-like model with 128-channel pixel heads."""
     demo = measure(batch_size=batch_size, size=size, repeats=repeats)
     if not paper_like:
         return demo
-    return {**measure(PAPER_LIKE, batch_size=4, size=256, repeats=3), "at_demo_size": demo}
+    return {**measure(PAPER_LIKE, batch_size=4, size=256, repeats=3), "at_demo_size": demo,
+            "narrow_pixel_heads": measure(PAPER_LIKE, batch_size=4, size=256, repeats=3,
+                                          task_options=NARROW_PIXEL_HEADS)}
 
 
 def main() -> dict[str, Any]:
