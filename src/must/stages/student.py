@@ -147,9 +147,9 @@ def launch_student(config: StudentConfig, out: Path, processes: int = 1) -> None
     """``run_student`` in ``processes`` DDP processes, for a caller that is not distributed itself
     (``must demo``): ``torchrun --standalone --nproc_per_node=N must train`` with this process's
     torch threads split among them (gloo on CPU, one GPU per process on CUDA). On a 2-core CPU
-    2 processes x 1 thread train the demo student 1.29x faster than 1 process x 2 threads
-    (``benchmarks/ddp.py``): its small convolutions keep two threads of one process waiting on
-    each other. ``processes=1`` trains in this process."""
+    2 processes x 1 thread stepped the demo student 1.26x faster than 1 process x 2 threads (137
+    vs 109 images/s, same config; ``benchmarks/ddp.py``: 1.29x on in-memory batches).
+    ``processes=1`` trains in this process."""
     import torch
 
     if torch.cuda.is_available():

@@ -65,8 +65,7 @@ class Task(ABC):
 
     def to_pseudo_labels(self, predictions: Sequence[Any], threshold: float | None = None) -> list[Any]:
         """``to_pseudo_label`` of every prediction of a batch (the labeler's call). Tasks whose
-        rule is one tensor operation override it to run once on the stacked batch: per image,
-        the few small operations cost more in Python than in arithmetic."""
+        rule is one tensor operation override it to run once on the stacked batch."""
         return [self.to_pseudo_label(prediction, threshold) for prediction in predictions]
 
     @abstractmethod
