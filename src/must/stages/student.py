@@ -154,6 +154,8 @@ def launch_student(config: StudentConfig, out: Path, processes: int = 1) -> None
 
     if torch.cuda.is_available():
         processes = min(processes, torch.cuda.device_count())  # one GPU per process
+    else:
+        processes = min(processes, os.cpu_count() or 1)  # at least one core per process
     if processes <= 1:
         run_student(config, out)
         return
