@@ -13,6 +13,7 @@ import json
 from typing import Any
 
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
 from benchmarks.common import (batches_in_memory, interleave, median, model_config, pair_ratio,
                                student, timed)
@@ -81,17 +82,56 @@ NARROW_PIXEL_HEADS = {"segmentation": {"hidden_channels": 128}, "depth": {"hidde
 head buys (``narrow_pixel_heads`` in the result; the default model keeps the paper-like width)."""
 
 
+PAPER_SCALE = ModelConfig(backbone="resnet152", fpn_channels=256)
+"""MuST's own student: ResNet-152-FPN at 640 px (too slow to time here; its FLOPs are counted)."""
+
+
+def count_flops(config: ModelConfig, size: int, task_options: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
+    """FLOPs (``torch.utils.flop_counter``) of the trunk and of each head for one ``size`` px
+    image, and the ratio they imply, (T + sum H) / (n T + sum H). The detection head's count
+    depends on how many RoIs reach its box head (``rois``): a random RPN's box deltas can push
+    every proposal out of a large image, so its regression is zeroed here (proposals = the
+    top-scoring anchors, as many as a trained RPN keeps)."""
+    model, tasks = student(config, task_options=task_options)
+    model.eval()
+    with torch.no_grad():
+        for parameter in model.heads["detection"].rpn.head.bbox_pred.parameters():
+            parameter.zero_()
+    rois: list[int] = []
+    hook = model.heads["detection"].roi_heads.box_head.register_forward_hook(
+        lambda module, inputs, output: rois.append(int(inputs[0].shape[0])))
+    images = torch.rand(1, 3, size, size)
+    with torch.inference_mode():
+        with FlopCounterMode(display=False) as counter:
+            features = model.features(images)
+        trunk = counter.get_total_flops()
+        heads = {}
+        for name in tasks:
+            with FlopCounterMode(display=False) as counter:
+                model.heads[name](features)
+            heads[name] = counter.get_total_flops()
+    hook.remove()
+    head_total = sum(heads.values())
+    return {"ratio": (trunk + head_total) / (len(tasks) * trunk + head_total), "trunk_gflops": trunk / 1e9,
+            "head_gflops": {name: flops / 1e9 for name, flops in heads.items()}, "rois": sum(rois),
+            "model": {"backbone": config.backbone, "fpn_channels": config.fpn_channels},
+            "image_size": size, "task_options": task_options or {}}
+
+
 def measure_both(batch_size: int = 8, size: int = 64, repeats: int = 5, paper_like: bool = True) -> dict[str, Any]:
     """``value``: the paper-like trunk (ResNet-50-FPN, 256 px, batch 4); ``at_demo_size``: the
     demo's narrow ResNet-18 at ``size`` px, where the detection head's fixed per-RoI cost outweighs
     the whole trunk (so there the ratio cannot approach 1/4 whatever the code does);
-    ``narrow_pixel_heads``: the paper-like model with 128-channel pixel heads."""
+    ``narrow_pixel_heads``: the paper-like model with 128-channel pixel heads; ``paper_scale_flops``:
+    FLOP counts at ResNet-152-FPN, 640 px, with both head widths."""
     demo = measure(batch_size=batch_size, size=size, repeats=repeats)
     if not paper_like:
         return demo
     return {**measure(PAPER_LIKE, batch_size=4, size=256, repeats=3), "at_demo_size": demo,
             "narrow_pixel_heads": measure(PAPER_LIKE, batch_size=4, size=256, repeats=3,
-                                          task_options=NARROW_PIXEL_HEADS)}
+                                          task_options=NARROW_PIXEL_HEADS),
+            "paper_scale_flops": {"paper_heads": count_flops(PAPER_SCALE, 640),
+                                  "narrow_pixel_heads": count_flops(PAPER_SCALE, 640, NARROW_PIXEL_HEADS)}}
 
 
 def main() -> dict[str, Any]:

@@ -103,3 +103,12 @@ def test_ddp_ntxent_gradient_equals_one_process(two_process_results: list[dict])
                                    rtol=1e-4, atol=1e-6)
         torch.testing.assert_close(torch.tensor(result["ntxent_bias_grad"]), projection.bias.grad,
                                    rtol=1e-4, atol=1e-6)
+
+
+def test_process_count_caps_at_the_machine() -> None:
+    from must.distributed import process_count
+
+    available = torch.cuda.device_count() if torch.cuda.is_available() else (os.cpu_count() or 1)
+    assert process_count(0) == 1
+    assert process_count(1) == 1
+    assert process_count(available + 5) == available

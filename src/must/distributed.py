@@ -1,7 +1,8 @@
 """The one place for devices and processes (STYLE.md, practice 6).
 
 Reads torchrun's environment (RANK, WORLD_SIZE, LOCAL_RANK), initializes the process group
-(gloo on CPU, NCCL on CUDA), and answers rank / world-size / main-process questions. Code
+(gloo on CPU, NCCL on CUDA), and answers rank / world-size / main-process questions; ``launch``
+starts a ``must`` verb under torchrun from a process that is not distributed itself. Code
 elsewhere gets a ``torch.device`` passed in and never calls ``.cuda()``.
 """
 
@@ -10,7 +11,9 @@ from __future__ import annotations
 import contextlib
 import datetime
 import os
-from collections.abc import Iterator
+import subprocess
+import sys
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,6 +43,26 @@ def from_environment() -> ProcessInfo:
         world_size=int(os.environ.get("WORLD_SIZE", 1)),
         local_rank=int(os.environ.get("LOCAL_RANK", 0)),
     )
+
+
+def process_count(requested: int) -> int:
+    """``requested`` processes capped at one GPU each on CUDA, one core each on CPU."""
+    available = torch.cuda.device_count() if torch.cuda.is_available() else (os.cpu_count() or 1)
+    return max(1, min(requested, available))
+
+
+def launch(arguments: Sequence[str], processes: int) -> None:
+    """``torchrun --standalone --nproc_per_node=processes -m must.cli ARGUMENTS``, with this
+    process's torch threads split among the ranks; their output goes to this process's. Raises,
+    naming the command, when it fails."""
+    environment = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
+    environment["OMP_NUM_THREADS"] = str(max(1, torch.get_num_threads() // processes))
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+               f"--nproc_per_node={processes}", "-m", "must.cli", *arguments]
+    result = subprocess.run(command, env=environment, check=False)
+    if result.returncode != 0:
+        raise RuntimeError(f"a {processes}-process run failed (exit code {result.returncode}; its "
+                           f"output is above): {' '.join(command)}")
 
 
 def pick_device(name: str = "auto", local_rank: int | None = None) -> torch.device:

@@ -35,6 +35,17 @@ def test_student_vs_teachers() -> None:
     assert set(result["head_ms"]) == {"classification", "detection", "segmentation", "depth"}
 
 
+def test_flop_count_of_student_and_heads() -> None:
+    """Narrower pixel heads count fewer FLOPs, the trunk the same; RoIs reach the box head."""
+    config = common.model_config(width=0.125, fpn_channels=16)
+    wide = run.student_vs_teachers.count_flops(config, 32)
+    narrow = run.student_vs_teachers.count_flops(config, 32, {"segmentation": {"hidden_channels": 4}})
+    assert 0.25 < wide["ratio"] < 1 and wide["rois"] > 0
+    assert narrow["trunk_gflops"] == wide["trunk_gflops"]
+    assert narrow["head_gflops"]["segmentation"] < wide["head_gflops"]["segmentation"]
+    assert narrow["head_gflops"]["depth"] == wide["head_gflops"]["depth"]
+
+
 def test_engine_and_precision() -> None:
     engine = run.engine_efficiency.measure_engine(batch_size=2, steps=1, **TOY)
     assert _positive_finite(engine["value"]) and _positive_finite(engine["fit_ms_per_step"])

@@ -132,5 +132,5 @@ def test_launch_student_in_two_processes(world: Path, teachers: dict[str, Path],
 def test_launch_student_failure_names_the_command(world: Path, teachers: dict[str, Path], pseudo: Path,
                                                   tmp_path: Path) -> None:
     config = student_config(world, list(teachers.values()), pseudo, teachers=(str(tmp_path / "nowhere"),))
-    with pytest.raises(RuntimeError, match="2-process training failed.*torch.distributed.run"):
+    with pytest.raises(RuntimeError, match="2-process run failed.*torch.distributed.run.*must.cli train"):
         launch_student(config, tmp_path / "out", processes=2)

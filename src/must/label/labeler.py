@@ -307,10 +307,11 @@ def _pseudo_labels(teachers: list[LabelingTeacher], batch: LoadedBatch, config: 
         with torch.inference_mode(), torch.autocast(device.type, dtype=torch.bfloat16,
                                                     enabled=precision == "bf16"):
             predictions = teacher.predict(images.float().div_(255.0))
-        resized = [to_source_size(teacher.task.name, prediction, teacher.input_size, size)
-                   for prediction, size in zip(predictions, batch.source_sizes)]
-        targets = teacher.task.to_pseudo_labels(resized, config.thresholds.get(teacher.task.name))
-        for index, target in enumerate(targets):
+        threshold = config.thresholds.get(teacher.task.name)
+        for index, prediction in enumerate(predictions):
+            resized = to_source_size(teacher.task.name, prediction, teacher.input_size,
+                                     batch.source_sizes[index])
+            target = teacher.task.to_pseudo_label(resized, threshold)
             labels[index][teacher.task.name] = _to_cpu(target)
     return labels
 

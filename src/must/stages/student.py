@@ -13,9 +13,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
-import subprocess
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -144,33 +141,17 @@ def make_multi_evaluator(tasks: dict[str, Task], val: dict[str, DatasetConfig], 
 
 
 def launch_student(config: StudentConfig, out: Path, processes: int = 1) -> None:
-    """``run_student`` in ``processes`` DDP processes, for a caller that is not distributed itself
-    (``must demo``): ``torchrun --standalone --nproc_per_node=N must train`` with this process's
-    torch threads split among them (gloo on CPU, one GPU per process on CUDA). On a 2-core CPU
-    2 processes x 1 thread stepped the demo student 1.26x faster than 1 process x 2 threads (137
-    vs 109 images/s, same config; ``benchmarks/ddp.py``: 1.29x on in-memory batches).
-    ``processes=1`` trains in this process."""
-    import torch
-
-    if torch.cuda.is_available():
-        processes = min(processes, torch.cuda.device_count())  # one GPU per process
-    else:
-        processes = min(processes, os.cpu_count() or 1)  # at least one core per process
+    """``run_student`` in ``processes`` DDP processes (``must train`` under torchrun, the cores or
+    GPUs split among them: :func:`must.distributed.launch`), for a caller that is not distributed
+    itself (``must demo``); 1 = in this process. On a 2-core CPU 2 processes x 1 thread stepped the
+    demo student 1.26x faster than 1 process x 2 threads (137 vs 109 images/s, same config)."""
+    processes = distributed.process_count(processes)
     if processes <= 1:
         run_student(config, out)
         return
     out.mkdir(parents=True, exist_ok=True)
-    launch = out / "launch.yaml"
-    config_lib.save(config, launch)
-    threads = max(1, torch.get_num_threads() // processes)
-    environment = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
-    environment["OMP_NUM_THREADS"] = str(threads)
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}",
-               "-m", "must.cli", "train", "--config", str(launch), "--out", str(out)]
-    result = subprocess.run(command, env=environment, check=False)
-    if result.returncode != 0:
-        raise RuntimeError(f"the student's {processes}-process training failed (exit code "
-                           f"{result.returncode}; its output is above): {' '.join(command)}")
+    config_lib.save(config, out / "launch.yaml")
+    distributed.launch(["train", "--config", str(out / "launch.yaml"), "--out", str(out)], processes)
 
 
 def run_student(config: StudentConfig, out: Path) -> dict[str, dict[str, float]]:

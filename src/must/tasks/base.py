@@ -7,7 +7,6 @@ self-supervised pretext task) implements this interface, in the same words each 
 * ``loss``                ``{"loss": total, <parts>...}``, skipping images that lack a target;
 * ``predict``             raw head output -> one prediction per image;
 * ``to_pseudo_label``     one prediction -> a training target (MuST sec. 3.2 rules);
-  ``to_pseudo_labels`` does a batch of them (tasks override it with one batched operation);
 * ``metric``              an accumulating metric (``update`` / ``compute``);
 * ``draw``                one prediction drawn on its image (paper Figure 4);
 * ``transform_target``    the target under the joint geometric augmentation;
@@ -22,11 +21,10 @@ their losses inside ``forward``) or ``None``.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any, Protocol
 
 import numpy as np
-import torch
 from torch import Tensor, nn
 
 from must.data.geometry import Geometry
@@ -63,11 +61,6 @@ class Task(ABC):
     @abstractmethod
     def to_pseudo_label(self, prediction: Any, threshold: float | None = None) -> Any: ...
 
-    def to_pseudo_labels(self, predictions: Sequence[Any], threshold: float | None = None) -> list[Any]:
-        """``to_pseudo_label`` of every prediction of a batch (the labeler's call). Tasks whose
-        rule is one tensor operation override it to run once on the stacked batch."""
-        return [self.to_pseudo_label(prediction, threshold) for prediction in predictions]
-
     @abstractmethod
     def metric(self) -> TaskMetric: ...
 
@@ -100,14 +93,3 @@ def require_known(name: str, known: Mapping[str, Any], what: str) -> Any:
     if name not in known:
         raise KeyError(f"unknown {what} '{name}'; choose one of: {', '.join(sorted(known))}")
     return known[name]
-
-
-def stack_uniform(predictions: Sequence[Any]) -> Tensor | None:
-    """The predictions stacked on a new first axis when they are tensors of one shape, else None
-    (e.g. dense maps at different source sizes): the batched ``to_pseudo_labels`` paths."""
-    if not predictions or not all(isinstance(p, Tensor) for p in predictions):
-        return None
-    shape = predictions[0].shape
-    if any(p.shape != shape for p in predictions):
-        return None
-    return torch.stack(list(predictions))

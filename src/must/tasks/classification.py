@@ -31,7 +31,7 @@ from must.data.geometry import Geometry
 from must.data.sample import TaskBatch
 from must.models.features import FeatureSpec
 from must.models.heads import ClassificationHead
-from must.tasks.base import Task, stack_uniform
+from must.tasks.base import Task
 
 
 def soften(probabilities: Tensor, temperature: float) -> Tensor:
@@ -142,22 +142,11 @@ class ClassificationTask(Task):
         """MuST sec. 3.2: the probability vector itself (``threshold`` is unused: soft labels keep
         every class). A background column is dropped and the rest renormalized, since targets
         name real classes only. With ``top_k``, all but the k largest entries are zeroed."""
-        return self._soft_labels(prediction)
-
-    def to_pseudo_labels(self, predictions: Sequence[Tensor], threshold: float | None = None) -> list[Tensor]:
-        batch = stack_uniform(predictions)
-        if batch is None:
-            return super().to_pseudo_labels(predictions, threshold)
-        return list(self._soft_labels(batch).unbind(0))
-
-    def _soft_labels(self, prediction: Tensor) -> Tensor:
-        """The rule of :meth:`to_pseudo_label` along the last axis (one image or a batch)."""
-        probabilities = prediction.detach().float()[..., : self.num_classes]
+        probabilities = prediction.detach().float()[: self.num_classes]
         if self.top_k is not None and self.top_k < self.num_classes:
-            kept = probabilities.topk(self.top_k, dim=-1)
-            probabilities = torch.zeros_like(probabilities).scatter_(-1, kept.indices, kept.values)
-        total = probabilities.sum(dim=-1, keepdim=True)
-        return probabilities / total.clamp_min(torch.finfo(probabilities.dtype).tiny)
+            kept = probabilities.topk(self.top_k)
+            probabilities = torch.zeros_like(probabilities).scatter_(0, kept.indices, kept.values)
+        return probabilities / probabilities.sum().clamp_min(torch.finfo(probabilities.dtype).tiny)
 
     def metric(self) -> ClassificationMetric:
         return ClassificationMetric(self.num_outputs)

@@ -26,7 +26,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any, Literal
 
 import matplotlib
@@ -39,7 +38,7 @@ from must.data.geometry import Geometry
 from must.data.sample import TaskBatch
 from must.models.features import FeatureSpec
 from must.models.heads import PixelHead
-from must.tasks.base import Task, stack_uniform
+from must.tasks.base import Task
 from must.tasks.segmentation import collate_dense, fit_map
 
 DepthLoss = Literal["l1", "ssi"]
@@ -161,12 +160,6 @@ class DepthTask(Task):
     def to_pseudo_label(self, prediction: Tensor, threshold: float | None = None) -> Tensor:
         """MuST sec. 3.2: "depth -> the teacher's output as is" (no threshold)."""
         return prediction.detach().float().reshape(prediction.shape[-2:]).clone()
-
-    def to_pseudo_labels(self, predictions: Sequence[Tensor], threshold: float | None = None) -> list[Tensor]:
-        batch = stack_uniform([p.reshape(p.shape[-2:]) for p in predictions])
-        if batch is None:
-            return super().to_pseudo_labels(predictions, threshold)
-        return list(batch.detach().float().unbind(0))  # stack copied: no clone needed
 
     def metric(self) -> DepthMetric:
         return DepthMetric(self.align_scale)

@@ -32,7 +32,7 @@ from must.data.geometry import Geometry
 from must.data.sample import IGNORE_INDEX, TaskBatch, stack_with_fill
 from must.models.features import FeatureSpec
 from must.models.heads import PixelHead
-from must.tasks.base import Task, stack_uniform
+from must.tasks.base import Task
 
 
 def collate_dense(targets: list[Tensor | None], fill: float, dtype: torch.dtype,
@@ -145,19 +145,9 @@ class SegmentationTask(Task):
     def to_pseudo_label(self, prediction: Tensor, threshold: float | None = None) -> Tensor:
         """MuST sec. 3.2: ``int64 [H, W]`` argmax where the top probability >= ``threshold``,
         ``IGNORE_INDEX`` elsewhere."""
-        return self._hard_labels(prediction, threshold)
-
-    def to_pseudo_labels(self, predictions: Sequence[Tensor], threshold: float | None = None) -> list[Tensor]:
-        batch = stack_uniform(predictions)
-        if batch is None:
-            return super().to_pseudo_labels(predictions, threshold)
-        return list(self._hard_labels(batch, threshold).unbind(0))
-
-    def _hard_labels(self, probabilities: Tensor, threshold: float | None) -> Tensor:
-        """The rule of :meth:`to_pseudo_label` over the class axis ``-3`` (one map or a batch)."""
         limit = self.threshold if threshold is None else threshold
-        confidence, labels = probabilities.detach().float().max(dim=-3)
-        return labels.masked_fill_(confidence < limit, IGNORE_INDEX)
+        confidence, labels = prediction.detach().float().max(dim=0)
+        return torch.where(confidence >= limit, labels, torch.full_like(labels, IGNORE_INDEX))
 
     def metric(self) -> SegmentationMetric:
         return SegmentationMetric(self.num_classes)
