@@ -143,5 +143,5 @@ def expected() -> Expected:
 def files() -> SimpleNamespace:
     """The writers above, for tests that build their own run (test modules cannot import conftest
     under ``--import-mode=importlib``)."""
-    return SimpleNamespace(write_json=write_json, write_jsonl=write_jsonl, save_model=save_model,
+    return SimpleNamespace(write_json=write_json, best_record=best_record, write_jsonl=write_jsonl, save_model=save_model,
                            write_images=write_images, write_teachers_and_student=write_teachers_and_student)

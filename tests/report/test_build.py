@@ -108,3 +108,40 @@ def test_a_broken_student_is_a_note(run_dir: Path, tmp_path: Path) -> None:
     assert any("Figure 4 left out" in note and "checkpoint.pt" in note for note in result.notes)
     with pytest.raises(FileNotFoundError):
         write_report(tmp_path / "nowhere")
+
+
+def test_study_rows_get_their_paper_tables(tmp_path: Path, files: Any) -> None:
+    values = {"supervised": (0.60, 0.30), "must_cls": (0.62, 0.30), "must_cls_depth": (0.61, 0.34),
+              "must": (0.66, 0.40), "supervised_multitask": (0.58, 0.33)}
+    for init, (top1, ap) in values.items():
+        for task, value in (("classification", top1), ("detection", ap)):
+            files.write_json(tmp_path / "run" / "transfer" / init / task / "best.json",
+                             files.best_record(init, task, value))
+    result = write_report(tmp_path / "run")
+    means = json.loads(result.results_json.read_text())["transfer_mean"]
+    assert means == pytest.approx({"supervised": 0.45, "must_cls": 0.46, "must_cls_depth": 0.475,
+                                   "must": 0.53, "supervised_multitask": 0.455})
+    text = result.markdown.read_text()
+    ladder = text.split("Adding pseudo-label tasks (paper Table 3)")[1].split("\n## ")[0]
+    rows = [line.split("|")[1].strip() for line in ladder.splitlines() if line.startswith("| ")][2:]
+    assert rows == ["Supervised (classification)", "MuST: classification pseudo labels", "MuST: + depth",
+                    "MuST (multi-task pseudo labels)"]
+    assert "| MuST (multi-task pseudo labels) | **66.0** (+6.0) | **40.0** (+10.0) | **53.0** (+8.0) |" in ladder
+    page = result.html.read_text()
+    assert 'id="table3"' in page and 'id="table5"' in page  # supervised_multitask + must: two rows
+    assert 'id="table4"' not in page  # no teacher rows
+
+
+def test_figure4_normals_come_from_the_chosen_grid_cell(run_dir: Path, tmp_path: Path) -> None:
+    # `must transfer` keeps each cell's checkpoint in cells/<cell>/; best.json names the chosen one
+    run = tmp_path / "run"
+    shutil.copytree(run_dir, run)
+    normals = run / "transfer" / "must" / "normals"
+    (normals / "cells" / "lr0.1-steps200").mkdir(parents=True)
+    (normals / "checkpoint.pt").rename(normals / "cells" / "lr0.1-steps200" / "checkpoint.pt")
+    result = write_report(run, figure_images=1, panel=48)
+    assert not any("normals" in note for note in result.notes)
+    assert result.figure is not None and "normals*" in result.figure.columns
+    (normals / "cells" / "lr0.1-steps200" / "checkpoint.pt").unlink()
+    result = write_report(run, figure_images=1, panel=48)
+    assert any("transfer/must/normals/cells/lr0.1-steps200/checkpoint.pt" in note for note in result.notes)

@@ -29,10 +29,10 @@ def test_transfer_table_markdown_has_deltas_and_bold_best() -> None:
     text = to_markdown(table)
     lines = text.splitlines()
     header = next(line for line in lines if line.startswith("| Pre-training"))
-    assert header == "| Pre-training | classification (top-1 %) | depth (δ < 1.25 %) |"
-    assert "| From scratch | 50.0 (-10.0) | — |" in lines
-    assert "| Supervised (classification) | 60.0 | **70.0** |" in lines
-    assert "| MuST (multi-task pseudo labels) | **71.3** (+11.3) | 68.0 (-2.0) |" in lines
+    assert header == "| Pre-training | classification (top-1 %) | depth (δ < 1.25 %) | Mean (of the columns) |"
+    assert "| From scratch | 50.0 (-10.0) | — | — |" in lines  # no mean of a row with a gap
+    assert "| Supervised (classification) | 60.0 | **70.0** | 65.0 |" in lines
+    assert "| MuST (multi-task pseudo labels) | **71.3** (+11.3) | 68.0 (-2.0) | **69.7** (+4.7) |" in lines
     # rows in the paper's order: baselines first, MuST last
     rows = [line.split("|")[1].strip() for line in lines if line.startswith("| ") and "---" not in line][1:]
     assert rows == ["From scratch", "Supervised (classification)", "MuST (multi-task pseudo labels)"]
@@ -76,3 +76,16 @@ def test_selection_and_timings_tables() -> None:
     assert [[c.text for c in r] for r in timings.rows] == [["teach", "30.0 s"], ["train", "1 h 02 min"],
                                                            ["total", "1 h 03 min"]]
     assert transfer_table({}) is None and teacher_student_table({}) is None and timings_table({}) is None
+
+
+def test_transfer_table_subset_rows_and_mean_only_for_fractions() -> None:
+    rows = {"supervised": {"classification": entry(0.60), "depth": entry(0.70, "delta1")},
+            "must_cls": {"classification": entry(0.62), "depth": entry(0.74, "delta1")},
+            "must": {"classification": entry(0.64), "depth": entry(0.80, "delta1")}}
+    ladder = to_markdown(transfer_table(rows, rows_shown=["must", "must_cls", "teacher_depth"]))
+    assert [line.split("|")[1].strip() for line in ladder.splitlines() if line.startswith("| MuST")] == [
+        "MuST (multi-task pseudo labels)", "MuST: classification pseudo labels"]  # the given order
+    assert "| MuST: classification pseudo labels | 62.0 | 74.0 | 68.0 (+3.0) |" in ladder.splitlines()
+    assert transfer_table(rows, rows_shown=["teacher_depth"]) is None
+    rows["must"]["depth"] = entry(2.5, "rmse")  # not a fraction: no mean
+    assert "Mean" not in to_markdown(transfer_table(rows))

@@ -22,11 +22,12 @@ from must.models import CheckpointError
 from must.report import figure as figure_lib
 from must.report.html import Picture, Section, page_html, page_markdown, write_text
 from must.report.plots import plot_run_curves
-from must.report.results import collect_results, order_tasks, write_results
+from must.report.results import collect_results, order_tasks, read_json, write_results
 from must.report.student import (CHECKPOINT_NAME, STUDENT_RECORD, LoadedModel, load_student,
                                  load_transfer_model)
 from must.report.tables import (baseline_note, selection_table, teacher_student_table, timings_table,
                                 transfer_table)
+from must.transfer.grid import Cell
 
 LOAD_ERRORS = (FileNotFoundError, ValueError, KeyError, TypeError, CheckpointError, ConfigError, DataError)
 """What a half-written or foreign run directory can make the loaders raise."""
@@ -36,6 +37,22 @@ TRANSFER_CAPTION = (
     "search over learning rate x steps, the best cell chosen on validation). Test-split scores, "
     "higher is better; bold = best of each column. Mirrors the paper's Tables 2 and 5; rows "
     "'must_<tasks>' are MuST with fewer pseudo-label tasks (Table 3).")
+STUDY_TABLES = (
+    ("table3", "Adding pseudo-label tasks (paper Table 3)",
+     "MuST trained on the pool's pseudo labels of more and more tasks, the mean over the downstream "
+     "tasks in the last column.", ["supervised", "must_cls", "must_cls_depth", "must_cls_depth_seg", "must"]),
+    ("table4", "Teachers vs. student as pre-training (paper Table 4)",
+     "Each specialized teacher's checkpoint fine-tuned on every downstream task, next to the student "
+     "that learned from all of them.",
+     ["supervised", "teacher_classification", "teacher_detection", "teacher_segmentation",
+      "teacher_depth", "must"]),
+    ("table5", "Supervised multi-task vs. pseudo labels (paper Table 5)",
+     "One network trained on each labeled set's own labels, then with every set completed by the "
+     "other teachers' pseudo labels, then MuST on the unlabeled pool.",
+     ["supervised", "supervised_multitask", "supervised_multitask_pseudo", "must"]),
+)
+"""The study's row subsets of the transfer table (``must demo --preset study``): shown when a run
+has at least two of a table's rows besides ``supervised``."""
 LINEAR_CAPTION = (
     "As above, but the pre-trained backbone is frozen and only the new head is trained: a linear "
     "probe of the features (SPEC D5, Doersch & Zisserman 2017).")
@@ -60,6 +77,11 @@ def transfer_sections(results: Mapping[str, Any]) -> list[Section]:
         table = transfer_table(table_data, key, title, f"{caption} {baseline_note(table_data)}")
         if table is not None:
             sections.append(Section(title, key + "_section", tables=[table]))
+    finetune = results.get("transfer") or {}
+    for key, title, caption, rows in STUDY_TABLES:
+        if sum(row in finetune for row in rows if row != "supervised") >= 2:
+            table = transfer_table(finetune, key, title, f"{caption} {baseline_note(finetune)}", rows)
+            sections.append(Section(title, key + "_section", tables=[table]))
     return sections
 
 
@@ -67,8 +89,15 @@ def load_normals_model(run_dir: Path, student: LoadedModel, device: torch.device
                        notes: list[str]) -> LoadedModel | None:
     """The MuST checkpoint fine-tuned on normals, for Figure 4's last column, if the run has it."""
     directory = run_dir / "transfer" / "must" / "normals"
+    best = read_json(directory / "best.json")
+    if isinstance(best, Mapping) and not (directory / CHECKPOINT_NAME).exists():  # the chosen grid cell's
+        try:
+            directory = Cell("normals", float(best["lr"]), int(best["steps"]),
+                             str(best.get("mode", "finetune"))).directory(directory)
+        except (KeyError, TypeError, ValueError):
+            pass
     if not (directory / CHECKPOINT_NAME).exists():
-        notes.append("no transfer/must/normals/checkpoint.pt: Figure 4 has no normals column "
+        notes.append(f"no {directory.relative_to(run_dir) / CHECKPOINT_NAME}: Figure 4 has no normals column "
                      "(the student has no normals head; normals are never a pre-training task)")
         return None
     try:

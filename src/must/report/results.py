@@ -12,6 +12,8 @@ The run directory is the one every stage writes (DESIGN.md)::
 
     transfer[init][task]      = {"metric", "value", "val_value", "lr", "steps", "grid_cells",
                                  "delta_vs_supervised" (when a supervised row has the task)}
+    transfer_mean[init]       = the mean of the row's values, for rows with every column of the
+                                table (all higher-is-better): the single score Table 3's ladder reads
     linear_probe[init][task]  = the same for the frozen-trunk probe (SPEC D5): ``best_linear.json``
                                 (``must transfer --mode linear``), present only when some exist
     teacher_vs_student[task]  = {"metric", "teacher", "student", "delta"}   (paper Table 4)
@@ -216,6 +218,16 @@ def add_deltas(table: dict[str, dict[str, dict[str, Any]]]) -> None:
                 entry["delta_vs_supervised"] = entry["value"] - reference["value"]
 
 
+def row_means(table: Mapping[str, Mapping[str, Mapping[str, Any]]]) -> dict[str, float]:
+    """``{init: mean value}`` over the table's columns, for the rows that have every column; empty
+    when a column is lower-is-better (a mean of mixed directions means nothing)."""
+    tasks = {task for row in table.values() for task in row}
+    if any(entry.get("lower_is_better") for row in table.values() for entry in row.values()):
+        return {}
+    return {init: sum(row[task]["value"] for task in tasks) / len(tasks)
+            for init, row in table.items() if tasks and set(row) == tasks}
+
+
 def collect_teacher_vs_student(teachers: Mapping[str, Mapping[str, float]],
                                student: Mapping[str, Mapping[str, float]]) -> dict[str, dict[str, Any]]:
     """Paper Table 4: each teacher's own-task validation metric next to the student's on the same
@@ -267,6 +279,7 @@ def collect_results(run_dir: str | Path) -> dict[str, Any]:
     results: dict[str, Any] = {
         "run": run_dir.resolve().name,
         "transfer": transfer.get("finetune", {}),
+        "transfer_mean": row_means(transfer.get("finetune", {})),
         "teacher_vs_student": collect_teacher_vs_student(teachers, student),
         "teachers": teachers,
         "student": student,

@@ -20,7 +20,7 @@ from must.tasks import TASK_BUILDERS, Task, build_task
 
 STUDENT_RECORD = "student.json"
 CHECKPOINT_NAME = "checkpoint.pt"
-TRANSFER_RECORDS = ("transfer.json", "model.json", "record.json", "best.json")
+TRANSFER_RECORDS = ("cell.json", "transfer.json", "model.json", "record.json", "best.json")
 """Files in a transfer directory that may say which model config and task options it used."""
 
 
@@ -78,7 +78,9 @@ def load_transfer_model(directory: str | Path, task_name: str, fallback: ModelCo
         if isinstance(record, Mapping) and isinstance(record.get("model"), Mapping):
             config = config_lib.from_dict(ModelConfig, record["model"], "model")
             tasks_options = record.get("tasks") if isinstance(record.get("tasks"), Mapping) else {}
-            options = dict(record.get("task_options") or tasks_options.get(task_name) or {})
+            downstream = record.get("downstream") if isinstance(record.get("downstream"), Mapping) else {}
+            options = dict(record.get("task_options") or tasks_options.get(task_name)
+                           or downstream.get("task_options") or {})
             break
     tasks = {task_name: build_task(task_name, **options)}
     model = _load(config, tasks, directory / CHECKPOINT_NAME, device)

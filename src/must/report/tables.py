@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from must.report.results import BASELINE, order_inits, order_tasks
+from must.report.results import BASELINE, order_inits, order_tasks, row_means
 
 METRIC_LABELS = {
     "top1": "top-1", "top5": "top-5", "ap50_voc": "AP50 (VOC)", "map": "COCO mAP", "miou": "mIoU",
@@ -30,6 +30,12 @@ INIT_LABELS = {
     "scratch": "From scratch", "supervised": "Supervised (classification)",
     "simclr": "Self-supervised (SimCLR)", "supervised_multitask": "Supervised multi-task",
     "must": "MuST (multi-task pseudo labels)",
+    # `must demo --preset study` rows (Tables 3, 4, 5)
+    "must_cls": "MuST: classification pseudo labels", "must_cls_depth": "MuST: + depth",
+    "must_cls_depth_seg": "MuST: + depth + segmentation",
+    "supervised_multitask_pseudo": "Supervised multi-task + pseudo labels",
+    "teacher_classification": "Classification teacher", "teacher_detection": "Detection teacher",
+    "teacher_segmentation": "Segmentation teacher", "teacher_depth": "Depth teacher",
     # `must pretrain` rows (Table 2's self-supervised baseline; Doersch & Zisserman 2017)
     "pirl": "Self-supervised (PIRL)", "rotation": "Self-supervised (rotation)",
     "jigsaw": "Self-supervised (jigsaw)", "relative_position": "Self-supervised (relative position)",
@@ -91,12 +97,17 @@ def best_values(values: list[float], lower: bool) -> set[float]:
 
 
 def transfer_table(table: Mapping[str, Mapping[str, Mapping[str, Any]]], key: str = "transfer",
-                   title: str = "Transfer learning", caption: str = "") -> Table | None:
-    """Rows = pre-trainings (``init``), columns = downstream tasks; ``value (+delta)`` cells."""
+                   title: str = "Transfer learning", caption: str = "",
+                   rows_shown: list[str] | None = None) -> Table | None:
+    """Rows = pre-trainings (``init``; ``rows_shown`` in that order, default all), columns =
+    downstream tasks; ``value (+delta)`` cells; a last "Mean" column when the tasks are several and
+    all higher-is-better fractions (:func:`~must.report.results.row_means`)."""
     if not table:
         return None
     tasks = order_tasks({task for row in table.values() for task in row})
-    inits = order_inits(table)
+    inits = [init for init in rows_shown if init in table] if rows_shown is not None else order_inits(table)
+    if not inits:
+        return None
     columns = []
     for task in tasks:
         entries = [table[init][task] for init in inits if task in table[init]]
@@ -118,6 +129,16 @@ def transfer_table(table: Mapping[str, Mapping[str, Mapping[str, Any]]], key: st
             cells.append(Cell(format_value(entry["value"], percent), entry["value"] in best,
                               None if delta is None else format_delta(delta, percent)))
         rows.append(cells)
+    means = row_means(table) if len(tasks) > 1 else {}
+    if means and all(percent for _, _, percent, _ in columns):  # a mean of percentages only
+        header.append(("Mean", "of the columns"))
+        shown = [means.get(init) for init in inits]
+        best = best_values([m for m in shown if m is not None], False)
+        reference = means.get(BASELINE)
+        for cells, init, mean in zip(rows, inits, shown):
+            delta = None if mean is None or reference is None or init == BASELINE else mean - reference
+            cells.append(Cell("—") if mean is None else Cell(
+                format_value(mean, True), mean in best, None if delta is None else format_delta(delta, True)))
     return Table(key, title, caption, header, rows)
 
 

@@ -317,12 +317,15 @@ def print_summary(run: Path) -> None:
     tasks = order_tasks({task for row in transfer.values() for task in row})
     inits = order_inits(transfer)
     width = max([len("pre-training"), *map(len, inits)]) + 2
-    header = f"{'pre-training':<{width}}" + "".join(f"{task:>16}" for task in tasks)
+    means = results.get("transfer_mean", {})
+    header = f"{'pre-training':<{width}}" + "".join(f"{task:>16}" for task in tasks) + (
+        f"{'mean':>10}" if means else "")
     print("\n" + header + "\n" + "-" * len(header))
     for init in inits:
         row = transfer[init]
         cells = "".join(f"{100 * row[t]['value']:>16.1f}" if t in row else f"{'-':>16}" for t in tasks)
-        print(f"{init:<{width}}{cells}")
+        mean = f"{100 * means[init]:>10.1f}" if init in means else (f"{'-':>10}" if means else "")
+        print(f"{init:<{width}}{cells}{mean}")
     metric_names = {t: next(iter(r[t]["metric"] for r in transfer.values() if t in r)) for t in tasks}
     print("metrics (x100, higher is better): " + ", ".join(f"{t}={m}" for t, m in metric_names.items()))
     pairs = results.get("teacher_vs_student", {})
