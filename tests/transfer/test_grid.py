@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from must.config import ConfigError
-from must.transfer.grid import (Cell, best_name, check_identity, for_rank, grid_cells, run_cells,
-                                select_best, write_grid)
+from must.transfer.grid import (Cell, best_cell_directory, best_name, check_identity, for_rank, grid_cells,
+                                run_cells, select_best, write_grid)
 
 
 def test_cells_in_grid_order_with_distinct_directories() -> None:
@@ -45,6 +45,16 @@ def test_write_grid_keeps_the_other_modes_lines(tmp_path: Path) -> None:
     assert json.loads((tmp_path / "best_linear.json").read_text()) == linear[0]
     write_grid(tmp_path, finetune[:1], "finetune")  # a rewrite replaces this mode's lines only
     assert len((tmp_path / "grid.jsonl").read_text().splitlines()) == 2
+
+
+def test_best_cell_directory_is_the_chosen_cell(tmp_path: Path) -> None:
+    assert best_cell_directory(tmp_path) is None  # no grid finished yet
+    records = [{"task": "normals", "mode": "finetune", "lr": lr, "steps": 200, "val_value": v, "value": v}
+               for lr, v in ((0.02, 0.3), (0.05, 0.4))]
+    write_grid(tmp_path, records, "finetune")
+    assert best_cell_directory(tmp_path) == Cell("normals", 0.05, 200).directory(tmp_path)
+    write_grid(tmp_path, [{**records[0], "mode": "linear"}], "linear")
+    assert best_cell_directory(tmp_path, "linear") == tmp_path / "cells" / "lr0.02-steps200-linear"
 
 
 def test_identity_is_recorded_then_enforced(tmp_path: Path) -> None:

@@ -22,12 +22,12 @@ from must.models import CheckpointError
 from must.report import figure as figure_lib
 from must.report.html import Picture, Section, page_html, page_markdown, write_text
 from must.report.plots import plot_run_curves
-from must.report.results import collect_results, order_tasks, read_json, write_results
+from must.report.results import collect_results, order_tasks, write_results
 from must.report.student import (CHECKPOINT_NAME, STUDENT_RECORD, LoadedModel, load_student,
                                  load_transfer_model)
 from must.report.tables import (baseline_note, selection_table, teacher_student_table, timings_table,
                                 transfer_table)
-from must.transfer.grid import Cell
+from must.transfer.grid import best_cell_directory
 
 LOAD_ERRORS = (FileNotFoundError, ValueError, KeyError, TypeError, CheckpointError, ConfigError, DataError)
 """What a half-written or foreign run directory can make the loaders raise."""
@@ -89,13 +89,8 @@ def load_normals_model(run_dir: Path, student: LoadedModel, device: torch.device
                        notes: list[str]) -> LoadedModel | None:
     """The MuST checkpoint fine-tuned on normals, for Figure 4's last column, if the run has it."""
     directory = run_dir / "transfer" / "must" / "normals"
-    best = read_json(directory / "best.json")
-    if isinstance(best, Mapping) and not (directory / CHECKPOINT_NAME).exists():  # the chosen grid cell's
-        try:
-            directory = Cell("normals", float(best["lr"]), int(best["steps"]),
-                             str(best.get("mode", "finetune"))).directory(directory)
-        except (KeyError, TypeError, ValueError):
-            pass
+    if not (directory / CHECKPOINT_NAME).exists():  # `must transfer` keeps it in the chosen cell
+        directory = best_cell_directory(directory) or directory
     if not (directory / CHECKPOINT_NAME).exists():
         notes.append(f"no {directory.relative_to(run_dir) / CHECKPOINT_NAME}: Figure 4 has no normals column "
                      "(the student has no normals head; normals are never a pre-training task)")

@@ -107,6 +107,17 @@ def select_best(records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     return dict(records[best])
 
 
+def best_cell_directory(task_dir: Path, mode: str = "finetune") -> Path | None:
+    """The directory of the cell ``best.json`` (``best_<mode>.json``) chose, or None when that
+    file is missing or unreadable (a task whose grid has not finished)."""
+    try:
+        best = json.loads((task_dir / best_name(mode)).read_text())
+        cell = Cell(str(best["task"]), float(best["lr"]), int(best["steps"]), str(best.get("mode", mode)))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return cell.directory(task_dir)
+
+
 def write_grid(task_dir: Path, records: Sequence[Mapping[str, Any]], mode: str) -> dict[str, Any]:
     """Writes ``grid.jsonl`` (this mode's ``records`` in grid order, after the lines of the other
     mode already there) and this mode's best file; returns the best record."""
