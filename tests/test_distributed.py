@@ -112,3 +112,18 @@ def test_process_count_caps_at_the_machine() -> None:
     assert process_count(0) == 1
     assert process_count(1) == 1
     assert process_count(available + 5) == available
+
+
+@pytest.mark.slow
+def test_pool_runs_every_job_like_the_sequential_loop() -> None:
+    # Library callables: a spawned worker cannot import this test module (importlib import mode).
+    import operator
+
+    jobs = [3, 1, 4, 1.5]
+    finished: list[float] = []
+    sequential = distributed.run_pool(jobs, operator.neg, workers=1)
+    pooled = distributed.run_pool(jobs, operator.neg, workers=2, on_done=lambda job, _: finished.append(job))
+    assert pooled == sequential == {3: -3, 1: -1, 4: -4, 1.5: -1.5}
+    assert sorted(finished) == sorted(jobs)
+    with pytest.raises(AttributeError, match="no_such_field"):
+        distributed.run_pool([1, 2], operator.attrgetter("no_such_field"), workers=2)

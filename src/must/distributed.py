@@ -2,7 +2,8 @@
 
 Reads torchrun's environment (RANK, WORLD_SIZE, LOCAL_RANK), initializes the process group
 (gloo on CPU, NCCL on CUDA), and answers rank / world-size / main-process questions; ``launch``
-starts a ``must`` verb under torchrun from a process that is not distributed itself. Code
+starts a ``must`` verb under torchrun from a process that is not distributed itself; ``run_pool``
+runs independent jobs (transfer grid cells, teachers) in a pool of one-thread processes. Code
 elsewhere gets a ``torch.device`` passed in and never calls ``.cuda()``.
 """
 
@@ -13,9 +14,11 @@ import datetime
 import os
 import subprocess
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass
-from typing import Any
+from multiprocessing import get_context
+from typing import Any, TypeVar
 
 import torch
 import torch.distributed as dist
@@ -193,3 +196,46 @@ def main_process_first() -> Iterator[None]:
     yield
     if is_main_process():
         barrier()
+
+
+Job = TypeVar("Job", bound=Hashable)
+Result = TypeVar("Result")
+
+
+def _one_thread() -> None:
+    torch.set_num_threads(1)
+
+
+def run_pool(jobs: Sequence[Job], work: Callable[[Job], Result], workers: int,
+             on_done: Callable[[Job, Result], None] | None = None) -> dict[Job, Result]:
+    """Runs ``work(job)`` for every job: in this process when ``workers`` is 1, else in a pool of
+    ``workers`` spawned processes with one torch thread each, started in the order given
+    (``work`` must be picklable, e.g. a ``functools.partial`` of a module-level function).
+    ``on_done`` sees each result as its job finishes. On a failure the jobs not yet started are
+    cancelled, running ones finish (whatever they write stays on disk) and the error is raised.
+    Independent jobs only: the workers share no process group."""
+    results: dict[Job, Result] = {}
+    if workers <= 1 or len(jobs) <= 1:
+        for job in jobs:
+            results[job] = work(job)
+            if on_done:
+                on_done(job, results[job])
+        return results
+    with ProcessPoolExecutor(max_workers=min(workers, len(jobs)), mp_context=get_context("spawn"),
+                             initializer=_one_thread) as pool:
+        futures: dict[Future, Job] = {pool.submit(work, job): job for job in jobs}
+        pending: Iterable[Future] = futures
+        while pending:  # report each job as it finishes (progress bars are off in workers)
+            done, pending = wait(pending, return_when=FIRST_COMPLETED)
+            for future in done:
+                if future.exception() is None:
+                    results[futures[future]] = future.result()
+                    if on_done:
+                        on_done(futures[future], results[futures[future]])
+            failed = [future for future in done if future.exception() is not None]
+            if failed:
+                for future in pending:
+                    future.cancel()
+                wait(pending)
+                raise failed[0].exception()  # type: ignore[misc]
+    return results

@@ -4,6 +4,7 @@ run of the same preset trains nothing again."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import time
@@ -11,9 +12,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 import yaml
 
-from must.stages.demo import TEACHER_DOMAINS, run_demo
+from must.stages.demo import TEACHER_DOMAINS, already_done, run_demo, train_teachers
+from must.train.checkpoint import load as load_checkpoint
+
+from .conftest import teach_config
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("stages_demo")]
 
@@ -87,3 +92,28 @@ def test_demo_runs_end_to_end_and_resumes(tmp_path: Path) -> None:
     second_seconds = time.perf_counter() - start
     assert training_outputs(run) == outputs  # no training stage ran again
     assert second_seconds < first_seconds / 2, (first_seconds, second_seconds)
+
+
+def test_teachers_in_a_pool_train_as_one_after_another(world: Path, tmp_path: Path) -> None:
+    """``teacher_workers``: each teacher in its own one-thread process gives what the same teacher
+    trained alone with one thread gives (the runs are independent), and the pool's configs (progress
+    bars off) still count as done for a rerun with bars on."""
+    configs = {task: teach_config(world, task) for task in ("classification", "segmentation")}
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the pool's workers run one thread each: the same summation order
+    try:
+        alone = train_teachers(configs, tmp_path / "alone")
+    finally:
+        torch.set_num_threads(threads)
+    pooled = train_teachers(configs, tmp_path / "pooled", workers=2)
+    assert set(pooled) == set(configs)
+    for task, config in configs.items():
+        assert pooled[task]["metrics"] == alone[task]["metrics"] and pooled[task]["metrics"], task
+        weights = [load_checkpoint(tmp_path / run / "teachers" / task / "checkpoint.pt")["model"]
+                   for run in ("alone", "pooled")]
+        assert weights[0].keys() == weights[1].keys()
+        assert all(torch.equal(weights[0][name], weights[1][name]) for name in weights[0]), task
+        with_bars = dataclasses.replace(config, train=dataclasses.replace(config.train, progress=True))
+        assert already_done(tmp_path / "pooled" / "teachers" / task, "teacher.json", with_bars)
+        other = dataclasses.replace(config, train=dataclasses.replace(config.train, steps=4))
+        assert not already_done(tmp_path / "pooled" / "teachers" / task, "teacher.json", other)

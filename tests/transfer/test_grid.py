@@ -1,19 +1,17 @@
 """Grid bookkeeping: cell names, choosing by validation only, grid.jsonl keeping the other mode's
-lines, identities refusing a changed config, rank striding, and the process pool."""
+lines, identities refusing a changed config, rank striding."""
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
-import operator
 from pathlib import Path
 
 import pytest
 
 from must.config import ConfigError
 from must.transfer.grid import (Cell, best_cell_directory, best_name, check_identity, for_rank, grid_cells,
-                                run_cells, select_best, write_grid)
+                                select_best, write_grid)
 
 
 def test_cells_in_grid_order_with_distinct_directories() -> None:
@@ -69,14 +67,3 @@ def test_ranks_split_cells_without_overlap() -> None:
     parts = [for_rank(cells, rank, 4) for rank in range(4)]
     assert sorted((c for part in parts for c in part), key=cells.index) == cells
     assert parts[1] == [cells[1], cells[5]]
-
-
-@pytest.mark.slow
-def test_pool_runs_every_cell_like_the_sequential_loop() -> None:
-    # Library callables: a spawned worker cannot import this test module (importlib import mode).
-    cells = grid_cells("t", (1.0, 2.0), (3, 4), "finetune")
-    sequential = run_cells(cells, dataclasses.asdict, workers=1)
-    pooled = run_cells(cells, dataclasses.asdict, workers=2)
-    assert pooled == sequential and sequential[cells[3]]["steps"] == 4 and sequential[cells[3]]["lr"] == 2.0
-    with pytest.raises(AttributeError, match="no_such_field"):
-        run_cells(grid_cells("t", (1.0, -1.0), (1,), "finetune"), operator.attrgetter("no_such_field"), workers=2)

@@ -27,6 +27,7 @@ from must.stages.pretrain import build_tasks
 from must.stages.teach import demo_model, final_evaluation
 from must.tasks import TASK_BUILDERS, Task
 from must.teacher import TeacherRecord, read_record, save_record
+from must.train import checkpoint as checkpoints
 from must.train.config import TeacherRecipe, TrainConfig, WeightingConfig
 from must.train.engine import evaluate_tasks, fit, resolve_precision
 
@@ -164,6 +165,7 @@ def run_student(config: StudentConfig, out: Path) -> dict[str, dict[str, float]]
     if distributed.is_main_process():
         config_lib.save(dataclasses.replace(config, train=train_config), out / "config.yaml")
     datasets = open_sources(config)
+    checkpoints.seed_everything(train_config.seed)  # the same initial weights in every run
     model = build_model(config.model, tasks).to(device)
     noise = PhotometricRandAugment(**dataclasses.asdict(config.randaugment)) if config.randaugment else None
 

@@ -24,6 +24,7 @@ from must.data.readers import DatasetConfig, ReaderDataset, open_dataset
 from must.models import ModelConfig, build_model
 from must.tasks import Task, build_task
 from must.teacher import TeacherRecord, save_record
+from must.train import checkpoint as checkpoints
 from must.train.config import TrainConfig
 from must.train.engine import Evaluate, FitResult, evaluate_tasks, fit, resolve_precision
 
@@ -105,6 +106,7 @@ def run_teach(config: TeachConfig, out: Path) -> TeacherRecord:
     val_set = open_for_task(config.val, config.task) if config.val else None
     options = task_options_from_data(config.task, train_set, config.task_options)
     task = build_task(config.task, **options)
+    checkpoints.seed_everything(config.train.seed)  # the same initial weights in every run
     model = build_model(config.model, {task.name: task}).to(device)
 
     def batches_from(first: int):

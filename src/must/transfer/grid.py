@@ -18,14 +18,10 @@ from __future__ import annotations
 import json
 import math
 import os
-from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
-from multiprocessing import get_context
 from pathlib import Path
 from typing import Any, TypeVar
-
-import torch
 
 from must.config import ConfigError
 
@@ -140,47 +136,10 @@ def write_grid(task_dir: Path, records: Sequence[Mapping[str, Any]], mode: str) 
 
 
 Job = TypeVar("Job", bound=Hashable)
-"""A unit of work for :func:`run_cells`: a :class:`Cell`, or a cell with the run it belongs to."""
+"""A unit of work: a :class:`Cell`, or a cell with the run it belongs to."""
 
 
 def for_rank(cells: Sequence[Job], rank: int, world_size: int) -> list[Job]:
     """Rank ``r`` of ``N`` takes cells ``r, r + N, ...`` (torchrun without a process group: cells
     are independent, so ranks never wait for each other)."""
     return list(cells[rank::world_size])
-
-
-def _one_thread() -> None:
-    torch.set_num_threads(1)
-
-
-def run_cells(cells: Sequence[Job], train: Callable[[Job], dict[str, Any]], workers: int,
-              on_done: Callable[[Job, dict[str, Any]], None] | None = None) -> dict[Job, dict[str, Any]]:
-    """Runs ``train(cell)`` for every cell: in this process when ``workers`` is 1, else in a pool of
-    ``workers`` spawned processes with one torch thread each (``train`` must be picklable, e.g. a
-    ``functools.partial`` of a module-level function). On a failure the cells not yet started are
-    cancelled, running ones finish (their results are kept on disk) and the error is raised."""
-    results: dict[Job, dict[str, Any]] = {}
-    if workers <= 1 or len(cells) <= 1:
-        for cell in cells:
-            results[cell] = train(cell)
-            if on_done:
-                on_done(cell, results[cell])
-        return results
-    with ProcessPoolExecutor(max_workers=min(workers, len(cells)), mp_context=get_context("spawn"),
-                             initializer=_one_thread) as pool:
-        futures: dict[Future, Job] = {pool.submit(train, cell): cell for cell in cells}
-        pending: Iterable[Future] = futures
-        while pending:  # report each cell as it finishes (progress bars are off in workers)
-            done, pending = wait(pending, return_when=FIRST_COMPLETED)
-            for future in done:
-                if future.exception() is None:
-                    results[futures[future]] = future.result()
-                    if on_done:
-                        on_done(futures[future], results[futures[future]])
-            failed = [future for future in done if future.exception() is not None]
-            if failed:
-                for future in pending:
-                    future.cancel()
-                wait(pending)
-                raise failed[0].exception()  # type: ignore[misc]
-    return results

@@ -31,7 +31,7 @@ from must.train import checkpoint as checkpoints
 from must.train.engine import CHECKPOINT_NAME, fit
 from must.transfer.config import DownstreamTask, TransferConfig
 from must.transfer.grid import (RESULT_NAME, Cell, check_identity, for_rank, grid_cells,
-                                read_result, run_cells, write_grid, write_json_atomically)
+                                read_result, write_grid, write_json_atomically)
 from must.transfer.holdout import hold_out
 from must.transfer.probe import freeze_trunk
 
@@ -167,9 +167,9 @@ def run_transfers(configs: Sequence[TransferConfig], out: str | Path) -> dict[st
     tasks = list(dict.fromkeys(cell.task for plan in plans for cell in plan.cells))
     jobs = [(index, cell) for task in tasks for index, plan in enumerate(plans)
             for cell in plan.cells if cell.task == task]
-    run_cells(for_rank(jobs, info.rank, info.world_size),
-              functools.partial(_train_job, [plan.train for plan in plans]), configs[0].workers,
-              on_done=lambda job, record: _announce(plans[job[0]].config, job[1], record))
+    distributed.run_pool(for_rank(jobs, info.rank, info.world_size),
+                         functools.partial(_train_job, [plan.train for plan in plans]), configs[0].workers,
+                         on_done=lambda job, record: _announce(plans[job[0]].config, job[1], record))
     return {plan.config.init_name: _write_grids(plan) for plan in plans}
 
 
