@@ -7,7 +7,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import time
 from pathlib import Path
 from typing import Any
 
@@ -65,9 +64,7 @@ def test_demo_runs_end_to_end_and_resumes(tmp_path: Path) -> None:
     preset = tmp_path / "tiny.yaml"
     preset.write_text(yaml.safe_dump(tiny_preset(run)))
 
-    start = time.perf_counter()
     assert run_demo(str(preset), run) == 0
-    first_seconds = time.perf_counter() - start
 
     results = json.loads((run / "report" / "results.json").read_text())
     assert set(results["transfer"]) == set(INITS)
@@ -88,11 +85,8 @@ def test_demo_runs_end_to_end_and_resumes(tmp_path: Path) -> None:
     outputs = training_outputs(run)
     assert len(outputs) == 2 * len(TEACHER_DOMAINS) + 2 + len(INITS) * len(DOWNSTREAM)
 
-    start = time.perf_counter()
     assert run_demo(str(preset), run) == 0
-    second_seconds = time.perf_counter() - start
     assert training_outputs(run) == outputs  # no training stage ran again
-    assert second_seconds < first_seconds / 2, (first_seconds, second_seconds)
 
 
 def test_teachers_in_a_pool_train_as_one_after_another(world: Path, tmp_path: Path) -> None:
