@@ -115,7 +115,7 @@ class DemoConfig:
     teacher_workers: int = 1
     """Teachers trained at once, each in its own process with one torch thread, started in the
     order of ``teachers`` (they are independent runs, MuST sec. 3.1); 1 = one after another in the
-    demo's process with all its threads."""
+    demo's process with all its threads. Meant for CPUs: on CUDA the processes share one GPU."""
     label: LabelPlan = field(default_factory=LabelPlan)
     student: StudentPlan = field(default_factory=StudentPlan)
     students: dict[str, StudentVariant] = field(default_factory=dict)
