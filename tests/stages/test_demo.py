@@ -14,6 +14,7 @@ import pytest
 import torch
 import yaml
 
+from must.config import ConfigError
 from must.stages.demo import TEACHER_DOMAINS, already_done, run_demo, train_teachers
 from must.train.checkpoint import load as load_checkpoint
 
@@ -88,6 +89,14 @@ def test_demo_runs_end_to_end_and_resumes(tmp_path: Path) -> None:
     assert run_demo(str(preset), run) == 0
     assert training_outputs(run) == outputs  # no training stage ran again
 
+    # A trained stage of another config is refused, not resumed under the new one (a mix of both)
+    changed = tiny_preset(run)
+    changed["teachers"]["detection"] = {"train": {"steps": 4, "batch_size": 4, "lr": 0.05, "progress": False}}
+    preset.write_text(yaml.safe_dump(changed))
+    with pytest.raises(ConfigError, match=r"teachers/detection holds a run of another config \(differs in train\.steps\)"):
+        run_demo(str(preset), run)
+    assert training_outputs(run) == outputs
+
 
 def test_teachers_in_a_pool_train_as_one_after_another(world: Path, tmp_path: Path) -> None:
     """``teacher_workers``: each teacher in its own one-thread process gives what the same teacher
@@ -111,4 +120,5 @@ def test_teachers_in_a_pool_train_as_one_after_another(world: Path, tmp_path: Pa
         with_bars = dataclasses.replace(config, train=dataclasses.replace(config.train, progress=True))
         assert already_done(tmp_path / "pooled" / "teachers" / task, "teacher.json", with_bars)
         other = dataclasses.replace(config, train=dataclasses.replace(config.train, steps=4))
-        assert not already_done(tmp_path / "pooled" / "teachers" / task, "teacher.json", other)
+        with pytest.raises(ConfigError, match="differs in train.steps"):
+            already_done(tmp_path / "pooled" / "teachers" / task, "teacher.json", other)

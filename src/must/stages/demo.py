@@ -31,6 +31,7 @@ from must.stages.pretrain import PretrainConfig
 from must.stages.student import RandAugmentConfig, SourceConfig, StudentConfig
 from must.stages.teach import TeachConfig, demo_model, run_teach
 from must.train.config import TrainConfig, WeightingConfig
+from must.train.engine import CHECKPOINT_NAME
 from must.transfer.config import DownstreamTask, default_suite
 
 TEACHER_DOMAINS = {"classification": "objects", "detection": "clutter", "segmentation": "scenes",
@@ -153,18 +154,36 @@ class StageClock:
 
 def already_done(out: Path, marker: str, config: Any) -> bool:
     """True when ``out`` holds ``marker`` and a ``config.yaml`` equal to ``config`` but for progress
-    bars (on or off, e.g. teachers trained one after another or in a pool, it is the same run)."""
+    bars (on or off, e.g. teachers trained one after another or in a pool, it is the same run).
+
+    False for a fresh or interrupted stage (same config: the engine resumes it). A directory whose
+    checkpoint was trained with another config raises :class:`~must.config.ConfigError`: the engine
+    would continue that checkpoint under the new config (a mix of both runs), and training it anew
+    would lose it."""
     saved = out / "config.yaml"
-    if not (out / marker).exists() or not saved.exists():
+    if not saved.exists():
         return False
-    wanted = yaml.safe_load(yaml.safe_dump(config_lib.to_dict(config)))
-    return _without_progress(yaml.safe_load(saved.read_text())) == _without_progress(wanted)
+    wanted = _without_progress(yaml.safe_load(yaml.safe_dump(config_lib.to_dict(config))))
+    differing = _differing_keys(_without_progress(yaml.safe_load(saved.read_text())), wanted)
+    if differing and (out / CHECKPOINT_NAME).exists():
+        raise config_lib.ConfigError(
+            f"{out} holds a run of another config (differs in {', '.join(differing)}); delete it or "
+            "use another --out to train it anew")
+    return not differing and (out / marker).exists()
 
 
 def _without_progress(value: Any) -> Any:
     if isinstance(value, dict):
         return {key: _without_progress(item) for key, item in value.items() if key != "progress"}
     return value
+
+
+def _differing_keys(saved: Any, wanted: Any, prefix: str = "") -> list[str]:
+    """Dotted paths where two plain-data configs differ (a whole value where they are not both dicts)."""
+    if not (isinstance(saved, dict) and isinstance(wanted, dict)):
+        return [] if saved == wanted else [prefix or "<root>"]
+    return [path for key in sorted(set(saved) | set(wanted), key=str)
+            for path in _differing_keys(saved.get(key), wanted.get(key), f"{prefix}.{key}" if prefix else str(key))]
 
 
 def world_set(root: Path, domain: str, split: str, tasks: tuple[str, ...] = ()) -> DatasetConfig:
