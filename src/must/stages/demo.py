@@ -309,7 +309,9 @@ def run_demo(preset: str, out: Path, overrides: Sequence[str] = ()) -> int:
     clock = StageClock(out / "timings.json")
     total = time.perf_counter()
     data = out / "data"
-    clock.run("world", lambda: generate_world(config.world, data))
+    clock.run("world", lambda: generate_world(config.world, data),
+              finished=all((data / domain / split / "world.json").exists()  # written last by each split
+                           for domain, splits in config.world.splits.items() for split in splits))
 
     pending = {task: teach for task, teach in teach_configs(config, data).items()
                if not already_done(out / "teachers" / task, "teacher.json", teach)}
