@@ -48,6 +48,11 @@ def test_student_variants_pick_their_sources(tmp_path: Path) -> None:
     assert all(len(s.pseudo) == 1 for s in table5.sources)
     with pytest.raises(ValueError, match="pool=true or labeled=true"):
         StudentVariant(pool=False)
+    smaller, full = student_config(config, tmp_path, StudentVariant(pool_images=1000)), student_config(config, tmp_path)
+    assert smaller.sources[0].data.limit == 1000 and full.sources[0].data.limit is None
+    assert smaller.sources[0].pseudo == full.sources[0].pseudo
+    with pytest.raises(ValueError, match="pool_images needs"):
+        StudentVariant(pool_images=0)
     with pytest.raises(config_lib.ConfigError, match="unknown task"):
         student_config(config, tmp_path, StudentVariant(tasks=("normals",)))
 

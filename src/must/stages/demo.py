@@ -84,10 +84,15 @@ class StudentVariant:
     pseudo_on_labeled: bool = False
     """Those labeled sets also carry every teacher's pseudo labels for the tasks they lack
     (labels them first: ``pseudo/<domain>``)."""
+    pool_images: int | None = None
+    """Learn from the first this many ``pool`` images only (None = all): the same steps on less
+    unlabeled data (MuST Table 4 / SPEC M8: more unlabeled images, a better student)."""
 
     def __post_init__(self) -> None:
         if not (self.pool or self.labeled):
             raise ValueError("a student variant needs pool=true or labeled=true")
+        if self.pool_images is not None and (self.pool_images < 1 or not self.pool):
+            raise ValueError("pool_images needs pool=true and a positive count")
         if self.pseudo_on_labeled and not self.labeled:
             raise ValueError("pseudo_on_labeled needs labeled=true")
 
@@ -250,7 +255,8 @@ def student_config(config: DemoConfig, run: Path, variant: StudentVariant = Stud
         raise config_lib.ConfigError(f"students: unknown task(s) {unknown}; teachers: {', '.join(config.teachers)}")
     sources = []
     if variant.pool:
-        sources.append(SourceConfig(data=pool_set(config, data), pseudo=(str(run / "pseudo" / "pool"),)))
+        images = dataclasses.replace(pool_set(config, data), limit=variant.pool_images)
+        sources.append(SourceConfig(data=images, pseudo=(str(run / "pseudo" / "pool"),)))
     if variant.labeled:
         for task in tasks:
             train = dataclasses.replace(teacher_sets(config, data, task)[0], tasks=(task,))
