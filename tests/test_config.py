@@ -81,3 +81,11 @@ def test_an_empty_mapping_replaces_instead_of_merging() -> None:
     from must.config import merge
 
     assert merge({"a": {"x": 1}, "b": {"y": 2}}, {"a": {}, "b": {"z": 3}}) == {"a": {}, "b": {"y": 2, "z": 3}}
+
+
+def test_differing_keys_names_nested_paths() -> None:
+    saved = {"train": {"steps": 4, "lr": 0.1}, "teachers": [{"task": "depth"}], "seed": 0}
+    wanted = {"train": {"steps": 8, "lr": 0.1}, "teachers": [{"task": "detection"}], "extra": 1, "seed": 0}
+    assert config.differing_keys(saved, wanted) == ["extra", "teachers", "train.steps"]
+    assert config.differing_keys(saved, saved) == []
+    assert config.differing_keys(1, 2) == ["<root>"]

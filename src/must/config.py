@@ -120,6 +120,15 @@ def to_dict(config: Any) -> Any:
     return config
 
 
+def differing_keys(saved: Any, wanted: Any, prefix: str = "") -> list[str]:
+    """Dotted paths where two plain-data configs differ, for "holds a run of another config"
+    refusals (a whole value where they are not both mappings; ``<root>`` when the roots differ)."""
+    if not (isinstance(saved, Mapping) and isinstance(wanted, Mapping)):
+        return [] if saved == wanted else [prefix or "<root>"]
+    return [path for key in sorted(set(saved) | set(wanted), key=str)
+            for path in differing_keys(saved.get(key), wanted.get(key), f"{prefix}.{key}" if prefix else str(key))]
+
+
 def save(config: Any, path: str | Path) -> None:
     """Writes the resolved config as YAML (atomically) so every run records what it ran with."""
     path = Path(path)

@@ -89,7 +89,7 @@ def test_demo_runs_end_to_end_and_resumes(tmp_path: Path) -> None:
     assert run_demo(str(preset), run) == 0
     assert training_outputs(run) == outputs  # no training stage ran again
     rerun = json.loads((run / "timings.json").read_text())  # a finished stage keeps its first time
-    kept = ("world", "teachers", "label")
+    kept = ("world", "teachers", "label", "transfer")
     assert {stage: rerun[stage] for stage in kept} == {stage: timings[stage] for stage in kept}
 
     # A trained stage of another config is refused, not resumed under the new one (a mix of both)

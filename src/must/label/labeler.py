@@ -211,8 +211,7 @@ def _claim_directory(out: Path, config: LabelConfig, entries: list[TeacherEntry]
     path = out / RUN_NAME
     if path.is_file():
         previous = json.loads(path.read_text()).get("fingerprint", {})
-        differing = sorted(name for name in set(previous) | set(fingerprint)
-                           if previous.get(name) != fingerprint.get(name))
+        differing = config_lib.differing_keys(previous, fingerprint)
         if differing:
             raise ValueError(f"{out} holds pseudo labels of another labeling (differs in "
                              f"{', '.join(differing)}); use a new output directory or delete it")

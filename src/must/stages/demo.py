@@ -25,6 +25,7 @@ from must import distributed
 from must.data.readers import DatasetConfig
 from must.data.readers.fashion_mnist import DEFAULT_ROOT as FASHION_MNIST_ROOT
 from must.label.labeler import LabelConfig
+from must.label.manifest import MANIFEST_NAME
 from must.models import ModelConfig
 from must.stages.data import WorldDataConfig, generate_world
 from must.stages.pretrain import PretrainConfig
@@ -148,12 +149,12 @@ class StageClock:
 
     def run(self, name: str, action: Callable[[], Any], finished: bool = False) -> Any:
         """Runs and times ``action``. A stage that was ``finished`` before (it only checks its
-        outputs), or took under a second, keeps the time recorded when it did its work."""
+        outputs) keeps the time recorded when it did its work."""
         start = time.perf_counter()
         print(f"\n== {name}", flush=True)
         result = action()
         elapsed = time.perf_counter() - start
-        if (elapsed > 1.0 and not finished) or name not in self.timings:
+        if not finished or name not in self.timings:
             self.timings[name] = round(elapsed, 2)
         self.path.write_text(json.dumps(self.timings, indent=2))
         return result
@@ -171,7 +172,7 @@ def already_done(out: Path, marker: str, config: Any) -> bool:
     if not saved.exists():
         return False
     wanted = _without_progress(yaml.safe_load(yaml.safe_dump(config_lib.to_dict(config))))
-    differing = _differing_keys(_without_progress(yaml.safe_load(saved.read_text())), wanted)
+    differing = config_lib.differing_keys(_without_progress(yaml.safe_load(saved.read_text())), wanted)
     if differing and (out / CHECKPOINT_NAME).exists():
         raise config_lib.ConfigError(
             f"{out} holds a run of another config (differs in {', '.join(differing)}); delete it or "
@@ -183,14 +184,6 @@ def _without_progress(value: Any) -> Any:
     if isinstance(value, dict):
         return {key: _without_progress(item) for key, item in value.items() if key != "progress"}
     return value
-
-
-def _differing_keys(saved: Any, wanted: Any, prefix: str = "") -> list[str]:
-    """Dotted paths where two plain-data configs differ (a whole value where they are not both dicts)."""
-    if not (isinstance(saved, dict) and isinstance(wanted, dict)):
-        return [] if saved == wanted else [prefix or "<root>"]
-    return [path for key in sorted(set(saved) | set(wanted), key=str)
-            for path in _differing_keys(saved.get(key), wanted.get(key), f"{prefix}.{key}" if prefix else str(key))]
 
 
 def world_set(root: Path, domain: str, split: str, tasks: tuple[str, ...] = ()) -> DatasetConfig:
@@ -307,7 +300,8 @@ def run_demo(preset: str, out: Path, overrides: Sequence[str] = ()) -> int:
     from must.stages.pretrain import run_pretrain
     from must.stages.student import launch_student, resolved_config
     from must.transfer.config import TransferConfig
-    from must.transfer.run import run_transfers
+    from must.transfer.run import all_finished, run_transfers
+    from must.world import is_complete
 
     config = config_lib.load(DemoConfig, preset, overrides)
     out.mkdir(parents=True, exist_ok=True)
@@ -316,7 +310,7 @@ def run_demo(preset: str, out: Path, overrides: Sequence[str] = ()) -> int:
     total = time.perf_counter()
     data = out / "data"
     clock.run("world", lambda: generate_world(config.world, data),
-              finished=all((data / domain / split / "world.json").exists()  # written last by each split
+              finished=all(is_complete(data / domain / split)
                            for domain, splits in config.world.splits.items() for split in splits))
 
     pending = {task: teach for task, teach in teach_configs(config, data).items()
@@ -329,14 +323,14 @@ def run_demo(preset: str, out: Path, overrides: Sequence[str] = ()) -> int:
 
     clock.run("label", lambda: label_dataset(label_config(config, out, pool_set(config, data)),
                                              out / "pseudo" / "pool"),
-              finished=(out / "pseudo" / "pool" / "manifest.json").exists())
+              finished=(out / "pseudo" / "pool" / MANIFEST_NAME).exists())
     labeled = sorted({task for variant in config.students.values() if variant.pseudo_on_labeled
                       for task in (variant.tasks or config.teachers)})
     for task in labeled:  # Table 5: the teachers' labeled sets get the other tasks' pseudo labels
         images = teacher_sets(config, data, task)[0]  # the same reader, so the same keys, as the student's
         clock.run(f"label/labeled_{task}",
                   lambda: label_dataset(label_config(config, out, images), out / "pseudo" / f"labeled_{task}"),
-                  finished=(out / "pseudo" / f"labeled_{task}" / "manifest.json").exists())
+                  finished=(out / "pseudo" / f"labeled_{task}" / MANIFEST_NAME).exists())
 
     student = student_config(config, out)
     if not already_done(out / "student", "student.json", resolved_config(student)):
@@ -355,7 +349,8 @@ def run_demo(preset: str, out: Path, overrides: Sequence[str] = ()) -> int:
     transfers = [TransferConfig(init=init, init_name=name, tasks=suite, model=config.model,
                                 workers=config.transfer.workers, precision=config.precision)
                  for name, init in transfer_inits(config, out).items()]
-    clock.run("transfer", lambda: run_transfers(transfers, out))  # one pool of cells for every init
+    clock.run("transfer", lambda: run_transfers(transfers, out),  # one pool of cells for every init
+              finished=all_finished(transfers, out))
 
     if config.report:
         from must.report.build import write_report

@@ -79,14 +79,14 @@ def ensure_world(config: TransferConfig, world: Path) -> None:
     """Generates the world's transfer splits the tasks read from ``world`` when missing, with the
     demo's counts, size and per-split seeds (so ``must demo`` finds the same data)."""
     from must.stages.data import WorldDataConfig, split_seed
-    from must.world import generate
+    from must.world import generate, is_complete
 
     roots = {Path(dataset.root) for spec in config.tasks.values()
              for dataset in (spec.train, spec.val, spec.test) if dataset is not None and dataset.format == "world"}
     defaults = WorldDataConfig()
     for split in WORLD_SPLITS:
         directory = world / split
-        if directory in roots and not (directory / "world.json").exists():
+        if directory in roots and not is_complete(directory):
             count = defaults.splits["transfer"][split]
             print(f"generating {count} world 'transfer' images into {directory}", flush=True)
             generate("transfer", directory, count=count, size=defaults.size,

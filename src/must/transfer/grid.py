@@ -18,12 +18,13 @@ from __future__ import annotations
 import json
 import math
 import os
-from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
-from must.config import ConfigError
+from must.config import ConfigError, differing_keys
+from must.distributed import Job
 
 RESULT_NAME = "result.json"
 IDENTITY_NAME = "cell.json"
@@ -74,7 +75,7 @@ def check_identity(directory: Path, identity: Mapping[str, Any]) -> None:
     if path.exists():
         found = json.loads(path.read_text())
         if found != identity:
-            changed = sorted(key for key in set(found) | set(identity) if found.get(key) != identity.get(key))
+            changed = differing_keys(found, identity)
             raise ConfigError(f"{directory} holds a grid cell made with another config (differs in: "
                               f"{', '.join(changed)}); use another --out or --name, or delete it")
         return
@@ -133,10 +134,6 @@ def write_grid(task_dir: Path, records: Sequence[Mapping[str, Any]], mode: str) 
     best = select_best(records)
     write_json_atomically(task_dir / best_name(mode), best)
     return best
-
-
-Job = TypeVar("Job", bound=Hashable)
-"""A unit of work: a :class:`Cell`, or a cell with the run it belongs to."""
 
 
 def for_rank(cells: Sequence[Job], rank: int, world_size: int) -> list[Job]:

@@ -191,10 +191,19 @@ def _plan(config: TransferConfig, out: Path, info: distributed.ProcessInfo) -> _
     if info.is_main:
         config_lib.save(config, root / f"config_{config.mode}.yaml")
     init_sha256 = file_sha256(Path(config.init)) if config.init is not None else None
-    cells = [cell for name, spec in config.tasks.items()
-             for cell in grid_cells(name, spec.lrs, spec.steps, config.mode)]
+    cells = _cells(config)
     progress = config.progress and config.workers == 1 and info.is_main
     return _Plan(config, root, cells, functools.partial(train_cell, config, root, init_sha256, progress))
+
+
+def _cells(config: TransferConfig) -> list[Cell]:
+    return [cell for name, spec in config.tasks.items() for cell in grid_cells(name, spec.lrs, spec.steps, config.mode)]
+
+
+def all_finished(configs: Sequence[TransferConfig], out: str | Path) -> bool:
+    """Whether every grid cell of every config has its result (a rerun would only read them)."""
+    return all(read_result(cell.directory(Path(out) / "transfer" / config.init_name / cell.task)) is not None
+               for config in configs for cell in _cells(config))
 
 
 def _train_job(trains: Sequence[Callable[[Cell], dict[str, Any]]], job: tuple[int, Cell]) -> dict[str, Any]:

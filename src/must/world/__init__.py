@@ -17,7 +17,7 @@ from must.world.domains import DOMAINS, DomainPreset, get_domain
 from must.world.render import SEGMENTATION_CLASSES, STUFF, WorldImage, render_scene
 from must.world.scene import CATEGORIES, Scene, sample_scene, scene_rng
 from must.world.sheet import sample_sheet
-from must.world.writer import generate
+from must.world.writer import generate, is_complete
 
 
 def render_image(domain: str, seed: int, index: int, size: int) -> WorldImage:
@@ -45,5 +45,5 @@ def _render(domain: str, seed: int, index: int, size: int) -> tuple[Scene, World
 
 __all__ = [
     "CATEGORIES", "DOMAINS", "SEGMENTATION_CLASSES", "STUFF", "DomainPreset", "Scene",
-    "WorldImage", "generate", "make_scene", "render_image", "sample_sheet",
+    "WorldImage", "generate", "is_complete", "make_scene", "render_image", "sample_sheet",
 ]

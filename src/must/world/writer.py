@@ -162,6 +162,11 @@ def _manifest(domain: str, seed: int, count: int, size: int) -> dict[str, Any]:
 _IDENTITY = ("format_version", "domain", "seed", "count", "size")
 
 
+def is_complete(out: Path) -> bool:
+    """Whether ``out`` holds a finished split: its annotations and ``world.json`` (written last)."""
+    return (Path(out) / "world.json").exists() and (Path(out) / "annotations/instances.json").exists()
+
+
 def generate(domain: str, out: Path, count: int, size: int = 64, seed: int = 0,
              progress: bool = True, workers: int = 1) -> Path:
     """Writes ``count`` images of ``domain`` to ``out`` (layout: module docstring). Re-running on a
@@ -180,8 +185,7 @@ def generate(domain: str, out: Path, count: int, size: int = 64, seed: int = 0,
     keys = [image_key(domain, index) for index in range(count)]
     records = {index: _done(out, key) for index, key in enumerate(keys)}
     missing = [index for index, record in records.items() if record is None]
-    complete = (out / "world.json").exists() and (out / "annotations/instances.json").exists()
-    if not missing and complete:
+    if not missing and is_complete(out):
         return out
     write_atomic(marker, json.dumps(identity).encode())
     for stale in out.rglob(".*.tmp"):  # torn writes of an interrupted run
