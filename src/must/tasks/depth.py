@@ -14,10 +14,12 @@
 * metric:       ``delta1`` = fraction of valid pixels with ``max(pred/gt, gt/pred) < 1.25`` (the
                 paper's NYU metric), ``abs_rel`` and ``rmse``, pooled over all valid pixels (Eigen
                 et al. 2014). ``align`` first fits each prediction to its ground truth:
-                ``"scale_shift"`` by the same least-squares ``s, t`` as the SSI loss (MiDaS sec. 5
-                and 6 evaluate relative-depth models after this alignment; without it the output
-                of a model trained up to scale and shift has no metric meaning), ``"median"`` by
-                ``median(gt) / median(pred)``, ``"none"`` as is. The default follows the loss:
+                ``"scale_shift"`` by the same least-squares ``s, t`` as the SSI loss (MiDaS's
+                experiments evaluate relative-depth models after such an alignment; without it the
+                output of a model trained up to scale and shift has no metric meaning; the fit is
+                in the space the targets are given in, depth here, where MiDaS fits inverse
+                depth), ``"median"`` by ``median(gt) / median(pred)``, ``"none"`` as is. The
+                default follows the loss:
                 ``"scale_shift"`` for ``"ssi"``, ``"none"`` for ``"l1"``.
 * draw:         turbo colour map of the prediction (near = red, far = blue), invalid pixels black.
 * geometry:     nearest-neighbour warp (bilinear would invent depths between a foreground edge and
