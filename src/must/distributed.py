@@ -188,6 +188,16 @@ def broadcast_object(value: object, source: int = 0) -> object:
     return holder[0]
 
 
+def all_gather_objects(value: object) -> list[object]:
+    """``value`` from every rank, in rank order (``[value]`` for one process); a collective:
+    every rank must call it. Tensors inside should be on the CPU."""
+    if not is_initialized():
+        return [value]
+    gathered: list[object] = [None] * world_size()
+    dist.all_gather_object(gathered, value)
+    return gathered
+
+
 @contextlib.contextmanager
 def main_process_first() -> Iterator[None]:
     """Lets rank 0 do a step (e.g. write data) before the other ranks read its result."""

@@ -113,14 +113,49 @@ def test_metric_pools_pixels_over_batches_like_numpy() -> None:
     assert metric.compute() == pytest.approx(expected, rel=1e-5)
 
 
-def test_align_scale_evaluates_relative_depth() -> None:
+def test_median_alignment_evaluates_relative_depth() -> None:
     gt = random_depths(1)[0].float()
     relative = (gt * 0.1)[None, None]  # right up to a scale
-    plain, aligned = DepthTask().metric(), DepthTask(align_scale=True).metric()
+    plain, aligned = DepthTask().metric(), DepthTask(align="median").metric()
     plain.update(relative, DepthTask().collate([gt]))
     aligned.update(relative, DepthTask().collate([gt]))
     assert plain.compute()["delta1"] == 0.0
     assert aligned.compute() == pytest.approx({"delta1": 1.0, "abs_rel": 0.0, "rmse": 0.0}, abs=1e-5)
+
+
+def test_ssi_task_evaluates_after_scale_and_shift_alignment() -> None:
+    """An exact affine transform of the ground truth (negative shift, so neither the raw nor the
+    median-scaled prediction is right) is perfect once aligned by least squares (MiDaS sec. 5)."""
+    depths = random_depths(2)
+    affine = torch.stack([0.3 * d - 0.2 for d in depths]).float()[:, None]
+    target = DepthTask().collate(depths)
+    ssi = DepthTask(loss="ssi")
+    assert ssi.align == "scale_shift" and DepthTask().align == "none"
+    metric = ssi.metric()
+    metric.update(affine, target)
+    assert metric.compute() == pytest.approx({"delta1": 1.0, "abs_rel": 0.0, "rmse": 0.0}, abs=1e-5)
+    for align in ("none", "median"):
+        other = DepthTask(loss="ssi", align=align).metric()
+        other.update(affine, target)
+        assert other.compute()["delta1"] < 0.9
+
+
+def test_scale_and_shift_alignment_hand_worked_example() -> None:
+    """pred (0, 1, 2, 3), gt (1, 3, 4, 6): s = cov / var = 8 / 5, t = 3.5 - 1.6 * 1.5 = 1.1, so the
+    aligned prediction is (1.1, 2.7, 4.3, 5.9); the invalid pixel takes no part in the fit."""
+    prediction = torch.tensor([[[[0.0, 1.0, 50.0], [2.0, 3.0, 50.0]]]])
+    gt = torch.tensor([[1.0, 3.0, 0.0], [4.0, 6.0, 0.0]])
+    metric = DepthTask(align="scale_shift").metric()
+    metric.update(prediction, DepthTask().collate([gt]))
+    result = metric.compute()
+    assert result["delta1"] == 1.0
+    assert result["abs_rel"] == pytest.approx((0.1 / 1 + 0.3 / 3 + 0.3 / 4 + 0.1 / 6) / 4, rel=1e-9)
+    assert result["rmse"] == pytest.approx(np.sqrt((0.01 + 0.09 + 0.09 + 0.01) / 4), rel=1e-9)
+
+
+def test_unknown_alignment_is_refused_by_name() -> None:
+    with pytest.raises(ValueError, match="unknown depth alignment 'scale'.*scale_shift"):
+        DepthTask(align="scale")  # type: ignore[arg-type]
 
 
 def test_predict_and_pseudo_label_are_the_output_as_is() -> None:

@@ -13,8 +13,14 @@
 * pseudo label: the teacher's output as is, ``float32 [H, W]`` (sec. 3.2).
 * metric:       ``delta1`` = fraction of valid pixels with ``max(pred/gt, gt/pred) < 1.25`` (the
                 paper's NYU metric), ``abs_rel`` and ``rmse``, pooled over all valid pixels (Eigen
-                et al. 2014). ``align_scale`` first scales each prediction by
-                ``median(gt) / median(pred)`` to evaluate relative-depth models.
+                et al. 2014). ``align`` first fits each prediction to its ground truth:
+                ``"scale_shift"`` by the same least-squares ``s, t`` as the SSI loss (MiDaS's
+                experiments evaluate relative-depth models after such an alignment; without it the
+                output of a model trained up to scale and shift has no metric meaning; the fit is
+                in the space the targets are given in, depth here, where MiDaS fits inverse
+                depth), ``"median"`` by ``median(gt) / median(pred)``, ``"none"`` as is. The
+                default follows the loss:
+                ``"scale_shift"`` for ``"ssi"``, ``"none"`` for ``"l1"``.
 * draw:         turbo colour map of the prediction (near = red, far = blue), invalid pixels black.
 * geometry:     nearest-neighbour warp (bilinear would invent depths between a foreground edge and
                 the wall behind it, and blend invalid zeros in), padding ``0`` = invalid. Depth
@@ -42,6 +48,8 @@ from must.tasks.base import Task
 from must.tasks.segmentation import collate_dense, fit_map
 
 DepthLoss = Literal["l1", "ssi"]
+DepthAlignment = Literal["none", "median", "scale_shift"]
+ALIGNMENTS: tuple[DepthAlignment, ...] = ("none", "median", "scale_shift")
 
 
 def valid_depth(depth: Tensor) -> Tensor:
@@ -85,9 +93,11 @@ class DepthMetric(Metric):
 
     full_state_update = False
 
-    def __init__(self, align_scale: bool = False) -> None:
+    def __init__(self, align: DepthAlignment = "none") -> None:
         super().__init__()
-        self.align_scale = align_scale
+        if align not in ALIGNMENTS:
+            raise ValueError(f"unknown depth alignment '{align}'; choose one of: {', '.join(ALIGNMENTS)}")
+        self.align = align
         for state in ("pixels", "within_delta1", "abs_rel_sum", "squared_error_sum"):
             self.add_state(state, default=torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")
 
@@ -100,8 +110,10 @@ class DepthMetric(Metric):
         prediction = output.detach().float().reshape(output.shape[0], *output.shape[-2:])[present]
         gt = target.value.to(output.device).float()[present]
         mask = valid_depth(gt)
-        if self.align_scale:
+        if self.align == "median":
             prediction = median_scaled(prediction, gt, mask)
+        elif self.align == "scale_shift":  # in float64: the fit's sums run over every pixel
+            prediction = align_scale_and_shift(prediction.double(), gt.double(), mask)
         prediction, gt = prediction[mask].double().clamp_min(1e-6), gt[mask].double()
         ratio = torch.maximum(prediction / gt, gt / prediction)
         self.pixels += gt.numel()
@@ -123,12 +135,16 @@ class DepthTask(Task):
     name = "depth"
     primary_metric = "delta1"
 
-    def __init__(self, *, loss: DepthLoss = "l1", align_scale: bool = False,
+    def __init__(self, *, loss: DepthLoss = "l1", align: DepthAlignment | None = None,
                  hidden_channels: int | None = None) -> None:
+        """``align``: how the metric fits predictions to the ground truth (module docstring);
+        ``None`` picks ``"scale_shift"`` for the ``"ssi"`` loss and ``"none"`` for ``"l1"``."""
         if loss not in ("l1", "ssi"):
             raise ValueError(f"unknown depth loss '{loss}'; choose one of: l1, ssi")
+        if align is not None and align not in ALIGNMENTS:
+            raise ValueError(f"unknown depth alignment '{align}'; choose one of: {', '.join(ALIGNMENTS)}")
         self.loss_kind = loss
-        self.align_scale = align_scale
+        self.align: DepthAlignment = align or ("scale_shift" if loss == "ssi" else "none")
         self.hidden_channels = hidden_channels
 
     def build_head(self, spec: FeatureSpec) -> nn.Module:
@@ -162,7 +178,7 @@ class DepthTask(Task):
         return prediction.detach().float().reshape(prediction.shape[-2:]).clone()
 
     def metric(self) -> DepthMetric:
-        return DepthMetric(self.align_scale)
+        return DepthMetric(self.align)
 
     def draw(self, image: np.ndarray, prediction: Tensor) -> np.ndarray:
         """Turbo colour map, normalized to the 2nd..98th percentile of the valid depths."""
@@ -185,4 +201,4 @@ class DepthTask(Task):
         return collate_dense(targets, 0.0, torch.float32)
 
     def describe(self) -> dict[str, Any]:
-        return {"name": self.name, "loss": self.loss_kind, "align_scale": self.align_scale}
+        return {"name": self.name, "loss": self.loss_kind, "align": self.align}

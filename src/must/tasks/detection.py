@@ -8,6 +8,12 @@ pieces are torchvision's (``RegionProposalNetwork``, ``RPNHead(conv_depth=2)``,
 ``FastRCNNPredictor``, ``RoIHeads``); this file only wires them to our features and targets.
 The levels are configurable because the embedded world's 64-pixel images need P2..P5.
 
+Box arithmetic runs in fp32 even under bf16 autocast: torchvision's box coder casts the anchors
+(and proposals) to the regression output's dtype, and bf16's 8-bit mantissa puts coordinates in
+[256, 512) on a 2-pixel grid, [512, 1024) on a 4-pixel grid. So the anchors are made in fp32 and
+the RPN and Fast R-CNN heads hand fp32 outputs to decoding, NMS and post-processing; only their
+convolutions and fully connected layers run in the autocast dtype.
+
 Pseudo labels (MuST sec. 3.2): the teacher's boxes with score >= 0.5. Metric: AP50 with VOC
 11-point interpolation (MuST supp., PASCAL detection), plus COCO mAP.
 """
@@ -42,6 +48,33 @@ LOSS_NAMES = {  # torchvision's loss keys -> ours
 }
 PER_BOX_KEYS = ("labels", "scores", "difficult")
 """Target entries with one row per box: kept or dropped together with the boxes."""
+
+
+class Float32AnchorGenerator(AnchorGenerator):
+    """torchvision's ``AnchorGenerator``, anchors always in fp32 (it takes their dtype from the
+    feature maps, bf16 under autocast); zero-stride fp32 stand-ins pass the shapes, no copy."""
+
+    def forward(self, image_list: ImageList, feature_maps: list[Tensor]) -> list[Tensor]:
+        stand_ins = [torch.zeros((), dtype=torch.float32, device=f.device).expand(f.shape) for f in feature_maps]
+        return super().forward(image_list, stand_ins)
+
+
+class Float32RPNHead(RPNHead):
+    """torchvision's ``RPNHead`` returning fp32 objectness and box deltas, so that proposals are
+    decoded and filtered in fp32 under autocast (module docstring)."""
+
+    def forward(self, x: list[Tensor]) -> tuple[list[Tensor], list[Tensor]]:
+        logits, deltas = super().forward(x)
+        return [logit.float() for logit in logits], [delta.float() for delta in deltas]
+
+
+class Float32FastRCNNPredictor(FastRCNNPredictor):
+    """torchvision's ``FastRCNNPredictor`` returning fp32 class scores and box deltas, so that
+    detections are decoded, scored and NMS-ed in fp32 under autocast (module docstring)."""
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        scores, deltas = super().forward(x)
+        return scores.float(), deltas.float()
 
 
 class DetectionHead(nn.Module):
@@ -157,10 +190,10 @@ class DetectionTask(Task):
         if unknown:
             raise ValueError(f"levels {unknown} not in the pyramid; it has {list(spec.levels)}")
         sizes = self.anchor_sizes or tuple(4.0 * spec.strides[level] for level in self.levels)
-        anchors = AnchorGenerator(tuple((size,) for size in sizes), (self.aspect_ratios,) * len(sizes))
+        anchors = Float32AnchorGenerator(tuple((size,) for size in sizes), (self.aspect_ratios,) * len(sizes))
         channels = spec.fpn_channels
         rpn = RegionProposalNetwork(
-            anchors, RPNHead(channels, anchors.num_anchors_per_location()[0], conv_depth=2),
+            anchors, Float32RPNHead(channels, anchors.num_anchors_per_location()[0], conv_depth=2),
             fg_iou_thresh=0.7, bg_iou_thresh=0.3,
             batch_size_per_image=self.rpn_batch_size_per_image, positive_fraction=0.5,
             pre_nms_top_n={"training": self.rpn_pre_nms_top_n, "testing": self.rpn_pre_nms_top_n},
@@ -173,7 +206,7 @@ class DetectionTask(Task):
         box_head = FastRCNNConvFCHead((channels, 7, 7), [channels] * 4, [self.representation_size],
                                       norm_layer=nn.BatchNorm2d)
         roi_heads = RoIHeads(
-            pool, box_head, FastRCNNPredictor(self.representation_size, self.num_classes + 1),
+            pool, box_head, Float32FastRCNNPredictor(self.representation_size, self.num_classes + 1),
             fg_iou_thresh=0.5, bg_iou_thresh=0.5,
             batch_size_per_image=self.box_batch_size_per_image, positive_fraction=0.25,
             bbox_reg_weights=None, score_thresh=self.box_score_threshold,

@@ -9,6 +9,9 @@ No field library computes the 11-point variant (pycocotools and torchmetrics int
 points), so it is written here and tested against a hand-worked example and, where the variants
 coincide, against pycocotools. The COCO numbers come from pycocotools itself; we only build its
 ``COCO`` objects in memory.
+
+Neither metric is a sum over images, so under DDP :class:`DetectionMetric` gathers every rank's
+images and each rank computes the metric of the whole evaluation set.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import torch
 from torch import Tensor
 from torchvision.ops import box_iou
 
+from must import distributed
 from must.data.sample import TaskBatch
 
 
@@ -180,6 +184,8 @@ class DetectionMetric:
 
     ``update`` takes the head's eval output (``{"detections": [...]}``) or a list of per-image
     prediction dicts, and the task's :class:`TaskBatch`. Images without a target are skipped.
+    Under DDP ``compute`` is a collective (every rank must call it): it gathers all ranks' images
+    and returns the metric of the whole set on every rank.
     """
 
     def __init__(self, num_classes: int, iou_threshold: float = 0.5) -> None:
@@ -187,14 +193,19 @@ class DetectionMetric:
         self.iou_threshold = iou_threshold
         self.predictions: list[ImageBoxes] = []
         self.targets: list[ImageBoxes] = []
+        self.positions: list[int] = []
+        """Each kept image's place among the images this rank passed to ``update``."""
+        self.seen = 0
 
     def update(self, output: Any, target: TaskBatch) -> None:
         detections = output["detections"] if isinstance(output, dict) else output
         if len(detections) != len(target.value):
             raise ValueError(f"{len(detections)} predictions for {len(target.value)} targets")
-        for prediction, truth, present in zip(detections, target.value, target.present.tolist()):
+        for offset, (prediction, truth, present) in enumerate(
+                zip(detections, target.value, target.present.tolist())):
             if not present:
                 continue
+            self.positions.append(self.seen + offset)
             self.predictions.append(ImageBoxes(
                 _cpu(prediction["boxes"]).float().reshape(-1, 4), _cpu(prediction["labels"]).long(),
                 scores=_cpu(prediction["scores"]).float() if "scores" in prediction else None,
@@ -203,14 +214,38 @@ class DetectionMetric:
                 _cpu(truth["boxes"]).float().reshape(-1, 4), _cpu(truth["labels"]).long(),
                 difficult=_cpu(truth["difficult"]).bool() if "difficult" in truth else None,
             ))
+        self.seen += len(target.value)
 
     def compute(self) -> dict[str, float]:
-        voc, _ = voc_ap50_11_point(self.predictions, self.targets, self.num_classes, self.iou_threshold)
-        return {"ap50_voc": voc, **coco_summary(self.predictions, self.targets, self.num_classes)}
+        predictions, targets = self._from_every_rank()
+        voc, _ = voc_ap50_11_point(predictions, targets, self.num_classes, self.iou_threshold)
+        return {"ap50_voc": voc, **coco_summary(predictions, targets, self.num_classes)}
 
     def reset(self) -> None:
         self.predictions.clear()
         self.targets.clear()
+        self.positions.clear()
+        self.seen = 0
+
+    def _from_every_rank(self) -> tuple[list[ImageBoxes], list[ImageBoxes]]:
+        """All ranks' images in the evaluation set's order. The evaluation loader deals images
+        round-robin (rank ``r`` of ``W`` takes images ``r, r + W, ...``: ``ShardedBatchSampler``
+        in ``must.data.loader``), so image ``i`` of rank ``r`` is image ``i * W + r``. Restoring
+        that order keeps ties between equal scores in different images resolved as in one
+        process (both metrics rank detections by score, then by image). A batch in which no
+        image has a target never reaches ``update``; after one, only such ties may order
+        differently."""
+        if not distributed.is_initialized():
+            return self.predictions, self.targets
+        shards = distributed.all_gather_objects((self.positions, self.predictions, self.targets))
+        world = len(shards)
+        images = sorted(
+            ((position * world + rank, prediction, target)
+             for rank, (positions, predictions, targets) in enumerate(shards)  # type: ignore[misc]
+             for position, prediction, target in zip(positions, predictions, targets)),
+            key=lambda image: image[0],
+        )
+        return [prediction for _, prediction, _ in images], [target for _, _, target in images]
 
 
 def _cpu(tensor: Tensor) -> Tensor:
