@@ -1,4 +1,4 @@
-"""Input noise for Noisy Student (Xie et al. 2020; SPEC S3): RandAugment restricted to photometric
+"""Input noise for Noisy Student (Xie et al. 2020): RandAugment restricted to photometric
 operations.
 
 RandAugment (Cubuk et al. 2020) applies ``num_ops`` operations drawn uniformly from a fixed list,

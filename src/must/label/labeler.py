@@ -1,4 +1,4 @@
-"""``label_dataset``: every teacher labels a shared image set (MuST sec. 3.2, SPEC M2, M8, B4).
+"""``label_dataset``: every teacher labels a shared image set (MuST sec. 3.2).
 
 Rules (sec. 3.2, implemented by each task's ``to_pseudo_label``): classification -> the soft
 probability vector (optionally its top-k); detection -> boxes with score >= 0.5; segmentation ->
@@ -17,7 +17,7 @@ How it runs:
   a temporary name and renamed when complete, after a small ``shard-%06d.json`` beside it with its
   hash, count, statistics and skipped images. A rerun skips shards that exist, so an interrupted
   run resumes without redoing finished shards and ends byte-identical to an uninterrupted one.
-  Only the shard being written is in memory: memory does not grow with the image count (M8).
+  Only the shard being written is in memory: memory does not grow with the image count.
 * Under ``torchrun --nproc_per_node=N`` rank ``r`` labels shards ``r, r + N, ...``; after a
   barrier rank 0 writes ``manifest.json`` from the per-shard files.
 * ``labeling.json`` records what the run is (teacher hashes, thresholds, the dataset's keys):
