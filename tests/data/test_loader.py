@@ -13,8 +13,9 @@ import torch
 
 from must.data.geometry import Geometry
 from must.data.loader import (ResumableBatchSampler, ShardedBatchSampler, collate, derive_seed,
-                              make_eval_loader, make_loader, train_transform)
-from must.data.sample import Sample, TaskBatch, stack_with_fill
+                              eval_transform, make_eval_loader, make_loader, train_transform)
+from must.data.sample import IGNORE_INDEX, Sample, TaskBatch, stack_with_fill
+from must.tasks import DepthTask, DetectionTask, NormalsTask, SegmentationTask
 from must.tasks.base import Task
 
 
@@ -193,3 +194,49 @@ def test_eval_loader_resizes_and_is_reiterable() -> None:
     _assert_same_batches(first, second)
     assert [len(batch) for batch in first] == [2, 2, 1]
     assert first[0].images.shape == (2, 3, 8, 10) and first[0].keys == ["4/0", "4/1"]
+
+
+def _wide_scene() -> Sample:
+    """A 40x80 image (twice as wide as high) with one 40x20 object at x 20..60, y 10..30: its box,
+    its segmentation mask (class 3), flat depth 2 and normals facing the camera."""
+    image = torch.full((3, 40, 80), 60, dtype=torch.uint8)
+    image[:, 10:30, 20:60] = 200
+    mask = torch.zeros(40, 80, dtype=torch.long)
+    mask[10:30, 20:60] = 3
+    normals = torch.zeros(3, 40, 80)
+    normals[2] = 1.0
+    detection = {"boxes": torch.tensor([[20.0, 10.0, 60.0, 30.0]]), "labels": torch.tensor([1])}
+    return Sample("wide", image, {"detection": detection, "segmentation": mask,
+                                  "depth": torch.full((40, 80), 2.0), "normals": normals})
+
+
+def test_evaluation_keeps_the_aspect_ratio_and_pads_like_training() -> None:
+    tasks = [DetectionTask(num_classes=2), SegmentationTask(num_classes=4), DepthTask(), NormalsTask()]
+    sample = eval_transform(tasks, 32)(_wide_scene(), torch.Generator())
+    # scaled by 0.4 on both axes (not 0.8 vertically): the image fills rows 0..16, padding below
+    assert sample.image.shape == (3, 32, 32)
+    assert (sample.image[:, 16:] == 0).all() and (sample.image[:, :16] > 0).all()
+    boxes = sample.targets["detection"]["boxes"]
+    assert boxes.tolist() == [[8.0, 4.0, 24.0, 12.0]]
+    expected = torch.full((32, 32), IGNORE_INDEX, dtype=torch.long)
+    expected[:16] = 0
+    expected[4:12, 8:24] = 3
+    assert torch.equal(sample.targets["segmentation"], expected)
+    assert (sample.targets["depth"][:16] == 2.0).all() and (sample.targets["depth"][16:] == 0).all()
+    assert (sample.targets["normals"][:, 16:] == 0).all() and (sample.targets["normals"][2, :16] == 1).all()
+    # and back: the evaluation geometry maps the box to the source exactly
+    geometry = Geometry.fit(_wide_scene().size, (32, 32))
+    assert geometry.unwarp_boxes(boxes).tolist() == [[20.0, 10.0, 60.0, 30.0]]
+
+
+def test_evaluation_of_a_square_image_is_the_plain_resize() -> None:
+    """Square images (the world's, Fashion-MNIST's) are evaluated exactly as before."""
+    scene = _wide_scene()
+    square = Sample("square", scene.image[:, :, 20:60], {"segmentation": scene.targets["segmentation"][:, 20:60]})
+    task = SegmentationTask(num_classes=4)
+    for size in (28, 32, 64):
+        plain = Geometry.resize_to(square.size, (size, size))
+        sample = eval_transform([task], size)(square, torch.Generator())
+        assert torch.equal(sample.image, plain.warp_image(square.image))
+        assert torch.equal(sample.targets["segmentation"],
+                           task.transform_target(square.targets["segmentation"], plain))

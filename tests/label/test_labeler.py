@@ -276,3 +276,53 @@ def test_memory_does_not_grow_with_the_image_count(tmp_path: Path) -> None:
     assert len(list((tmp_path / "out800").glob("shard-*.tar"))) == 8
     print(f"peak Python heap: {small / 1e6:.2f} MB for 200 images, {large / 1e6:.2f} MB for 800")
     assert large - small < 600_000  # measured ~270 KB: the reader's per-image paths and keys
+
+
+def _bright_box(image: torch.Tensor) -> list[float]:
+    """The xyxy box of an image's bright pixels."""
+    ys, xs = torch.nonzero(image.mean(0) > 0.5, as_tuple=True)
+    return [float(xs.min()), float(ys.min()), float(xs.max() + 1), float(ys.max() + 1)]
+
+
+def _non_square_images(root: Path) -> dict[str, tuple[int, int, int, int]]:
+    """A wide (32x64) and a tall (64x32) image, black with one white rectangle; key -> its box."""
+    root.mkdir()
+    boxes = {"wide": ((32, 64), (16, 8, 48, 24)), "tall": ((64, 32), (8, 16, 24, 48))}
+    for key, ((height, width), (left, top, right, bottom)) in boxes.items():
+        pixels = np.zeros((height, width, 3), dtype=np.uint8)
+        pixels[top:bottom, left:right] = 255
+        Image.fromarray(pixels).save(root / f"{key}.png")
+    return {key: box for key, (_, box) in boxes.items()}
+
+
+def test_non_square_images_are_labeled_in_their_true_geometry(tmp_path: Path) -> None:
+    """Teachers see each image with its aspect ratio (fitted to 16x16, padded below or to the
+    right); their boxes and maps come back aligned with the source image, padding dropped."""
+    source_boxes = _non_square_images(tmp_path / "images")
+    seen: list[list[float]] = []
+
+    def detector(images: torch.Tensor) -> list[dict[str, torch.Tensor]]:
+        seen.extend(_bright_box(image) for image in images)
+        whole_input = [0.0, 0.0, 16.0, 16.0]  # reaches into the padding: clipped to the image
+        return [{"boxes": torch.tensor([_bright_box(image), whole_input]), "labels": torch.tensor([1, 0]),
+                 "scores": torch.tensor([0.9, 0.9])} for image in images]
+
+    def segmenter(images: torch.Tensor) -> list[torch.Tensor]:
+        bright = (images.mean(1) > 0.5).float()
+        return list(torch.stack([1 - bright, bright], dim=1))
+
+    teachers = [CallableTeacher(DetectionTask(2), detector, "bright-box", input_size=16),
+                CallableTeacher(SegmentationTask(2), segmenter, "bright-mask", input_size=16)]
+    config = LabelConfig(teachers=(), data=DatasetConfig("folder", str(tmp_path / "images")), workers=0)
+    labels = PseudoLabels(label_dataset(config, tmp_path / "out", extra_teachers=teachers).parent)
+    # what the detector saw: the rectangles at a quarter of their size, aspect ratio kept
+    assert sorted(seen) == [[2.0, 4.0, 6.0, 12.0], [4.0, 2.0, 12.0, 6.0]]
+    for key, (left, top, right, bottom) in source_boxes.items():
+        target = labels.get(key)
+        height, width = (32, 64) if key == "wide" else (64, 32)
+        assert target["detection"]["boxes"].tolist() == [[left, top, right, bottom], [0, 0, width, height]]
+        expected = torch.zeros(height, width, dtype=torch.long)
+        expected[top:bottom, left:right] = 1
+        wrong = {tuple(pixel) for pixel in (target["segmentation"] != expected).nonzero().tolist()}
+        corners = {(y, x) for y in (top, bottom - 1) for x in (left, right - 1)}
+        assert wrong <= corners, key  # bilinear upsampling rounds the rectangle's corners only

@@ -1,5 +1,8 @@
 """Joint geometric augmentation: one draw of scale jitter, crop and flip applied to the image and
 to every dense or box target together (MuST sec. 3.4 / supp.: scale jitter [0.5, 2.0]).
+Evaluation and labeling use the same geometry at scale 1, without randomness (:meth:`Geometry.fit`),
+so their images keep the aspect ratio training sees; :meth:`Geometry.unwarp_boxes` and
+:meth:`Geometry.unwarp_dense` map predictions back to the source image.
 
 The image is resized so that its longer side is ``scale * output_size``, then a random
 ``output_size x output_size`` window is cut from it (padding where the resized image is smaller),
@@ -37,8 +40,19 @@ class Geometry:
 
     @staticmethod
     def resize_to(source_size: tuple[int, int], output_size: tuple[int, int]) -> Geometry:
-        """Plain resize to ``output_size`` (evaluation)."""
+        """Plain resize to ``output_size``: changes the aspect ratio of a non-square image."""
         return Geometry(source_size, output_size, (0, 0), output_size, False)
+
+    @staticmethod
+    def fit(source_size: tuple[int, int], output_size: tuple[int, int]) -> Geometry:
+        """Evaluation and labeling: the training geometry at scale 1 without its randomness. The
+        image keeps its aspect ratio, scaled so that it just fits ``output_size`` (for a square
+        window: longer side -> the window's side, as :meth:`random` scales the longer side), at the
+        top-left; the rest is padding. A square image fills a square window (a plain resize)."""
+        factor = min(output_size[0] / source_size[0], output_size[1] / source_size[1])
+        resized = (min(output_size[0], max(1, round(source_size[0] * factor))),
+                   min(output_size[1], max(1, round(source_size[1] * factor))))
+        return Geometry(source_size, resized, (0, 0), output_size, False)
 
     @staticmethod
     def random(source_size: tuple[int, int], output_size: int, generator: torch.Generator,
@@ -99,6 +113,51 @@ class Geometry:
             out[:, [0, 2]] = width - out[:, [2, 0]]
         keep = ((out[:, 2] - out[:, 0]) >= min_size) & ((out[:, 3] - out[:, 1]) >= min_size)
         return out, keep
+
+    def content(self) -> tuple[int, int, int, int]:
+        """``(top, left, bottom, right)`` of the output window holding image content (the rest is
+        padding)."""
+        top, left = self.offset
+        height, width = self.output_size
+        row0, row1 = max(-top, 0), min(self.resized_size[0] - top, height)
+        col0, col1 = max(-left, 0), min(self.resized_size[1] - left, width)
+        if self.flip:
+            col0, col1 = width - col1, width - col0
+        return row0, col0, row1, col1
+
+    def unwarp_dense(self, tensor: Tensor) -> Tensor:
+        """The inverse of :meth:`warp_dense` up to resampling, for a window that holds the whole
+        resized image (:meth:`fit`): ``[..., h, w]`` maps over the window (at its resolution or a
+        proportional one) -> the content region, padding dropped, un-flipped, still at the map's
+        resolution; the caller resizes it to ``source_size``."""
+        self._check_whole_image()
+        height, width = self.output_size
+        rows, cols = tensor.shape[-2] / height, tensor.shape[-1] / width
+        top, left, bottom, right = self.content()
+        region = tensor[..., round(top * rows):round(bottom * rows), round(left * cols):round(right * cols)]
+        return region.flip(-1) if self.flip else region
+
+    def unwarp_boxes(self, boxes: Tensor) -> Tensor:
+        """The inverse of :meth:`warp_boxes`: xyxy boxes in the output window -> source pixels,
+        clipped to the source image (a box reaching into the padding ends at the image border)."""
+        self._check_whole_image()
+        out = boxes.clone().float()
+        if self.flip:
+            out[:, [0, 2]] = self.output_size[1] - out[:, [2, 0]]
+        top, left = self.offset
+        # Multiplying by source / resized (not dividing by the scale) keeps the square case's
+        # values bit-identical to the plain rescale it replaces.
+        factors = torch.tensor([self.source_size[1] / self.resized_size[1],
+                                self.source_size[0] / self.resized_size[0]] * 2, device=out.device)
+        out = (out + torch.tensor([left, top] * 2, dtype=out.dtype, device=out.device)) * factors
+        out[:, [0, 2]] = out[:, [0, 2]].clamp(0, self.source_size[1])
+        out[:, [1, 3]] = out[:, [1, 3]].clamp(0, self.source_size[0])
+        return out
+
+    def _check_whole_image(self) -> None:
+        top, left, bottom, right = self.content()
+        if (bottom - top, right - left) != self.resized_size:
+            raise ValueError(f"{self}: the window cuts the image, so it cannot be mapped back whole")
 
     def _crop_pad(self, work: Tensor, fill: float) -> Tensor:
         top, left = self.offset

@@ -193,7 +193,9 @@ def _tasks_by_name(tasks: Sequence[Task] | Mapping[str, Task]) -> dict[str, Task
 class GeometricTransform:
     """Applies one geometry to the image and to every target of a known task (targets of other
     tasks are dropped). ``random`` draws scale jitter + crop + flip (MuST sec. 3.4 / supp.:
-    scale jitter [0.5, 2.0]); otherwise a plain resize to ``output_size`` (evaluation).
+    scale jitter [0.5, 2.0]); otherwise (evaluation) the same geometry without its randomness,
+    :meth:`Geometry.fit`: the aspect ratio kept, the image scaled to fit ``output_size`` and padded
+    as training pads, so metrics are computed in the image's true geometry.
 
     Then every self-supervised task of ``tasks`` makes its views of the augmented image
     (``task.make_views(image, generator, key=sample.key)``, stored as its target): they need no
@@ -215,7 +217,7 @@ class GeometricTransform:
         if self.random:
             geometry = Geometry.random(sample.size, self.output_size[0], generator, self.scale_range, self.flip)
         else:
-            geometry = Geometry.resize_to(sample.size, self.output_size)
+            geometry = Geometry.fit(sample.size, self.output_size)
         targets = {name: self.tasks[name].transform_target(target, geometry)
                    for name, target in sample.targets.items() if name in self.tasks and target is not None}
         image = geometry.warp_image(sample.image)
@@ -238,7 +240,8 @@ def train_transform(tasks: Sequence[Task] | Mapping[str, Task], output_size: int
 
 def eval_transform(tasks: Sequence[Task] | Mapping[str, Task],
                    output_size: int | tuple[int, int]) -> GeometricTransform:
-    """Plain resize of image and targets to ``output_size`` (an int means a square)."""
+    """Image and targets scaled to fit ``output_size`` (an int means a square), aspect ratio kept,
+    padded at the bottom and right (:meth:`Geometry.fit`)."""
     size = (output_size, output_size) if isinstance(output_size, int) else tuple(output_size)
     return GeometricTransform(_tasks_by_name(tasks), size, False)  # type: ignore[arg-type]
 
@@ -296,8 +299,8 @@ def make_loader(datasets: Sequence[Dataset[Sample]], tasks: Sequence[Task] | Map
 def make_eval_loader(datasets: Sequence[Dataset[Sample]], tasks: Sequence[Task] | Mapping[str, Task],
                      batch_size: int, output_size: int | tuple[int, int], workers: int = 0, *,
                      rank: int | None = None, world_size: int | None = None) -> DataLoader:
-    """Every item once, in order, sharded over ranks, nothing dropped; plain resize. Re-iterable:
-    iterate it once per evaluation."""
+    """Every item once, in order, sharded over ranks, nothing dropped; :func:`eval_transform`.
+    Re-iterable: iterate it once per evaluation."""
     rank, world_size = _world(rank, world_size)
     task_map = _tasks_by_name(tasks)
     dataset = MixedDataset(datasets, eval_transform(task_map, output_size))

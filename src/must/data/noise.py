@@ -1,11 +1,12 @@
-"""Input noise for Noisy Student (Xie et al. 2020; SPEC S3): RandAugment restricted to photometric
+"""Input noise for Noisy Student (Xie et al. 2020): RandAugment restricted to photometric
 operations.
 
 RandAugment (Cubuk et al. 2020) applies ``num_ops`` operations drawn uniformly from a fixed list,
 each at a shared ``magnitude``. Its geometric operations (rotate, shear, translate) would move
 pixels away from their dense labels, so this version draws only from the operations that change
 pixel values in place; geometric noise comes from the joint scale jitter / crop / flip, which
-transforms every target with the image. The operations are torchvision's functional ones.
+transforms every target with the image. The operations are torchvision's functional ones at
+the magnitudes of torchvision's ``RandAugment`` (31 bins): each equals that op of RandAugment.
 """
 
 from __future__ import annotations
@@ -21,8 +22,15 @@ MAX_MAGNITUDE = 30
 """RandAugment's magnitude scale (torchvision's ``num_magnitude_bins - 1``)."""
 
 
+def _bin(magnitude: int, first: float, last: float) -> float:
+    """Bin ``magnitude`` of ``first .. last`` in ``MAX_MAGNITUDE`` equal steps, computed as
+    torchvision's RandAugment computes its bins (float32 ``linspace``), so a factor or threshold
+    that lands on a pixel value (solarize at magnitude 16: 119) rounds the way RandAugment's does."""
+    return float(torch.linspace(first, last, MAX_MAGNITUDE + 1)[magnitude])
+
+
 def _strength(magnitude: int, high: float) -> float:
-    return high * magnitude / MAX_MAGNITUDE
+    return _bin(magnitude, 0.0, high)
 
 
 def _signed(value: float, generator: torch.Generator) -> float:
@@ -38,7 +46,7 @@ OPERATIONS: dict[str, Operation] = {
     "contrast": lambda image, m, g: TF.adjust_contrast(image, 1.0 + _signed(_strength(m, 0.9), g)),
     "sharpness": lambda image, m, g: TF.adjust_sharpness(image, 1.0 + _signed(_strength(m, 0.9), g)),
     "posterize": lambda image, m, g: TF.posterize(image, int(8 - round(_strength(m, 4.0)))),
-    "solarize": lambda image, m, g: TF.solarize(image, 255.0 * (1.0 - _strength(m, 1.0))),
+    "solarize": lambda image, m, g: TF.solarize(image, 255.0 * _bin(m, 1.0, 0.0)),
     "autocontrast": lambda image, m, g: TF.autocontrast(image),
     "equalize": lambda image, m, g: TF.equalize(image),
 }

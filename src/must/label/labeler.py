@@ -1,4 +1,4 @@
-"""``label_dataset``: every teacher labels a shared image set (MuST sec. 3.2, SPEC M2, M8, B4).
+"""``label_dataset``: every teacher labels a shared image set (MuST sec. 3.2).
 
 Rules (sec. 3.2, implemented by each task's ``to_pseudo_label``): classification -> the soft
 probability vector (optionally its top-k); detection -> boxes with score >= 0.5; segmentation ->
@@ -8,15 +8,16 @@ are configurable.
 How it runs:
 
 * DataLoader workers (where cores are free) decode each image and resize it to every teacher's
-  input size; the main process runs all teachers on each batch (optionally under bf16 autocast)
-  and maps their predictions back to the source image's size: dense maps are resized
-  (probabilities before the threshold), boxes rescaled. Pseudo labels are stored at the source
-  size, which is what the student's reader returns for the image.
+  input size (aspect ratio kept, padded: ``Geometry.fit``); the main process runs all teachers on
+  each batch (optionally under bf16 autocast) and maps their predictions back to the source image
+  with the same geometry: the padding dropped, dense maps resized (probabilities before the
+  threshold), boxes rescaled. Pseudo labels are stored at the source size, which is what the
+  student's reader returns for the image.
 * Output: ``shard-%06d.tar`` holding dataset items ``[i * n, (i + 1) * n)``; each is written under
   a temporary name and renamed when complete, after a small ``shard-%06d.json`` beside it with its
   hash, count, statistics and skipped images. A rerun skips shards that exist, so an interrupted
   run resumes without redoing finished shards and ends byte-identical to an uninterrupted one.
-  Only the shard being written is in memory: memory does not grow with the image count (M8).
+  Only the shard being written is in memory: memory does not grow with the image count.
 * Under ``torchrun --nproc_per_node=N`` rank ``r`` labels shards ``r, r + N, ...``; after a
   barrier rank 0 writes ``manifest.json`` from the per-shard files.
 * ``labeling.json`` records what the run is (teacher hashes, thresholds, the dataset's keys):
@@ -40,6 +41,7 @@ from tqdm import tqdm
 
 from must import config as config_lib
 from must import distributed
+from must.data.geometry import Geometry
 from must.data.readers import DatasetConfig, DataError, ReaderDataset, open_dataset
 from must.label.loading import (LoadedBatch, ResizedImages, ShardPlan, make_image_loader,
                                 plan_shards)
@@ -200,7 +202,9 @@ def _fingerprint(config: LabelConfig, entries: list[TeacherEntry], dataset: Read
                  "input_size": e.input_size, "version": e.details.get("version")} for e in entries]
     return {"teachers": teachers, "images": len(dataset), "keys_sha256": keys,
             "images_per_shard": config.images_per_shard, "top_k": config.top_k,
-            "precision": config.precision}
+            "precision": config.precision,
+            # Inputs keep their aspect ratio (padded); labels of squashed inputs must not mix in.
+            "input_geometry": "fit"}
 
 
 def _claim_directory(out: Path, config: LabelConfig, entries: list[TeacherEntry],
@@ -308,24 +312,24 @@ def _pseudo_labels(teachers: list[LabelingTeacher], batch: LoadedBatch, config: 
             predictions = teacher.predict(images.float().div_(255.0))
         threshold = config.thresholds.get(teacher.task.name)
         for index, prediction in enumerate(predictions):
-            resized = to_source_size(teacher.task.name, prediction, teacher.input_size,
-                                     batch.source_sizes[index])
+            geometry = Geometry.fit(batch.source_sizes[index], (teacher.input_size,) * 2)
+            resized = to_source_size(teacher.task.name, prediction, geometry)
             target = teacher.task.to_pseudo_label(resized, threshold)
             labels[index][teacher.task.name] = _to_cpu(target)
     return labels
 
 
-def to_source_size(task: str, prediction: Any, input_size: int, size: tuple[int, int]) -> Any:
-    """A prediction on the ``input_size`` square mapped to the source image's (height, width):
-    boxes rescaled per axis, dense maps bilinearly resized (antialiased when shrinking)."""
-    height, width = size
+def to_source_size(task: str, prediction: Any, geometry: Geometry) -> Any:
+    """A prediction on the teacher's input (``geometry.output_size``) mapped back to the source
+    image (``geometry.source_size``, height and width): boxes rescaled and clipped to the image;
+    dense maps cut to the image's region (padding dropped), then bilinearly resized (antialiased
+    when shrinking)."""
+    height, width = geometry.source_size
     if task == "classification":
         return prediction
     if task == "detection":
-        boxes = prediction["boxes"].float() * torch.tensor(
-            [width / input_size, height / input_size] * 2, device=prediction["boxes"].device)
-        return {**prediction, "boxes": boxes}
-    values = prediction.float()
+        return {**prediction, "boxes": geometry.unwarp_boxes(prediction["boxes"])}
+    values = geometry.unwarp_dense(prediction.float())
     if tuple(values.shape[-2:]) == (height, width):
         return values
     batched = values[None, None] if values.dim() == 2 else values[None]

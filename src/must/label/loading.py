@@ -62,7 +62,7 @@ class LoadedImage:
     key: str
     source_size: tuple[int, int] = (0, 0)
     images: dict[int, Tensor] = field(default_factory=dict)
-    """Input size -> ``uint8 [3, S, S]``."""
+    """Input size -> ``uint8 [3, S, S]`` (:meth:`Geometry.fit`: aspect ratio kept, padded)."""
     error: DataError | None = None
 
 
@@ -81,8 +81,9 @@ class LoadedBatch:
 
 
 class ResizedImages(Dataset[LoadedImage]):
-    """Item ``i`` of a reader, decoded and plainly resized to every teacher input size (the
-    evaluation transform of :mod:`must.data.loader`: ``Geometry.resize_to``)."""
+    """Item ``i`` of a reader, decoded and fitted to every teacher's ``S x S`` input, aspect ratio
+    kept and padded (the evaluation transform of :mod:`must.data.loader`: ``Geometry.fit``); the
+    labeler maps predictions back with the same geometry (``label.labeler.to_source_size``)."""
 
     def __init__(self, dataset: Dataset, sizes: Sequence[int]) -> None:
         # The reader's own skip_bad would serve the next item under the failed index: the
@@ -104,7 +105,7 @@ class ResizedImages(Dataset[LoadedImage]):
             return LoadedImage(index, key, error=error)
         source = (int(image.shape[-2]), int(image.shape[-1]))
         resized = {size: image if source == (size, size)
-                   else Geometry.resize_to(source, (size, size)).warp_image(image)
+                   else Geometry.fit(source, (size, size)).warp_image(image)
                    for size in self.sizes}
         return LoadedImage(index, key, source, resized)
 

@@ -45,7 +45,8 @@ class LabelingTeacher(ABC):
     name: str
     task: Task
     input_size: int
-    """Images are resized to ``input_size`` x ``input_size`` before :meth:`predict`."""
+    """Images are fitted into an ``input_size`` x ``input_size`` square before :meth:`predict`
+    (aspect ratio kept, padded below or to the right: ``Geometry.fit``)."""
 
     @abstractmethod
     def predict(self, images: Tensor) -> list[Any]:
