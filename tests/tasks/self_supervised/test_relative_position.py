@@ -24,7 +24,7 @@ def test_label_matches_patch_offsets(photos: list[torch.Tensor], seed: int) -> N
     assert NEIGHBOURS[int(views["label"])] == (row_step, column_step)
     # The jitter never makes the offset ambiguous: within 2 * jitter of the grid spacing.
     assert abs(other_top - top - row_step * task.spacing) <= 2 * task.jitter
-    square = resize_square(photos[seed % 4], 64)
+    square = resize_square(photos[seed % 4], 64)  # square photos: the whole photo
     for patch, (y, x) in zip(views["patches"], views["corners"].tolist()):
         assert 0 <= y and y + 14 <= 64 and 0 <= x and x + 14 <= 64
         assert torch.equal(patch, square[:, y:y + 14, x:x + 14])

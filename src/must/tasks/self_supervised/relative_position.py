@@ -1,9 +1,9 @@
 """Relative position / context prediction (Doersch, Gupta & Efros 2015, "Unsupervised Visual
 Representation Learning by Context Prediction"), SPEC D1 and S1.
 
-* views:  two patches of a 3x3 arrangement on the (square-resized) image: the centre one and one of
-          its 8 neighbours. Neighbouring patches are separated by a gap and each is jittered by
-          up to ``jitter`` pixels, so low-level cues (edges continuing across the border, texture
+* views:  two patches of a 3x3 arrangement on a random square of the image resized to
+          ``view_size``: the centre one and one of its 8 neighbours. Neighbouring patches are
+          separated by a gap and each is jittered by up to ``jitter`` pixels, so low-level cues (edges continuing across the border, texture
           alignment) cannot solve the task (sec. 3.1: "a gap of half the patch size ... randomly
           jitter each patch location by up to 7 pixels"). Label: where the second patch lies::
 
@@ -31,7 +31,7 @@ from must.tasks.self_supervised.base import (
     PretextClassificationTask,
     mlp,
     pooled_c5,
-    resize_square,
+    square_view,
     write_text,
 )
 
@@ -88,10 +88,11 @@ class RelativePositionTask(PretextClassificationTask):
     def build_head(self, spec: FeatureSpec) -> PairHead:
         return PairHead(spec.c5_channels, self.embedding_dim, self.hidden_dim, self.num_outputs)
 
-    def make_views(self, image: Tensor, generator: torch.Generator, key: str = "") -> dict[str, Tensor]:
+    def make_views(self, image: Tensor, generator: torch.Generator,
+                   index: int | None = None) -> dict[str, Tensor]:
         """``{"patches": uint8 [2, 3, p, p] (centre, neighbour), "label": int64 [],
         "corners": int64 [2, 2] (top, left) of each patch in the square view}``."""
-        square = resize_square(image, self.view_size)
+        square = square_view(image, self.view_size, generator)
         extent = 3 * self.patch_size + 2 * self.gap
         origin = [self.jitter + int(torch.randint(0, self.view_size - extent - 2 * self.jitter + 1, (),
                                                   generator=generator)) for _ in range(2)]
