@@ -3,9 +3,13 @@ Representation Learning by Context Prediction"), SPEC D1 and S1.
 
 * views:  two patches of a 3x3 arrangement on a random square of the image resized to
           ``view_size``: the centre one and one of its 8 neighbours. Neighbouring patches are
-          separated by a gap and each is jittered by up to ``jitter`` pixels, so low-level cues (edges continuing across the border, texture
-          alignment) cannot solve the task (sec. 3.1: "a gap of half the patch size ... randomly
-          jitter each patch location by up to 7 pixels"). Label: where the second patch lies::
+          separated by a gap and each is jittered, so low-level cues (edges continuing across the
+          border, texture alignment) cannot solve the task. Sec. 3.1 uses 96-pixel patches with
+          "a gap of half the patch size" and jitter "by up to 7 pixels"; our patches are smaller,
+          so both are scaled to the patch: the gap is half a patch and the jitter
+          ``round(7 / 96 * patch_size)`` pixels (defaults: 22-pixel patches, gap 11, jitter 2, on
+          a 96-pixel view: 3 * 22 + 2 * 11 + 2 * 2 = 92 pixels fit). Label: where the second
+          patch lies::
 
               0 1 2
               3 . 4
@@ -48,6 +52,16 @@ def label_of(step: tuple[int, int]) -> int:
     return NEIGHBOURS.index(step)
 
 
+def paper_gap(patch_size: int) -> int:
+    """Doersch et al. sec. 3.1: "a gap of half the patch size" between neighbouring patches."""
+    return patch_size // 2
+
+
+def paper_jitter(patch_size: int) -> int:
+    """Doersch et al. sec. 3.1's jitter of up to 7 pixels on 96-pixel patches, scaled to the patch."""
+    return round(7 * patch_size / 96)
+
+
 class PairHead(nn.Module):
     """Pooled C5 of ``2B`` patches (pair-major) -> shared ``dim`` embedding -> pairs concatenated
     -> MLP -> ``num_outputs`` logits."""
@@ -66,8 +80,10 @@ class RelativePositionTask(PretextClassificationTask):
     name = "relative_position"
     num_outputs = len(NEIGHBOURS)
 
-    def __init__(self, view_size: int = 96, patch_size: int = 24, gap: int = 6, jitter: int = 3,
-                 embedding_dim: int = 128, hidden_dim: int = 256) -> None:
+    def __init__(self, view_size: int = 96, patch_size: int = 22, gap: int | None = None,
+                 jitter: int | None = None, embedding_dim: int = 128, hidden_dim: int = 256) -> None:
+        gap = paper_gap(patch_size) if gap is None else gap
+        jitter = paper_jitter(patch_size) if jitter is None else jitter
         if 3 * patch_size + 2 * gap + 2 * jitter > view_size:
             raise ValueError(f"3 patches of {patch_size} with gap {gap} and jitter {jitter} do not fit "
                              f"in a {view_size}-pixel view")
