@@ -2,6 +2,7 @@
 collate with an absent image, forward on the views, a finite loss whose gradient reaches every
 parameter of trunk and head, prediction, metric, drawing."""
 
+import copy
 import json
 import os
 import subprocess
@@ -285,3 +286,33 @@ def test_views_hold_no_padding(name: str) -> None:
             brightest = view.unflatten(-3, (-1, 3)).amax(dim=-3) if view.shape[-3] % 3 == 0 else view
             assert int(brightest.min()) > 0, f"{view_name}: a black (padding) pixel"
 
+
+def running_mean(model: torch.nn.Module) -> torch.Tensor:
+    return model.backbone.bn1.running_mean.clone()
+
+
+def test_views_leave_the_supervised_running_statistics() -> None:
+    """With a supervised task in the pass, the views of a self-supervised task normalize by their
+    own batch but do not move the trunk's BatchNorm running averages; without one (pre-training)
+    they do."""
+    simclr = SimCLRTask(view_size=32, projection_dim=8, hidden_dim=16)
+    tasks = {"classification": ClassificationTask(3), "simclr": simclr}
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(backbone="resnet18", width=0.25, fpn_channels=16), tasks).train()
+    initial = copy.deepcopy(model.state_dict())
+    generator = torch.Generator().manual_seed(0)
+    images = torch.rand(2, 3, 32, 32, generator=generator)
+    photos = [torch.full((3, 40, 40), value, dtype=torch.uint8) for value in (30, 250)]  # unlike images
+    targets = {"classification": tasks["classification"].collate([torch.tensor(0), torch.tensor(2)]),
+               "simclr": simclr.collate([simclr.make_views(photo, generator) for photo in photos])}
+
+    model(images, {"classification": targets["classification"]}, tasks=["classification"])
+    supervised_only = running_mean(model)
+    assert not torch.equal(supervised_only, initial["backbone.bn1.running_mean"])
+    model.load_state_dict(initial)
+    model(images, targets)  # both tasks: one supervised pass, one pass over the views
+    assert torch.equal(running_mean(model), supervised_only)
+    assert model.backbone.bn1.track_running_stats  # restored after the view pass
+    model.load_state_dict(initial)
+    model(None, targets, tasks=["simclr"])  # views only: self-supervised pre-training
+    assert not torch.equal(running_mean(model), initial["backbone.bn1.running_mean"])
