@@ -30,7 +30,8 @@ from must.tasks.self_supervised.base import SelfSupervisedTask
 Index = tuple[int, int, int]
 """``(dataset_index, item_index, aug_seed)``: one item of a batch."""
 
-Transform = Callable[[Sample, torch.Generator], Sample]
+Transform = Callable[[Sample, torch.Generator, int], Sample]
+"""``transform(sample, generator, index)``: ``index`` is the item's position in the concatenation."""
 
 _MASK64 = (1 << 64) - 1
 
@@ -164,7 +165,8 @@ class ShardedBatchSampler(Sampler[list[Index]]):
 
 class MixedDataset(Dataset[Sample]):
     """The concatenation of ``datasets``, indexed by ``(dataset_index, item_index, aug_seed)``;
-    ``transform(sample, generator)`` gets a generator seeded with ``aug_seed``."""
+    ``transform(sample, generator, index)`` gets a generator seeded with ``aug_seed`` and the
+    item's position in the concatenation (a collision-free instance id)."""
 
     def __init__(self, datasets: Sequence[Dataset[Sample]], transform: Transform | None = None) -> None:
         self.datasets = list(datasets)
@@ -182,7 +184,8 @@ class MixedDataset(Dataset[Sample]):
         sample = self.datasets[dataset][item]
         if self.transform is None:
             return sample
-        return self.transform(sample, torch.Generator().manual_seed(seed))
+        position = sum(self.sizes[:dataset]) + item
+        return self.transform(sample, torch.Generator().manual_seed(seed), position)
 
 
 def _tasks_by_name(tasks: Sequence[Task] | Mapping[str, Task]) -> dict[str, Task]:
@@ -197,9 +200,10 @@ class GeometricTransform:
     :meth:`Geometry.fit`: the aspect ratio kept, the image scaled to fit ``output_size`` and padded
     as training pads, so metrics are computed in the image's true geometry.
 
-    Then every self-supervised task of ``tasks`` makes its views of the augmented image
-    (``task.make_views(image, generator, key=sample.key)``, stored as its target): they need no
-    label, so *every* image gets them. That is also what DDP needs: each rank's batch then holds
+    Then every self-supervised task of ``tasks`` makes its views of the *source* image, not of the
+    padded canvas (``task.make_views(sample.image, generator, index)``, stored as its target;
+    ``index``: the item's position in the datasets, PIRL's and exemplar's instance id): they need
+    no label, so *every* image gets them. That is also what DDP needs: each rank's batch then holds
     every self-supervised task, so every rank joins their collectives (SimCLR's gather, PIRL's
     memory bank) at every step. All randomness comes from the item's generator: the views are a
     function of the augmentation seed, like the geometry."""
@@ -213,7 +217,7 @@ class GeometricTransform:
     """Photometric input noise applied after the geometry (Noisy Student's RandAugment); it
     changes pixel values only, so every target stays valid."""
 
-    def __call__(self, sample: Sample, generator: torch.Generator) -> Sample:
+    def __call__(self, sample: Sample, generator: torch.Generator, index: int | None = None) -> Sample:
         if self.random:
             geometry = Geometry.random(sample.size, self.output_size[0], generator, self.scale_range, self.flip)
         else:
@@ -225,7 +229,7 @@ class GeometricTransform:
             image = self.image_noise(image, generator)
         for name, task in self.tasks.items():
             if isinstance(task, SelfSupervisedTask):
-                targets[name] = task.make_views(image, generator, key=sample.key)
+                targets[name] = task.make_views(sample.image, generator, index)
         return Sample(sample.key, image, targets)
 
 
@@ -284,6 +288,9 @@ def make_loader(datasets: Sequence[Dataset[Sample]], tasks: Sequence[Task] | Map
     rank, world_size = _world(rank, world_size)
     task_map = _tasks_by_name(tasks)
     dataset = MixedDataset(datasets, train_transform(task_map, output_size, scale_range, flip, image_noise))
+    for task in task_map.values():
+        if isinstance(task, SelfSupervisedTask):  # instance tasks: one slot per training image
+            task.check_dataset_size(len(dataset))
     sampler = ResumableBatchSampler(dataset.sizes, batch_size, seed, rank, world_size, start_step, drop_last)
     loader = DataLoader(
         dataset, batch_sampler=sampler, num_workers=workers,

@@ -23,6 +23,7 @@ from must.models.backbone import ResNetBackbone, build_backbone
 from must.models.config import IMAGENET_MEAN, IMAGENET_STD, ModelConfig
 from must.models.features import Features, FeatureSpec
 from must.models.fpn import FeaturePyramid
+from must.models.running_statistics import running_statistics_frozen
 from must.models.weights import load_initial_weights
 
 if TYPE_CHECKING:  # must.tasks imports must.models: a runtime import here would be circular
@@ -80,16 +81,24 @@ class MultiTaskModel(nn.Module):
         adapt them per task (e.g. Doersch & Zisserman's lasso mixing of the trunk's stages)."""
         return features
 
-    def features_for(self, name: str) -> Callable[[Tensor], Features]:
-        """The trunk as self-supervised task ``name`` runs it on its views."""
-        return lambda images: self.task_features(name, self.features(images))
+    def features_for(self, name: str, track_statistics: bool = True) -> Callable[[Tensor], Features]:
+        """The trunk as self-supervised task ``name`` runs it on its views; ``track_statistics=False``
+        leaves the trunk's batch-norm running averages to the supervised pass (views still
+        normalize by their own batch, :mod:`must.models.running_statistics`)."""
+        def features(images: Tensor) -> Features:
+            with running_statistics_frozen(self.backbone, self.fpn, frozen=not track_statistics):
+                trunk = self.features(images)
+            return self.task_features(name, trunk)
+        return features
 
     def forward(self, images: Tensor | None, targets: Mapping[str, TaskBatch] | None = None,
                 tasks: Sequence[str] | None = None) -> dict[str, Any]:
         """Runs the heads of ``tasks`` (default: all) on one shared trunk pass; each head gets its
         task's targets when given (detection computes its losses inside ``forward``).
         Self-supervised tasks run the trunk on their views (their targets) instead; when only
-        they are asked for, the pass over ``images`` is skipped (``images`` may be ``None``)."""
+        they are asked for, the pass over ``images`` is skipped (``images`` may be ``None``).
+        Batch-norm running averages follow the supervised pass when there is one (views then
+        leave them alone), the views otherwise (self-supervised pre-training)."""
         names = self.task_names if tasks is None else list(tasks)
         unknown = [name for name in names if name not in self.heads and name not in self.view_tasks]
         if unknown:
@@ -105,7 +114,8 @@ class MultiTaskModel(nn.Module):
             target = targets.get(name) if targets else None
             task = self.view_tasks.get(name)
             if task is not None:
-                outputs[name] = task.forward_views(self.heads[task.head_name], self.features_for(name), target)
+                trunk = self.features_for(name, track_statistics=features is None)
+                outputs[name] = task.forward_views(self.heads[task.head_name], trunk, target)
             else:
                 outputs[name] = self.heads[name](self.task_features(name, features), target)
         return outputs

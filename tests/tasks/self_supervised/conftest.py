@@ -66,7 +66,7 @@ def photos() -> list[Tensor]:
 
 def make_batch(task: SelfSupervisedTask, photos: list[Tensor], seed: int = 0) -> TaskBatch:
     generator = torch.Generator().manual_seed(seed)
-    views = [task.make_views(photo, generator, key=f"photo{i}") for i, photo in enumerate(photos)]
+    views = [task.make_views(photo, generator, index=i) for i, photo in enumerate(photos)]
     return task.collate(views)
 
 

@@ -130,3 +130,20 @@ def test_harmonized_model_feeds_lightness_only(photos, trunk) -> None:
     assert len(seen) == 3 and model.penalty() == 0
     for inputs in seen:
         assert torch.equal(inputs[:, 0], inputs[:, 1]) and torch.equal(inputs[:, 1], inputs[:, 2])
+
+
+def test_views_leave_running_statistics_to_the_evaluation_task(photos, trunk) -> None:
+    """Running averages follow the evaluation task's images when it is in the pass; a pass of
+    pretext tasks alone updates them."""
+    model = build(trunk, lasso_weight=None).train()
+    images, targets = batch(model, photos)
+    norm = trunk.layers[0][1]
+    initial = {name: value.clone() for name, value in model.state_dict().items()}
+    model(images, targets, tasks=["classification"])
+    supervised_only = norm.running_mean.clone()
+    model.load_state_dict(initial)
+    model(images, targets)
+    assert torch.equal(norm.running_mean, supervised_only)
+    model.load_state_dict(initial)
+    model(images, targets, tasks=["rotation", "relative_position"])
+    assert not torch.equal(norm.running_mean, initial["trunk.layers.0.1.running_mean"])

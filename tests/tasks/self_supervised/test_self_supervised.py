@@ -2,6 +2,7 @@
 collate with an absent image, forward on the views, a finite loss whose gradient reaches every
 parameter of trunk and head, prediction, metric, drawing."""
 
+import copy
 import json
 import os
 import subprocess
@@ -14,8 +15,10 @@ import numpy as np
 import pytest
 import torch
 
+from must.config import ConfigError
 from must.data.geometry import Geometry
-from must.data.sample import TaskBatch
+from must.data.loader import make_loader, train_transform
+from must.data.sample import Sample, TaskBatch
 from must.models import ModelConfig, build_model
 from must.tasks.classification import ClassificationTask
 from must.tasks.segmentation import SegmentationTask
@@ -31,7 +34,6 @@ from must.tasks.self_supervised import (
     SelfSupervisedTask,
     SimCLRTask,
 )
-from must.tasks.self_supervised.base import instance_index
 
 BUILDERS: dict[str, Callable[[], SelfSupervisedTask]] = {
     "simclr": lambda: SimCLRTask(view_size=32, projection_dim=16, hidden_dim=32),
@@ -61,8 +63,8 @@ def test_registry_names_match_tasks() -> None:
 @pytest.mark.parametrize("name", sorted(BUILDERS))
 def test_views_are_reproducible(name: str, photos: list[torch.Tensor]) -> None:
     task = BUILDERS[name]()
-    first = task.make_views(photos[0], torch.Generator().manual_seed(3), key="a")
-    again = task.make_views(photos[0], torch.Generator().manual_seed(3), key="a")
+    first = task.make_views(photos[0], torch.Generator().manual_seed(3), index=0)
+    again = task.make_views(photos[0], torch.Generator().manual_seed(3), index=0)
     assert first.keys() == again.keys()
     for view in first:
         assert torch.equal(first[view], again[view])
@@ -73,7 +75,7 @@ def test_views_are_reproducible(name: str, photos: list[torch.Tensor]) -> None:
 def test_forward_loss_gradients(name: str, photos: list[torch.Tensor], trunk) -> None:
     task = BUILDERS[name]()
     generator = torch.Generator().manual_seed(0)
-    views = [task.make_views(photo, generator, key=f"photo{i}") for i, photo in enumerate(photos)]
+    views = [task.make_views(photo, generator, index=i) for i, photo in enumerate(photos)]
     batch = task.collate([views[0], None, views[1], views[2]])  # image 1 has no views
     assert batch.present.tolist() == [True, False, True, True]
     head = task.build_head(trunk.spec)
@@ -131,7 +133,7 @@ def test_real_resnet_fpn_trunk(name: str, photos: list[torch.Tensor]) -> None:
     task = BUILDERS[name]()
     model = build_model(ModelConfig(backbone="resnet18", width=0.25, fpn_channels=16), {name: task})
     generator = torch.Generator().manual_seed(0)
-    views = [task.make_views(photo, generator, key=f"photo{i}") for i, photo in enumerate(photos[:2])]
+    views = [task.make_views(photo, generator, index=i) for i, photo in enumerate(photos[:2])]
     batch = task.collate(views)
     output = task.forward_views(model.heads[task.head_name], model.features, batch)
     loss = task.loss(output, batch)["loss"]
@@ -172,7 +174,7 @@ WORKER = textwrap.dedent(
         for name, task in (("pirl", pirl), ("simclr", simclr)):
             # Step 0: rank 1 has no image with this task's views; step 1: both have two.
             mine = [] if info.rank == 1 and step == 0 else [2 * info.rank, 2 * info.rank + 1]
-            views = [task.make_views(images[i], torch.Generator().manual_seed(i), key=f"image{i}")
+            views = [task.make_views(images[i], torch.Generator().manual_seed(i), index=i)
                      if i in mine else None for i in range(4)]
             batch = task.collate(views)
             output = task.forward_views(heads[name], trunk.features, batch)
@@ -203,8 +205,114 @@ def test_two_process_ranks_without_views(tmp_path: Path) -> None:
     results = [json.loads((tmp_path / f"rank{rank}.json").read_text()) for rank in range(2)]
     assert results[0]["bank"] == results[1]["bank"]
     assert results[0]["normalizer"] == results[1]["normalizer"] > 0
-    slots = {instance_index(f"image{i}", 8) for i in range(4)}
+    slots = set(range(4))
     assert {slot for slot, changed in enumerate(results[0]["changed"]) if changed} == slots
     assert results[1]["pirl0"] == 0.0 and results[1]["simclr0"] == 0.0
     assert results[0]["pirl0"] > 0 and results[0]["simclr0"] > 0
     assert all(result[f"{name}1"] > 0 for result in results for name in ("pirl", "simclr"))
+
+
+class KeyedImages(torch.utils.data.Dataset):
+    """``count`` images keyed ``image0``, ``image1``...: two such datasets share every key."""
+
+    def __init__(self, count: int) -> None:
+        self.count = count
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __getitem__(self, item: int) -> Sample:
+        generator = torch.Generator().manual_seed(item)
+        return Sample(f"image{item}", torch.randint(0, 256, (3, 24, 32), dtype=torch.uint8, generator=generator))
+
+
+INSTANCE_TASKS: dict[str, tuple[Callable[[int], SelfSupervisedTask], str]] = {
+    "exemplar": (lambda size: ExemplarTask(view_size=16, num_instances=size, views_per_image=1), "instance"),
+    "pirl": (lambda size: PirlTask(view_size=24, tile_size=8, bank_size=size), "index"),
+}
+
+
+def instance_ids(task: SelfSupervisedTask, view: str, datasets: list, batch_size: int, steps: int,
+                 start_step: int = 0) -> dict[str, set[int]]:
+    """``key -> the ids its images got`` over ``steps`` batches of a fresh loader."""
+    stream = make_loader(datasets, [task], batch_size, seed=5, output_size=16, start_step=start_step)
+    ids: dict[str, set[int]] = {}
+    for _ in range(steps):
+        batch = next(stream)
+        for key, value in zip(batch.keys, batch.targets[task.name].value[view].tolist()):
+            ids.setdefault(key, set()).add(value)
+    return ids
+
+
+@pytest.mark.parametrize("name", sorted(INSTANCE_TASKS))
+def test_instance_ids_are_distinct_and_survive_a_resume(name: str) -> None:
+    """PIRL's memory-bank slot and exemplar's surrogate class: one distinct id per image, also
+    across two datasets with the same keys, and the same ids from a new loader resumed later."""
+    builder, view = INSTANCE_TASKS[name]
+    count = 48  # 2 x 48 keys hashed into 96 slots would put about a third on a shared slot
+    task = builder(2 * count)
+    datasets = [KeyedImages(count), KeyedImages(count)]
+    first = instance_ids(task, view, datasets, batch_size=2 * count, steps=1)
+    ids = [value for values in first.values() for value in values]
+    assert len(first) == count and len(ids) == 2 * count  # every key twice: once per dataset
+    assert sorted(ids) == list(range(2 * count))
+    resumed = instance_ids(builder(2 * count), view, datasets, batch_size=2 * count, steps=1, start_step=7)
+    assert resumed == first
+
+
+@pytest.mark.parametrize("name", sorted(INSTANCE_TASKS))
+def test_too_few_instances_is_refused_by_name(name: str) -> None:
+    builder, _ = INSTANCE_TASKS[name]
+    option = {"exemplar": "num_instances", "pirl": "bank_size"}[name]
+    with pytest.raises(ConfigError, match=f"{option}=10 is smaller than the 12 training images"):
+        make_loader([KeyedImages(12)], [builder(10)], 4, seed=0, output_size=16)
+
+
+@pytest.mark.parametrize("name", sorted(BUILDERS))
+def test_views_hold_no_padding(name: str) -> None:
+    """Views come from the image, not from the scale-jittered canvas: at scale 0.5 the canvas is
+    three-quarters black padding, yet no view pixel of a constant orange image is black."""
+    task = BUILDERS[name]()
+    if name == "exemplar":  # its rotation (Dosovitskiy et al. sec. 2.1) fills corners with black
+        task.transform = task.transform.transforms[0]
+    transform = train_transform([task], output_size=64, scale_range=(0.5, 0.5))
+    orange = torch.tensor([230, 140, 40], dtype=torch.uint8)[:, None, None].expand(3, 48, 72).clone()
+    for seed in range(6):
+        sample = transform(Sample("orange", orange), torch.Generator().manual_seed(seed), 0)
+        assert (sample.image.amax(dim=0) == 0).any()  # the supervised canvas is padded
+        for view_name, view in sample.targets[task.name].items():
+            if view.dtype != torch.uint8 or view.dim() < 3 or view_name == "strong":
+                continue  # labels, indices, colour bins; RandAugment's shifts fill with black
+            brightest = view.unflatten(-3, (-1, 3)).amax(dim=-3) if view.shape[-3] % 3 == 0 else view
+            assert int(brightest.min()) > 0, f"{view_name}: a black (padding) pixel"
+
+
+def running_mean(model: torch.nn.Module) -> torch.Tensor:
+    return model.backbone.bn1.running_mean.clone()
+
+
+def test_views_leave_the_supervised_running_statistics() -> None:
+    """With a supervised task in the pass, the views of a self-supervised task normalize by their
+    own batch but do not move the trunk's BatchNorm running averages; without one (pre-training)
+    they do."""
+    simclr = SimCLRTask(view_size=32, projection_dim=8, hidden_dim=16)
+    tasks = {"classification": ClassificationTask(3), "simclr": simclr}
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(backbone="resnet18", width=0.25, fpn_channels=16), tasks).train()
+    initial = copy.deepcopy(model.state_dict())
+    generator = torch.Generator().manual_seed(0)
+    images = torch.rand(2, 3, 32, 32, generator=generator)
+    photos = [torch.full((3, 40, 40), value, dtype=torch.uint8) for value in (30, 250)]  # unlike images
+    targets = {"classification": tasks["classification"].collate([torch.tensor(0), torch.tensor(2)]),
+               "simclr": simclr.collate([simclr.make_views(photo, generator) for photo in photos])}
+
+    model(images, {"classification": targets["classification"]}, tasks=["classification"])
+    supervised_only = running_mean(model)
+    assert not torch.equal(supervised_only, initial["backbone.bn1.running_mean"])
+    model.load_state_dict(initial)
+    model(images, targets)  # both tasks: one supervised pass, one pass over the views
+    assert torch.equal(running_mean(model), supervised_only)
+    assert model.backbone.bn1.track_running_stats  # restored after the view pass
+    model.load_state_dict(initial)
+    model(None, targets, tasks=["simclr"])  # views only: self-supervised pre-training
+    assert not torch.equal(running_mean(model), initial["backbone.bn1.running_mean"])

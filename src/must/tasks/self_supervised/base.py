@@ -5,11 +5,15 @@ pretext targets in one run).
 A pretext task needs *new images* (two crops, four rotations, nine tiles...) that must go through
 the shared trunk, so :class:`SelfSupervisedTask` extends ``Task`` with two hooks:
 
-* ``make_views(image, generator, key="") -> dict[str, Tensor]``: called by the loader once per
-  sample (after the joint geometric augmentation, on the ``uint8 [3, H, W]`` image) for every
-  enabled self-supervised task; the result is stored as ``sample.targets[task.name]``. All
-  randomness comes from ``generator`` (exact resume). ``key`` is the sample key: PIRL and exemplar
-  turn it into a per-instance index. Views of a task have the same shapes for every image.
+* ``make_views(image, generator, index=None) -> dict[str, Tensor]``: called by the loader once
+  per sample for every enabled self-supervised task, on the *source* image (``uint8 [3, H, W]``,
+  before the scale jitter, padding and crop of the supervised path: a view cut from that canvas
+  would show its black padding, shared by every view of the image, a cue that solves rotation and
+  jigsaw and makes SimCLR's two views agree on it); the result is stored as
+  ``sample.targets[task.name]``. All randomness comes from ``generator`` (exact resume).
+  ``index`` is the sample's position in the training set (the loader's concatenation of its
+  datasets): PIRL and exemplar use it as the instance id, one distinct id per image. Views of a
+  task have the same shapes for every image.
 * ``forward_views(head, features_fn, target) -> output | None``: ``features_fn(images float
   [N, 3, h, w] in [0, 1]) -> Features`` is the model's ``features`` method (backbone + FPN); the
   task runs it on the views of the images that have them and applies ``head`` (which it built in
@@ -28,8 +32,9 @@ Wiring in ``MultiTaskModel.forward`` (the model owns the heads, the task only us
 ``head_name`` is the task's own name except for FixMatch, which trains the head of the supervised
 task it wraps (consistency on *that* classifier); the model builds one head per distinct
 ``head_name``. The other ``Task`` methods keep their meaning: ``collate`` stacks the view dicts,
-``loss`` reads the output of ``forward_views``, ``transform_target`` is the identity (views are made
-after the geometry), and ``to_pseudo_label`` is refused (a teacher never labels a pretext task).
+``loss`` reads the output of ``forward_views``, ``transform_target`` is the identity (views do not
+depend on the supervised path's geometry), and ``to_pseudo_label`` is refused (a teacher never
+labels a pretext task).
 
 Under DDP every rank must call ``forward_views`` and ``loss`` of every self-supervised task at
 every step, also when its batch has no views: SimCLR gathers negatives and PIRL synchronizes its
@@ -40,7 +45,6 @@ without gradient, so DDP needs ``find_unused_parameters=True`` unless another ta
 from __future__ import annotations
 
 import contextlib
-import zlib
 from abc import abstractmethod
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -53,6 +57,7 @@ from torch import Tensor, nn
 from torchmetrics.classification import MulticlassAccuracy
 from torchvision.transforms.v2 import functional as TF
 
+from must.config import ConfigError
 from must.data.geometry import Geometry
 from must.data.sample import TaskBatch
 from must.models.features import Features
@@ -71,8 +76,14 @@ class SelfSupervisedTask(Task):
         return self.name
 
     @abstractmethod
-    def make_views(self, image: Tensor, generator: torch.Generator, key: str = "") -> dict[str, Tensor]:
-        """``uint8 [3, H, W]`` image -> this task's views and labels for one sample."""
+    def make_views(self, image: Tensor, generator: torch.Generator,
+                   index: int | None = None) -> dict[str, Tensor]:
+        """``uint8 [3, H, W]`` source image -> this task's views and labels for one sample;
+        ``index``: the sample's position in the training set."""
+
+    def check_dataset_size(self, count: int) -> None:
+        """Refuses a training set of ``count`` images this task cannot index (instance tasks:
+        one slot per image); the loader calls it before the first batch."""
 
     @abstractmethod
     def forward_views(self, head: nn.Module, features_fn: FeaturesFn,
@@ -207,12 +218,35 @@ def resize_square(image: Tensor, size: int) -> Tensor:
     return TF.resize(image, [size, size], antialias=True)
 
 
-def instance_index(key: str, size: int) -> int:
-    """A stable per-instance index in ``[0, size)`` from the sample key (CRC-32: the same in every
-    process, unlike ``hash``). Distinct keys may collide when ``size`` is below the dataset size."""
-    if not key:
-        raise ValueError("this task needs the sample key (make_views(..., key=sample.key))")
-    return zlib.crc32(key.encode("utf-8")) % size
+def square_view(image: Tensor, size: int, generator: torch.Generator) -> Tensor:
+    """A random square of side ``min(H, W)`` of the image, resized to ``size``: the whole content
+    of a square image, a random square part of a wider or taller one (the aspect ratio is kept,
+    like the random crops of the pretext papers' ImageNet pipelines)."""
+    height, width = int(image.shape[-2]), int(image.shape[-1])
+    side = min(height, width)
+    offset = int(torch.randint(0, max(height, width) - side + 1, (), generator=generator))
+    top, left = (offset, 0) if height > width else (0, offset)
+    return resize_square(image[..., top:top + side, left:left + side], size)
+
+
+def instance_index(index: int | None, size: int, task: str, option: str) -> int:
+    """The sample's instance id: its position ``index`` in the training set, distinct for every
+    image (Dosovitskiy et al. 2014 sec. 2: one surrogate class per image; PIRL sec. 3.2: one
+    memory-bank entry per image). ``size`` is the task's ``option`` (its number of classes or
+    slots); an index outside it is refused rather than folded onto another image's slot."""
+    if index is None:
+        raise ValueError(f"{task} needs the sample's dataset index (make_views(..., index=...))")
+    if not 0 <= index < size:
+        raise ConfigError(f"{task}: image index {index} does not fit {option}={size}; set the task "
+                          f"option {option} to at least the number of training images")
+    return index
+
+
+def check_instance_count(count: int, size: int, task: str, option: str) -> None:
+    """Refuses ``count`` training images for an instance task with ``size`` slots (``option``)."""
+    if count > size:
+        raise ConfigError(f"{task}: {option}={size} is smaller than the {count} training images; set "
+                          f"the task option {option} to at least {count} (one per image)")
 
 
 @contextlib.contextmanager

@@ -36,7 +36,7 @@ from must.tasks.self_supervised.base import (
     FeaturesFn,
     PretextClassificationTask,
     present_views,
-    resize_square,
+    square_view,
     to_unit,
 )
 
@@ -144,9 +144,10 @@ class ColorizationTask(PretextClassificationTask):
     def build_head(self, spec: FeatureSpec) -> ColorizationHead:
         return ColorizationHead(spec.fpn_channels, self.num_outputs, self.hidden_dim)
 
-    def make_views(self, image: Tensor, generator: torch.Generator, key: str = "") -> dict[str, Tensor]:
+    def make_views(self, image: Tensor, generator: torch.Generator,
+                   index: int | None = None) -> dict[str, Tensor]:
         """``{"lightness": uint8 [3, s, s], "bins": int64 [s / 4, s / 4]}``."""
-        square = resize_square(image, self.view_size)
+        square = square_view(image, self.view_size, generator)
         ab = F.avg_pool2d(rgb_to_lab(square.float() / 255.0)[None, 1:], self.target_stride)[0]
         return {"lightness": lightness_image(square), "bins": quantize_ab(ab, self.bins)}
 

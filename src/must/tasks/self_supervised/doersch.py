@@ -40,6 +40,7 @@ from torch import Tensor, nn
 from must.data.sample import TaskBatch
 from must.models.features import Features, FeatureSpec
 from must.models.lasso import LassoMixing
+from must.models.running_statistics import running_statistics_frozen
 from must.tasks.base import Task, by_name, require_known
 from must.tasks.self_supervised.base import FeaturesFn, SelfSupervisedTask
 from must.tasks.self_supervised.colorization import lightness_image
@@ -132,7 +133,9 @@ class DoerschModel(nn.Module):
 
     ``forward(images, targets, tasks) -> {task: output}`` like ``MultiTaskModel``: self-supervised
     tasks run ``forward_views`` on their views, other tasks (evaluation tasks, SPEC D3 "also on
-    evaluation tasks") their head on the features of ``images``.
+    evaluation tasks") their head on the features of ``images``. When evaluation tasks are in the
+    pass, the trunk's batch-norm running averages follow their images only (the views normalize
+    by their own batch without updating them); in a views-only pass they follow the views.
     """
 
     def __init__(self, trunk: nn.Module, spec: FeatureSpec, tasks: Sequence[Task],
@@ -153,27 +156,33 @@ class DoerschModel(nn.Module):
                                      unit_names=("c2", "c3", "c4", "c5"))
         self.harmonize = harmonize
 
-    def features_for(self, task: str) -> FeaturesFn:
-        """The trunk as ``task`` sees it: harmonized input, lasso-mixed C5."""
+    def features_for(self, task: str, track_statistics: bool = True) -> FeaturesFn:
+        """The trunk as ``task`` sees it: harmonized input, lasso-mixed C5; with
+        ``track_statistics=False`` its batch norms keep their running averages
+        (:func:`~must.models.running_statistics.running_statistics_frozen`)."""
         def features(images: Tensor) -> Features:
-            result = self.trunk.features(harmonize(images) if self.harmonize else images)
+            with running_statistics_frozen(self.trunk, frozen=not track_statistics):
+                result = self.trunk.features(harmonize(images) if self.harmonize else images)
             return lasso_features(result, self.lasso, task) if self.lasso is not None else result
         return features
 
     def forward(self, images: Tensor | None, targets: Mapping[str, TaskBatch] | None = None,
                 tasks: Sequence[str] | None = None) -> dict[str, Any]:
         names = list(self.tasks) if tasks is None else list(tasks)
+        supervised = any(not isinstance(require_known(name, self.tasks, "task"), SelfSupervisedTask)
+                         for name in names)
         outputs: dict[str, Any] = {}
         for name in names:
-            task = require_known(name, self.tasks, "task")
+            task = self.tasks[name]
             target = targets.get(name) if targets else None
-            features_fn = self.features_for(name)
             if isinstance(task, SelfSupervisedTask):
+                # Running averages follow the evaluation tasks' images when they are in the pass.
+                features_fn = self.features_for(name, track_statistics=not supervised)
                 outputs[name] = task.forward_views(self.heads[task.head_name], features_fn, target)
             else:
                 if images is None:
                     raise ValueError(f"task '{name}' reads the batch images, but none were given")
-                outputs[name] = self.heads[name](features_fn(images), target)
+                outputs[name] = self.heads[name](self.features_for(name)(images), target)
         return outputs
 
     def penalty(self) -> Tensor:

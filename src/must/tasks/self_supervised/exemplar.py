@@ -5,10 +5,9 @@ Every image is its own "surrogate class" (sec. 2): the network sees randomly tra
 it (translation and scaling via a random resized crop, rotation up to 20 degrees, contrast /
 brightness / saturation / hue changes, sec. 2.1) and learns to say which image they came from.
 
-* views:  ``views_per_image`` independent transformations and the image's surrogate class, the
-          sample key hashed (CRC-32) into ``num_instances`` classes: distinct images share a class
-          when the dataset has more images than classes (a coarser, clustering-like surrogate task;
-          set ``num_instances`` >= the dataset size for the paper's one class per image).
+* views:  ``views_per_image`` independent transformations and the image's surrogate class, its
+          position in the training set: one class per image, as in the paper (``num_instances``
+          must be at least the number of training images; fewer classes are refused, never shared).
 * head:   pooled C5 -> MLP -> ``num_instances`` logits; cross-entropy.
 """
 
@@ -25,6 +24,7 @@ from must.models.features import Features, FeatureSpec
 from must.tasks.self_supervised.base import (
     FeaturesFn,
     PretextClassificationTask,
+    check_instance_count,
     instance_index,
     mlp,
     pooled_c5,
@@ -66,9 +66,13 @@ class ExemplarTask(PretextClassificationTask):
     def build_head(self, spec: FeatureSpec) -> ExemplarHead:
         return ExemplarHead(spec.c5_channels, self.hidden_dim, self.num_outputs)
 
-    def make_views(self, image: Tensor, generator: torch.Generator, key: str = "") -> dict[str, Tensor]:
-        """``{"images": uint8 [V, 3, s, s], "instance": int64 []}``; needs the sample ``key``."""
-        instance = instance_index(key, self.num_outputs)
+    def check_dataset_size(self, count: int) -> None:
+        check_instance_count(count, self.num_outputs, self.name, "num_instances")
+
+    def make_views(self, image: Tensor, generator: torch.Generator,
+                   index: int | None = None) -> dict[str, Tensor]:
+        """``{"images": uint8 [V, 3, s, s], "instance": int64 []}``; needs the sample's ``index``."""
+        instance = instance_index(index, self.num_outputs, self.name, "num_instances")
         with seeded(generator):
             views = torch.stack([self.transform(image) for _ in range(self.views_per_image)])
         return {"images": views, "instance": torch.tensor(instance)}

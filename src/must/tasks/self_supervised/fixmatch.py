@@ -41,8 +41,8 @@ from must.tasks.self_supervised.base import (
     FeaturesFn,
     SelfSupervisedTask,
     present_views,
-    resize_square,
     seeded,
+    square_view,
     to_unit,
 )
 
@@ -57,8 +57,11 @@ class PhotometricRandAugment(v2.RandAugment):
                            if name not in GEOMETRIC_OPERATIONS}
 
 
-def weak_transform() -> v2.Compose:
-    return v2.Compose([v2.RandomHorizontalFlip(), v2.RandomAffine(degrees=0, translate=(0.125, 0.125))])
+def weak_transform(size: int) -> v2.Compose:
+    """Flip, then a shift of up to 12.5% of ``size`` in each direction: reflection padding and a
+    random crop back to ``size``, as FixMatch's implementation shifts (no black border)."""
+    return v2.Compose([v2.RandomHorizontalFlip(),
+                       v2.RandomCrop(size, padding=round(size / 8), padding_mode="reflect")])
 
 
 def cutout() -> v2.RandomErasing:
@@ -111,7 +114,7 @@ class FixMatchTask(SelfSupervisedTask):
         self.view_size = view_size
         self.num_ops = num_ops
         self.use_cutout = cutout
-        self.weak = weak_transform()
+        self.weak = weak_transform(view_size)
 
     @property
     def head_name(self) -> str:
@@ -129,9 +132,10 @@ class FixMatchTask(SelfSupervisedTask):
         image = augment(num_ops=self.num_ops, magnitude=magnitude)(image)
         return cutout()(image) if self.use_cutout else image
 
-    def make_views(self, image: Tensor, generator: torch.Generator, key: str = "") -> dict[str, Tensor]:
+    def make_views(self, image: Tensor, generator: torch.Generator,
+                   index: int | None = None) -> dict[str, Tensor]:
         """``{"weak": uint8 [3, s, s], "strong": uint8 [3, s, s]}``."""
-        square = resize_square(image, self.view_size)
+        square = square_view(image, self.view_size, generator)
         with seeded(generator):
             weak = self.weak(square)
             strong = self.strong(weak if self.dense else self.weak(square))

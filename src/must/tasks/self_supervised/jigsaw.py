@@ -1,10 +1,10 @@
 """Jigsaw puzzles (Noroozi & Favaro 2016, "Unsupervised Learning of Visual Representations by
 Solving Jigsaw Puzzles"), SPEC S1.
 
-* views:  the image resized to a square, cut into a 3x3 grid of cells; from each cell a smaller
-          tile at a random offset (the gap stops the network from matching edges, sec. 3.2); the
-          nine tiles shuffled by one permutation of a fixed set; the label is the permutation's
-          index in the set.
+* views:  a random square of the image resized to ``view_size``, cut into a 3x3 grid of cells;
+          from each cell a smaller tile at a random offset (the gap stops the network from
+          matching edges, sec. 3.2); the nine tiles shuffled by one permutation of a fixed set;
+          the label is the permutation's index in the set.
 * set:    ``num_permutations`` permutations of the 9 tiles chosen greedily for large Hamming
           distance (sec. 3.3, "the average Hamming distance ... should be large"): farthest-point
           selection over all 9! permutations, which also maximizes the *minimum* pairwise
@@ -31,7 +31,7 @@ from must.tasks.self_supervised.base import (
     PretextClassificationTask,
     mlp,
     pooled_c5,
-    resize_square,
+    square_view,
     write_text,
 )
 
@@ -148,9 +148,10 @@ class JigsawTask(PretextClassificationTask):
     def build_head(self, spec: FeatureSpec) -> JigsawHead:
         return JigsawHead(spec.c5_channels, self.tile_dim, self.hidden_dim, self.num_outputs)
 
-    def make_views(self, image: Tensor, generator: torch.Generator, key: str = "") -> dict[str, Tensor]:
+    def make_views(self, image: Tensor, generator: torch.Generator,
+                   index: int | None = None) -> dict[str, Tensor]:
         """``{"tiles": uint8 [9, 3, t, t] shuffled, "label": int64 []}`` (index into the set)."""
-        tiles = cut_tiles(resize_square(image, self.view_size), self.tile_size, generator)
+        tiles = cut_tiles(square_view(image, self.view_size, generator), self.tile_size, generator)
         label = torch.randint(0, self.num_outputs, (), generator=generator)
         return {"tiles": shuffle_tiles(tiles, self.permutations[label]), "label": label}
 

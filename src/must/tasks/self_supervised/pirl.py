@@ -9,8 +9,9 @@ should both match the image's memory-bank entry ``m_I`` and differ from other im
 * views:  ``"image"``: an augmented view of the image (random resized crop, flip, colour jitter);
           ``"tiles"``: nine jigsaw tiles of an independent crop, shuffled by a uniformly random
           permutation (sec. 4.1: PIRL uses all 9! permutations, the order is not predicted);
-          ``"index"``: the image's memory-bank slot, the sample key hashed (CRC-32) into
-          ``bank_size`` slots (set ``bank_size`` >= the dataset size to avoid shared slots).
+          ``"index"``: the image's memory-bank slot, its position in the training set: one
+          entry per image (``bank_size`` must be at least the number of training images; a
+          smaller bank is refused, never shared by two images).
 * head:   ``f``: pooled C5 -> linear -> 128-d; ``g``: each tile through the trunk, pooled C5 ->
           linear per tile, the nine concatenated -> linear -> 128-d (sec. 4.1); both L2-normalized.
 * bank:   ``m_I``, an exponential moving average of ``f(v_I)`` (momentum 0.5, sec. 3.2), kept as a
@@ -37,6 +38,7 @@ from must.models.features import Features, FeatureSpec
 from must.tasks.self_supervised.base import (
     FeaturesFn,
     SelfSupervisedTask,
+    check_instance_count,
     draw_embedding,
     instance_index,
     pooled_c5,
@@ -140,9 +142,13 @@ class PirlTask(SelfSupervisedTask):
     def build_head(self, spec: FeatureSpec) -> PirlHead:
         return PirlHead(spec.c5_channels, self.tile_dim, self.embedding_dim, self.bank_size)
 
-    def make_views(self, image: Tensor, generator: torch.Generator, key: str = "") -> dict[str, Tensor]:
+    def check_dataset_size(self, count: int) -> None:
+        check_instance_count(count, self.bank_size, self.name, "bank_size")
+
+    def make_views(self, image: Tensor, generator: torch.Generator,
+                   index: int | None = None) -> dict[str, Tensor]:
         """``{"image": uint8 [3, s, s], "tiles": uint8 [9, 3, t, t], "index": int64 []}``."""
-        index = instance_index(key, self.bank_size)
+        index = instance_index(index, self.bank_size, self.name, "bank_size")
         with seeded(generator):
             view, crop = self.transform(image), self.transform(image)
         tiles = cut_tiles(resize_square(crop, self.view_size), self.tile_size, generator)

@@ -1,11 +1,15 @@
 """Relative position / context prediction (Doersch, Gupta & Efros 2015, "Unsupervised Visual
 Representation Learning by Context Prediction"), SPEC D1 and S1.
 
-* views:  two patches of a 3x3 arrangement on the (square-resized) image: the centre one and one of
-          its 8 neighbours. Neighbouring patches are separated by a gap and each is jittered by
-          up to ``jitter`` pixels, so low-level cues (edges continuing across the border, texture
-          alignment) cannot solve the task (sec. 3.1: "a gap of half the patch size ... randomly
-          jitter each patch location by up to 7 pixels"). Label: where the second patch lies::
+* views:  two patches of a 3x3 arrangement on a random square of the image resized to
+          ``view_size``: the centre one and one of its 8 neighbours. Neighbouring patches are
+          separated by a gap and each is jittered, so low-level cues (edges continuing across the
+          border, texture alignment) cannot solve the task. Sec. 3.1 uses 96-pixel patches with
+          "a gap of half the patch size" and jitter "by up to 7 pixels"; our patches are smaller,
+          so both are scaled to the patch: the gap is half a patch and the jitter
+          ``round(7 / 96 * patch_size)`` pixels (defaults: 22-pixel patches, gap 11, jitter 2, on
+          a 96-pixel view: 3 * 22 + 2 * 11 + 2 * 2 = 92 pixels fit). Label: where the second
+          patch lies::
 
               0 1 2
               3 . 4
@@ -31,7 +35,7 @@ from must.tasks.self_supervised.base import (
     PretextClassificationTask,
     mlp,
     pooled_c5,
-    resize_square,
+    square_view,
     write_text,
 )
 
@@ -46,6 +50,16 @@ NEIGHBOURS: tuple[tuple[int, int], ...] = (
 def label_of(step: tuple[int, int]) -> int:
     """The label of a neighbour at (row, column) step ``step`` from the centre."""
     return NEIGHBOURS.index(step)
+
+
+def paper_gap(patch_size: int) -> int:
+    """Doersch et al. sec. 3.1: "a gap of half the patch size" between neighbouring patches."""
+    return patch_size // 2
+
+
+def paper_jitter(patch_size: int) -> int:
+    """Doersch et al. sec. 3.1's jitter of up to 7 pixels on 96-pixel patches, scaled to the patch."""
+    return round(7 * patch_size / 96)
 
 
 class PairHead(nn.Module):
@@ -66,8 +80,10 @@ class RelativePositionTask(PretextClassificationTask):
     name = "relative_position"
     num_outputs = len(NEIGHBOURS)
 
-    def __init__(self, view_size: int = 96, patch_size: int = 24, gap: int = 6, jitter: int = 3,
-                 embedding_dim: int = 128, hidden_dim: int = 256) -> None:
+    def __init__(self, view_size: int = 96, patch_size: int = 22, gap: int | None = None,
+                 jitter: int | None = None, embedding_dim: int = 128, hidden_dim: int = 256) -> None:
+        gap = paper_gap(patch_size) if gap is None else gap
+        jitter = paper_jitter(patch_size) if jitter is None else jitter
         if 3 * patch_size + 2 * gap + 2 * jitter > view_size:
             raise ValueError(f"3 patches of {patch_size} with gap {gap} and jitter {jitter} do not fit "
                              f"in a {view_size}-pixel view")
@@ -88,10 +104,11 @@ class RelativePositionTask(PretextClassificationTask):
     def build_head(self, spec: FeatureSpec) -> PairHead:
         return PairHead(spec.c5_channels, self.embedding_dim, self.hidden_dim, self.num_outputs)
 
-    def make_views(self, image: Tensor, generator: torch.Generator, key: str = "") -> dict[str, Tensor]:
+    def make_views(self, image: Tensor, generator: torch.Generator,
+                   index: int | None = None) -> dict[str, Tensor]:
         """``{"patches": uint8 [2, 3, p, p] (centre, neighbour), "label": int64 [],
         "corners": int64 [2, 2] (top, left) of each patch in the square view}``."""
-        square = resize_square(image, self.view_size)
+        square = square_view(image, self.view_size, generator)
         extent = 3 * self.patch_size + 2 * self.gap
         origin = [self.jitter + int(torch.randint(0, self.view_size - extent - 2 * self.jitter + 1, (),
                                                   generator=generator)) for _ in range(2)]

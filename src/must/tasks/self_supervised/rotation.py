@@ -1,10 +1,10 @@
 """Rotation prediction (Gidaris et al. 2018, "Unsupervised Representation Learning by Predicting
 Image Rotations"), SPEC S1.
 
-* views:  the image resized to a square and rotated by 0, 90, 180 and 270 degrees
-          (counter-clockwise); label ``k`` for ``k * 90`` degrees. By default all four rotations of
-          every image are in the batch, which Gidaris et al. found better than one random rotation
-          (sec. 3.2.1, "Rotating all four ... at the same time").
+* views:  a random square of the image resized to ``view_size`` and rotated by 0, 90, 180 and
+          270 degrees (counter-clockwise); label ``k`` for ``k * 90`` degrees. By default all four
+          rotations of every image are in the batch, which Gidaris et al. found better than one
+          random rotation (sec. 3.2.1, "Rotating all four ... at the same time").
 * head:   pooled C5 -> MLP -> 4 logits; cross-entropy.
 """
 
@@ -24,7 +24,7 @@ from must.tasks.self_supervised.base import (
     mlp,
     pooled_c5,
     present_views,
-    resize_square,
+    square_view,
     to_unit,
     write_text,
 )
@@ -58,9 +58,10 @@ class RotationTask(PretextClassificationTask):
     def build_head(self, spec: FeatureSpec) -> RotationHead:
         return RotationHead(spec.c5_channels, self.hidden_dim)
 
-    def make_views(self, image: Tensor, generator: torch.Generator, key: str = "") -> dict[str, Tensor]:
+    def make_views(self, image: Tensor, generator: torch.Generator,
+                   index: int | None = None) -> dict[str, Tensor]:
         """``{"images": uint8 [R, 3, s, s], "labels": int64 [R]}``, R = 4 (or 1 random rotation)."""
-        square = resize_square(image, self.view_size)
+        square = square_view(image, self.view_size, generator)
         if self.all_rotations:
             labels = torch.arange(ROTATIONS)
         else:

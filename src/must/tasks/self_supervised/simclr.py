@@ -103,7 +103,8 @@ class SimCLRTask(SelfSupervisedTask):
     def build_head(self, spec: FeatureSpec) -> ProjectionHead:
         return ProjectionHead(spec.c5_channels, self.hidden_dim or spec.c5_channels, self.projection_dim)
 
-    def make_views(self, image: Tensor, generator: torch.Generator, key: str = "") -> dict[str, Tensor]:
+    def make_views(self, image: Tensor, generator: torch.Generator,
+                   index: int | None = None) -> dict[str, Tensor]:
         """``{"views": uint8 [2, 3, s, s]}``: two independent draws of the augmentation."""
         with seeded(generator):
             return {"views": torch.stack([self.transform(image), self.transform(image)])}
