@@ -119,7 +119,13 @@ def project_conflicting(gradients: Sequence[Tensor], generator: torch.Generator)
 class PCGradWeighting(Weighting):
     """Projecting conflicting gradients (Yu et al. 2020) on the shared parameters; task-specific
     parameters (heads) get the plain gradient of sum_i w_i L_i. The task order is random, drawn
-    from the strategy's own generator (saved in its state dict so resumption is exact)."""
+    from the strategy's own generator (saved in its state dict so resumption is exact).
+
+    Every process takes the same path whatever its batch holds: one gradient per known task, in
+    the order of ``task_names``, zero for a task absent here (a zero gradient neither projects nor
+    is projected), then one ordinary backward. A loss whose backward is a collective (SimCLR's
+    gather, present on every rank) thus runs the same collectives in the same order everywhere,
+    and every rank's generator draws the same permutations, so they stay in lockstep."""
 
     def __init__(self, weights: Mapping[str, float], seed: int = 0) -> None:
         super().__init__(list(weights))
@@ -132,10 +138,10 @@ class PCGradWeighting(Weighting):
         weighted = {name: self.fixed[name] * loss for name, loss in losses.items()}
         total = sum(weighted.values())
         shared = [parameter for parameter in shared_parameters if parameter.requires_grad]
-        if len(weighted) < 2 or not shared:
+        if not shared:
             (total * scale).backward()
             return total.detach()
-        flat = [self._flat_gradient(loss, shared) for loss in weighted.values()]
+        flat = [self._flat_gradient(weighted.get(name), shared) for name in self.task_names]
         combined = project_conflicting(flat, self.generator) * scale
         previous = [None if p.grad is None else p.grad.detach().clone() for p in shared]
         # One ordinary backward gives the heads their gradients (and lets DDP finish its
@@ -153,7 +159,10 @@ class PCGradWeighting(Weighting):
         return total.detach()
 
     @staticmethod
-    def _flat_gradient(loss: Tensor, shared: Sequence[nn.Parameter]) -> Tensor:
+    def _flat_gradient(loss: Tensor | None, shared: Sequence[nn.Parameter]) -> Tensor:
+        """d loss / d shared as one vector; zeros for an absent task or a loss without a graph."""
+        if loss is None or not loss.requires_grad:
+            return torch.cat([torch.zeros_like(p).flatten() for p in shared])
         gradients = torch.autograd.grad(loss, shared, retain_graph=True, allow_unused=True)
         return torch.cat([torch.zeros_like(p).flatten() if g is None else g.flatten()
                           for p, g in zip(shared, gradients)])
