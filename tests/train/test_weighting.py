@@ -62,28 +62,48 @@ def test_static_backward_is_the_weighted_sum() -> None:
         weighting.backward({"z": parameter.sum()}, [parameter])
 
 
-def test_uncertainty_gradient_matches_autograd_on_the_formula() -> None:
-    weighting = UncertaintyWeighting(["a", "b"])
+def test_uncertainty_gradient_matches_autograd_on_kendalls_formula() -> None:
+    # "depth" is regression: 1/(2 sigma^2) L + log sigma; "a" classification: 1/sigma^2 L + log sigma
+    weighting = build_weighting(WeightingConfig(method="uncertainty"), ["a", "depth"], 8, 0.1)
+    assert isinstance(weighting, UncertaintyWeighting)
     with torch.no_grad():
         weighting.log_variances["a"].fill_(0.3)
-        weighting.log_variances["b"].fill_(-0.7)
+        weighting.log_variances["depth"].fill_(-0.7)
     parameter = nn.Parameter(torch.tensor([0.5, -1.5]))
-    total = weighting.backward({"a": (parameter ** 2).sum(), "b": (3 * parameter).sum()}, [parameter])
+    total = weighting.backward({"a": (parameter ** 2).sum(), "depth": (3 * parameter).sum()}, [parameter])
 
-    s = torch.tensor([0.3, -0.7], requires_grad=True)
+    log_sigma = torch.tensor([0.15, -0.35], requires_grad=True)  # s = log sigma^2 = 2 log sigma
     x = torch.tensor([0.5, -1.5], requires_grad=True)
-    loss_a, loss_b = (x ** 2).sum(), (3 * x).sum()
-    reference = torch.exp(-s[0]) * loss_a + s[0] + torch.exp(-s[1]) * loss_b + s[1]
+    loss_a, loss_depth = (x ** 2).sum(), (3 * x).sum()
+    sigma_squared = torch.exp(2 * log_sigma)
+    reference = (loss_a / sigma_squared[0] + log_sigma[0]
+                 + loss_depth / (2 * sigma_squared[1]) + log_sigma[1])
     reference.backward()
     assert total.item() == pytest.approx(reference.item())
     assert torch.allclose(parameter.grad, x.grad)
-    grads = torch.stack([weighting.log_variances["a"].grad, weighting.log_variances["b"].grad])
-    assert torch.allclose(grads, s.grad)
-    # by hand: d/ds_i = 1 - exp(-s_i) L_i
-    assert torch.allclose(grads, 1 - torch.exp(-s.detach()) * torch.tensor([2.5, -3.0]))
-    assert weighting.weights() == pytest.approx({"a": float(torch.exp(torch.tensor(-0.3))),
-                                                 "b": float(torch.exp(torch.tensor(0.7)))})
+    grads = torch.stack([weighting.log_variances["a"].grad, weighting.log_variances["depth"].grad])
+    assert torch.allclose(grads, log_sigma.grad / 2)  # d/ds = d/dlog_sigma * dlog_sigma/ds
+    sigma_squared = sigma_squared.detach()
+    assert weighting.weights() == pytest.approx({"a": float(1 / sigma_squared[0]),
+                                                 "depth": float(1 / (2 * sigma_squared[1]))})
     assert len(list(weighting.parameters())) == 2  # handed to the optimizer by the engine
+
+
+def test_uncertainty_learns_kendalls_optimal_noise_and_resumes() -> None:
+    # With the task losses held fixed, minimizing over sigma gives sigma^2 = L for a regression
+    # task (d/ds of L/2 e^-s + s/2) and sigma^2 = 2 L for a classification task (of L e^-s + s/2).
+    losses = {"classification": 1.5, "normals": 0.8, "depth": 2.0}
+    weighting = build_weighting(WeightingConfig(method="uncertainty"), list(losses), 8, 0.1)
+    optimizer = torch.optim.SGD(weighting.parameters(), lr=0.5)
+    for _ in range(400):
+        optimizer.zero_grad()
+        weighting.backward({name: torch.tensor(value, requires_grad=True) for name, value in losses.items()}, [])
+        optimizer.step()
+    variances = {name: float(torch.exp(s)) for name, s in weighting.log_variances.items()}
+    assert variances == pytest.approx({"classification": 3.0, "normals": 0.8, "depth": 2.0}, rel=1e-4)
+    resumed = UncertaintyWeighting(list(losses), ("depth", "normals"))
+    resumed.load_state_dict(weighting.state_dict())
+    assert resumed.weights() == weighting.weights()
 
 
 def test_pcgrad_projects_two_conflicting_gradients() -> None:
