@@ -99,7 +99,7 @@ def test_uncertainty_learns_kendalls_optimal_noise_and_resumes() -> None:
         optimizer.zero_grad()
         weighting.backward({name: torch.tensor(value, requires_grad=True) for name, value in losses.items()}, [])
         optimizer.step()
-    variances = {name: float(torch.exp(s)) for name, s in weighting.log_variances.items()}
+    variances = {name: float(torch.exp(s.detach())) for name, s in weighting.log_variances.items()}
     assert variances == pytest.approx({"classification": 3.0, "normals": 0.8, "depth": 2.0}, rel=1e-4)
     resumed = UncertaintyWeighting(list(losses), ("depth", "normals"))
     resumed.load_state_dict(weighting.state_dict())
