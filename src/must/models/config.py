@@ -24,6 +24,11 @@ class ModelConfig:
     fpn_channels: int = 64
     norm: Literal["batch", "group", "frozen_batch"] = "batch"
     """Backbone normalization; the FPN has none (as in torchvision's detection models)."""
+    sync_bn: bool = False
+    """Under DDP on GPUs, BatchNorm layers use the statistics of the global batch (SyncBatchNorm)
+    instead of each process's share: the paper's batches are split over many accelerators, few
+    images each (global BN, as SimCLR, Chen et al. 2020, sec. 2). torch implements it for GPUs
+    only: CPU processes keep per-process statistics (the engine says so once)."""
     drop_path_rate: float = 0.0
     """Stochastic depth of the last residual block (Noisy Student's model noise); earlier blocks
     drop linearly less."""

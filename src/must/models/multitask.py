@@ -38,12 +38,14 @@ class MultiTaskModel(nn.Module):
     ``mean`` / ``std`` so every stage (teacher, labeler, student) feeds the same thing.
     ``view_tasks`` are the self-supervised tasks, by name: each runs the trunk on its own views
     and trains the head ``heads[task.head_name]`` (FixMatch: the head of the task it wraps).
+    ``sync_bn`` asks the training engine to make its BatchNorm layers SyncBatchNorm under DDP.
     """
 
     def __init__(self, backbone: ResNetBackbone, fpn: FeaturePyramid, heads: Mapping[str, nn.Module],
                  mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD,
-                 view_tasks: Mapping[str, SelfSupervisedTask] | None = None) -> None:
+                 view_tasks: Mapping[str, SelfSupervisedTask] | None = None, sync_bn: bool = False) -> None:
         super().__init__()
+        self.sync_bn = sync_bn
         self.backbone = backbone
         self.fpn = fpn
         self.heads = nn.ModuleDict(dict(heads))
@@ -144,7 +146,7 @@ def build_model(config: ModelConfig, tasks: Mapping[str, Task]) -> MultiTaskMode
     for task in view_tasks.values():
         if task.head_name not in heads:
             heads[task.head_name] = task.build_head(spec)
-    model = MultiTaskModel(backbone, fpn, heads, config.mean, config.std, view_tasks)
+    model = MultiTaskModel(backbone, fpn, heads, config.mean, config.std, view_tasks, config.sync_bn)
     if config.init is not None:
         load_initial_weights(model, config.init, heads=config.init_heads)
     return model

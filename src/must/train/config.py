@@ -23,7 +23,7 @@ class TeacherRecipe:
 class WeightingConfig:
     method: Literal["must", "equal", "uncertainty", "pcgrad"] = "equal"
     """``must``: w_i = b_s lr_it / (b_it lr_s) (MuST sec. 3.3); ``equal``: w_i = 1;
-    ``uncertainty``: learned log-variances (Kendall et al. 2018); ``pcgrad``: projected
+    ``uncertainty``: learned task noise (Kendall et al. 2018); ``pcgrad``: projected
     conflicting gradients (Yu et al. 2020)."""
     depth_weight: float = 1.0
     """MuST sec. 3.3 sets the depth loss weight separately from the rule (``must`` only)."""
@@ -34,6 +34,9 @@ class WeightingConfig:
     weights: dict[str, float] = field(default_factory=dict)
     """Fixed weights that override the rule (``must``, ``equal``, ``pcgrad``): e.g. a
     self-supervised task that has no teacher."""
+    regression_tasks: tuple[str, ...] = ("depth", "normals")
+    """Tasks that ``uncertainty`` weighs as regression, 1/(2 sigma^2) L + log sigma; the others as
+    classification, 1/sigma^2 L + log sigma (Kendall et al. 2018, eq. 7 and 10)."""
 
     def __post_init__(self) -> None:
         if self.depth_weight < 0 or any(value < 0 for value in self.weights.values()):

@@ -100,6 +100,27 @@ def shared_parameters(model: nn.Module) -> list[nn.Parameter]:
     return [p for p in model.parameters() if id(p) not in head_ids]
 
 
+def sync_batch_norm(model: nn.Module, device: torch.device) -> nn.Module:
+    """``model`` with SyncBatchNorm layers when it asks for them (its ``sync_bn``, set from
+    ``model.sync_bn``) and runs in several processes: BatchNorm then normalizes with the global
+    batch's statistics, so DDP trains as one process on the global batch. Parameters stay the same
+    objects and checkpoints the same keys. torch's SyncBatchNorm runs on GPUs only: on CPU the
+    layers are left as they are, with a warning."""
+    has_batch_norm = any(isinstance(module, nn.modules.batchnorm._BatchNorm) for module in model.modules())
+    if not getattr(model, "sync_bn", False) or not has_batch_norm or distributed.world_size() < 2:
+        return model
+    if device.type == "cpu":
+        _warn_cpu_sync_bn()
+        return model
+    return nn.SyncBatchNorm.convert_sync_batchnorm(model)
+
+
+@functools.cache
+def _warn_cpu_sync_bn() -> None:
+    warnings.warn("model.sync_bn: torch's SyncBatchNorm runs on GPUs only; on CPU each process "
+                  "normalizes with its own share of the batch", stacklevel=4)
+
+
 def compute_losses(model: nn.Module, tasks: Mapping[str, Task], batch: Batch) -> dict[str, dict[str, Tensor]]:
     """``{task: {"loss": ..., parts}}`` for the tasks that have targets in ``batch`` (sec. 3.4)."""
     targets = {name: target for name, target in batch.targets.items() if name in tasks}
@@ -165,7 +186,8 @@ class _Run:
         self.info = distributed.setup(self.device)
         self.precision = resolve_precision(config.precision, self.device)
         self.tasks = dict(tasks) if isinstance(tasks, Mapping) else by_name(list(tasks))
-        self.model = model.to(self.device)
+        # before the optimizer and the EMA copy are built, and before the DDP wrapping
+        self.model = sync_batch_norm(model.to(self.device), self.device)
         self.weighting = (weighting or build_weighting(
             config.weighting, list(self.tasks), config.batch_size, config.lr, config.seed)).to(self.device)
         self.optimizer = build_optimizer(self.model, config, self.weighting.parameters())

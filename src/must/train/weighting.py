@@ -78,24 +78,38 @@ class StaticWeighting(Weighting):
 
 
 class UncertaintyWeighting(Weighting):
-    """Kendall, Gal & Cipolla 2018 (eq. 7 and 10), in the usual form with a learned log-variance
-    ``s_i = log sigma_i^2`` per task: L = sum_i exp(-s_i) L_i + s_i. The ``s_i`` start at 0
-    (w_i = 1) and are trained with the model (no weight decay)."""
+    """Kendall, Gal & Cipolla 2018 (CVPR), eq. 7 and 10: each task has a learned noise sigma_i,
+    a regression task contributes 1/(2 sigma_i^2) L_i + log sigma_i (Gaussian likelihood), a
+    classification task 1/sigma_i^2 L_i + log sigma_i (scaled softmax). As the paper advises
+    (sec. 3.2), the parameter is the log-variance ``s_i = log sigma_i^2``, so the terms read
+    0.5 exp(-s_i) L_i + 0.5 s_i (regression) and exp(-s_i) L_i + 0.5 s_i (classification). The
+    ``s_i`` start at 0 and are trained with the model (no weight decay).
 
-    def __init__(self, task_names: Sequence[str]) -> None:
+    ``regression_tasks`` are the tasks of the first kind (depth, surface normals); every other
+    task is classification-like: cross-entropy losses, detection (whose losses are mostly
+    classification) and the self-supervised pretext losses."""
+
+    def __init__(self, task_names: Sequence[str], regression_tasks: Iterable[str] = ()) -> None:
         super().__init__(task_names)
         self.log_variances = nn.ParameterDict({name: nn.Parameter(torch.zeros(())) for name in task_names})
+        self.regression = frozenset(regression_tasks)
+
+    def _factor(self, name: str) -> float:
+        """1/2 for regression (the Gaussian's 1/(2 sigma^2)), 1 for classification."""
+        return 0.5 if name in self.regression else 1.0
 
     def backward(self, losses: Mapping[str, Tensor], shared_parameters: Sequence[nn.Parameter],
                  scale: float = 1.0) -> Tensor:
         self._check(losses)
-        total = sum(torch.exp(-self.log_variances[name]) * loss + self.log_variances[name]
-                    for name, loss in losses.items())
+        total = sum(self._factor(name) * torch.exp(-self.log_variances[name]) * loss
+                    + 0.5 * self.log_variances[name] for name, loss in losses.items())
         (total * scale).backward()
         return total.detach()
 
     def weights(self) -> dict[str, float]:
-        return {name: float(torch.exp(-value.detach())) for name, value in self.log_variances.items()}
+        """The factor each task's loss is multiplied by: 1/(2 sigma^2) or 1/sigma^2."""
+        return {name: self._factor(name) * float(torch.exp(-value.detach()))
+                for name, value in self.log_variances.items()}
 
 
 def project_conflicting(gradients: Sequence[Tensor], generator: torch.Generator) -> Tensor:
@@ -119,7 +133,13 @@ def project_conflicting(gradients: Sequence[Tensor], generator: torch.Generator)
 class PCGradWeighting(Weighting):
     """Projecting conflicting gradients (Yu et al. 2020) on the shared parameters; task-specific
     parameters (heads) get the plain gradient of sum_i w_i L_i. The task order is random, drawn
-    from the strategy's own generator (saved in its state dict so resumption is exact)."""
+    from the strategy's own generator (saved in its state dict so resumption is exact).
+
+    Every process takes the same path whatever its batch holds: one gradient per known task, in
+    the order of ``task_names``, zero for a task absent here (a zero gradient neither projects nor
+    is projected), then one ordinary backward. A loss whose backward is a collective (SimCLR's
+    gather, present on every rank) thus runs the same collectives in the same order everywhere,
+    and every rank's generator draws the same permutations, so they stay in lockstep."""
 
     def __init__(self, weights: Mapping[str, float], seed: int = 0) -> None:
         super().__init__(list(weights))
@@ -132,10 +152,10 @@ class PCGradWeighting(Weighting):
         weighted = {name: self.fixed[name] * loss for name, loss in losses.items()}
         total = sum(weighted.values())
         shared = [parameter for parameter in shared_parameters if parameter.requires_grad]
-        if len(weighted) < 2 or not shared:
+        if not shared:
             (total * scale).backward()
             return total.detach()
-        flat = [self._flat_gradient(loss, shared) for loss in weighted.values()]
+        flat = [self._flat_gradient(weighted.get(name), shared) for name in self.task_names]
         combined = project_conflicting(flat, self.generator) * scale
         previous = [None if p.grad is None else p.grad.detach().clone() for p in shared]
         # One ordinary backward gives the heads their gradients (and lets DDP finish its
@@ -153,7 +173,10 @@ class PCGradWeighting(Weighting):
         return total.detach()
 
     @staticmethod
-    def _flat_gradient(loss: Tensor, shared: Sequence[nn.Parameter]) -> Tensor:
+    def _flat_gradient(loss: Tensor | None, shared: Sequence[nn.Parameter]) -> Tensor:
+        """d loss / d shared as one vector; zeros for an absent task or a loss without a graph."""
+        if loss is None or not loss.requires_grad:
+            return torch.cat([torch.zeros_like(p).flatten() for p in shared])
         gradients = torch.autograd.grad(loss, shared, retain_graph=True, allow_unused=True)
         return torch.cat([torch.zeros_like(p).flatten() if g is None else g.flatten()
                           for p, g in zip(shared, gradients)])
@@ -201,7 +224,7 @@ Builder = Callable[[WeightingConfig, Sequence[str], int, float, int], Weighting]
 METHODS: dict[str, Builder] = {
     "must": lambda config, names, batch, lr, seed: StaticWeighting(must_weights(config, names, batch, lr)),
     "equal": lambda config, names, batch, lr, seed: StaticWeighting(_equal(config, names)),
-    "uncertainty": lambda config, names, batch, lr, seed: UncertaintyWeighting(names),
+    "uncertainty": lambda config, names, batch, lr, seed: UncertaintyWeighting(names, config.regression_tasks),
     "pcgrad": lambda config, names, batch, lr, seed: PCGradWeighting(_equal(config, names), seed),
 }
 
