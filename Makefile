@@ -45,13 +45,14 @@ bench: install
 
 # On a machine with one CUDA GPU: the tests marked `cuda` and a tiny demo with device=cuda, one
 # line per check, under 8 minutes; without a GPU it says so and fails (docs/gpu.md). It installs
-# nothing: GPU_PY is the venv's Python after `make install-test`, else the machine's own (a CUDA
-# torch preinstalled, this package added with `pip install --no-deps -e .`).
+# nothing and checks this checkout's src/: GPU_PY is the venv's Python after `make install-test`,
+# else the machine's own (a CUDA torch preinstalled, our other dependencies beside it).
 GPU_PY ?= $(if $(wildcard $(PY)),$(PY),$(PYTHON))
 GPU_PRESET ?= tiny
 
 gpu-check:
-	$(GPU_PY) tests/cuda/gpu_check.py --preset $(GPU_PRESET) --out runs/gpu-check
+	PYTHONPATH="$(CURDIR)/src$${PYTHONPATH:+:$$PYTHONPATH}" $(GPU_PY) tests/cuda/gpu_check.py \
+	  --preset $(GPU_PRESET) --out runs/gpu-check
 
 clean:
 	rm -rf $(VENV) runs
