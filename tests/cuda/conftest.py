@@ -25,7 +25,7 @@ from must.data.sample import Batch
 from must.label.labeler import LabelConfig, label_dataset
 from must.label.manifest import read_manifest
 from must.label.shards import decode_labels, iterate_shard
-from must.models import ModelConfig, build_model
+from must.models import ModelConfig
 from must.tasks import Task, build_task
 from must.train.engine import autocast, compute_losses
 from must.world import generate

@@ -88,7 +88,8 @@ def run_demo(preset: str, out: Path, timeout: float) -> tuple[bool, str]:
     seconds = time.perf_counter() - start
     if code != 0:
         last = (out / "demo.log").read_text().strip().splitlines()[-1:] or [""]
-        return False, f"demo on cuda: FAILED, exit {code} after {seconds:.0f} s: {last[0][:200]} (log: {out / 'demo.log'})"
+        return False, (f"demo on cuda: FAILED, exit {code} after {seconds:.0f} s: {last[0][:200]} "
+                       f"(log: {out / 'demo.log'})")
     return demo_results(out / "demo", seconds)
 
 
