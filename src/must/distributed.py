@@ -1,7 +1,7 @@
 """The one place for devices and processes (STYLE.md, practice 6).
 
 Reads torchrun's environment (RANK, WORLD_SIZE, LOCAL_RANK), initializes the process group
-(gloo on CPU, NCCL on CUDA), and answers rank / world-size / main-process questions; ``launch``
+(gloo on CPU; NCCL, with gloo for host tensors, on CUDA), and answers rank / world-size / main-process questions; ``launch``
 starts a ``must`` verb under torchrun from a process that is not distributed itself; ``run_pool``
 runs independent jobs (transfer grid cells, teachers) in a pool of one-thread processes. Every
 choice that depends on the device is made here: which device (:func:`pick_device`), the
@@ -107,7 +107,8 @@ def _check_cuda(name: str, device: torch.device) -> None:
 def backend(device: torch.device | None) -> str:
     """The process group's backend: gloo on CPU; on CUDA NCCL for device tensors plus gloo for
     host ones, so a collective on a tensor kept on the CPU (a metric's gathered predictions, an
-    object gather) works under NCCL too instead of failing with "no backend for device cpu"."""
+    object gather) works under NCCL too instead of failing with "No backend type associated with
+    device type cpu"."""
     return "cpu:gloo,cuda:nccl" if device is not None and device.type == "cuda" else "gloo"
 
 
