@@ -3,11 +3,11 @@
 Reads torchrun's environment (RANK, WORLD_SIZE, LOCAL_RANK), initializes the process group
 (gloo on CPU; NCCL, with gloo for host tensors, on CUDA), and answers rank / world-size /
 main-process questions; ``launch`` starts a ``must`` verb under torchrun from a process that is
-not distributed itself; ``run_pool`` runs independent jobs (transfer grid cells, teachers) in a pool of one-thread processes. Every
-choice that depends on the device is made here: which device (:func:`pick_device`), the
-collective backend, DDP's wrapping (:func:`data_parallel`), pinned host memory
-(:func:`pins_memory`) and whether bf16 is native (:func:`native_bf16`). Code elsewhere gets a
-``torch.device`` passed in and never calls ``.cuda()``.
+not distributed itself; ``run_pool`` runs independent jobs (transfer grid cells, teachers) in a
+pool of one-thread processes. Every choice that depends on the device is made here: which device
+(:func:`pick_device`), the collective backend, DDP's wrapping (:func:`data_parallel`), pinned
+host memory (:func:`pins_memory`) and whether bf16 is native (:func:`native_bf16`). Code
+elsewhere gets a ``torch.device`` passed in and never calls ``.cuda()``.
 """
 
 from __future__ import annotations
