@@ -8,7 +8,7 @@ PIP := $(PY) -m pip
 export HF_HUB_OFFLINE := 1
 export PYTHONUNBUFFERED := 1
 
-.PHONY: demo test install install-test system-data bench clean
+.PHONY: demo test install install-test system-data bench clean gpu-check
 
 $(PY):
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "need Python 3.11 (python3.11 or python3 on PATH)"; exit 1; }
@@ -42,6 +42,17 @@ test: install-test
 
 bench: install
 	$(PY) benchmarks/run.py
+
+# On a machine with one CUDA GPU: the tests marked `cuda` and a tiny demo with device=cuda, one
+# line per check, under 8 minutes; without a GPU it says so and fails (docs/gpu.md). It installs
+# nothing and checks this checkout's src/: GPU_PY is the venv's Python after `make install-test`,
+# else the machine's own (a CUDA torch preinstalled, our other dependencies beside it).
+GPU_PY ?= $(if $(wildcard $(PY)),$(PY),$(PYTHON))
+GPU_PRESET ?= tiny
+
+gpu-check:
+	PYTHONPATH="$(CURDIR)/src$${PYTHONPATH:+:$$PYTHONPATH}" $(GPU_PY) tests/cuda/gpu_check.py \
+	  --preset $(GPU_PRESET) --out runs/gpu-check
 
 clean:
 	rm -rf $(VENV) runs

@@ -1,5 +1,6 @@
 """Shared test set-up: one torch thread per pytest worker (tests run with ``-n 2`` on 2 cores),
-no hub downloads, deterministic seeds."""
+no hub downloads, deterministic seeds; tests marked ``cuda`` are skipped on a machine without a
+CUDA GPU (``make gpu-check`` runs them where there is one)."""
 
 import os
 
@@ -10,6 +11,17 @@ import pytest
 import torch
 
 torch.set_num_threads(1)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if torch.cuda.is_available():
+        return
+    build = f"CUDA {torch.version.cuda}" if torch.version.cuda else "no CUDA"
+    skip = pytest.mark.skip(reason=f"needs a CUDA GPU: torch.cuda.is_available() is False "
+                                   f"(torch {torch.__version__}, built with {build})")
+    for item in items:
+        if item.get_closest_marker("cuda") is not None:
+            item.add_marker(skip)
 
 
 @pytest.fixture(autouse=True)

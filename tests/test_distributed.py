@@ -8,11 +8,14 @@ import os
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 import torch
+from torch.nn.parallel import DistributedDataParallel
 
 from must import distributed
+from must.config import ConfigError
 from must.losses.ntxent import nt_xent_loss
 
 SCRIPT = textwrap.dedent(
@@ -127,3 +130,38 @@ def test_pool_runs_every_job_like_the_sequential_loop() -> None:
     assert sorted(finished) == sorted(jobs)
     with pytest.raises(AttributeError, match="no_such_field"):
         distributed.run_pool([1, 2], operator.attrgetter("no_such_field"), workers=2)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on a machine without CUDA")
+def test_a_cuda_device_without_cuda_is_a_config_error_naming_it() -> None:
+    with pytest.raises(ConfigError, match=r"device 'cuda': no CUDA GPU is visible .*use device=cpu"):
+        distributed.pick_device("cuda")
+    with pytest.raises(ConfigError, match=r"device 'cuda:1': no CUDA GPU is visible"):
+        distributed.pick_device("cuda:1")
+
+
+def test_a_device_name_torch_does_not_know_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match=r"device 'gpu': not a device name; use auto, cpu, cuda or cuda:N"):
+        distributed.pick_device("gpu")
+
+
+def test_device_dependent_choices() -> None:
+    cpu, cuda = torch.device("cpu"), torch.device("cuda", 0)  # a device object needs no GPU
+    assert distributed.backend(cpu) == distributed.backend(None) == "gloo"
+    assert distributed.backend(cuda) == "cpu:gloo,cuda:nccl"  # host tensors keep a backend under NCCL
+    assert not distributed.pins_memory(cpu) and not distributed.pins_memory(None)
+    assert distributed.pins_memory(cuda)
+    assert not distributed.native_bf16(cpu)
+
+
+def test_data_parallel_wraps_whenever_a_process_group_is_up(tmp_path: Path) -> None:
+    """Also a one-process group: that is how one GPU runs the NCCL path of N (tests/cuda)."""
+    model = torch.nn.Linear(3, 2)
+    assert distributed.data_parallel(model, torch.device("cpu")) is model
+    torch.distributed.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
+    try:
+        wrapped = distributed.data_parallel(model, torch.device("cpu"))
+        assert isinstance(wrapped, DistributedDataParallel) and wrapped.module is model
+    finally:
+        distributed.teardown()
+    assert not distributed.is_initialized()

@@ -1,9 +1,12 @@
 """The one place for devices and processes (STYLE.md, practice 6).
 
 Reads torchrun's environment (RANK, WORLD_SIZE, LOCAL_RANK), initializes the process group
-(gloo on CPU, NCCL on CUDA), and answers rank / world-size / main-process questions; ``launch``
-starts a ``must`` verb under torchrun from a process that is not distributed itself; ``run_pool``
-runs independent jobs (transfer grid cells, teachers) in a pool of one-thread processes. Code
+(gloo on CPU; NCCL, with gloo for host tensors, on CUDA), and answers rank / world-size /
+main-process questions; ``launch`` starts a ``must`` verb under torchrun from a process that is
+not distributed itself; ``run_pool`` runs independent jobs (transfer grid cells, teachers) in a
+pool of one-thread processes. Every choice that depends on the device is made here: which device
+(:func:`pick_device`), the collective backend, DDP's wrapping (:func:`data_parallel`), pinned
+host memory (:func:`pins_memory`) and whether bf16 is native (:func:`native_bf16`). Code
 elsewhere gets a ``torch.device`` passed in and never calls ``.cuda()``.
 """
 
@@ -22,6 +25,10 @@ from typing import Any, TypeVar
 
 import torch
 import torch.distributed as dist
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+
+from must.config import ConfigError
 
 
 @dataclass(frozen=True)
@@ -69,24 +76,71 @@ def launch(arguments: Sequence[str], processes: int) -> None:
 
 
 def pick_device(name: str = "auto", local_rank: int | None = None) -> torch.device:
-    """``auto`` -> this rank's CUDA device when CUDA is available, else CPU; or an explicit name."""
+    """``auto`` -> this rank's CUDA device when CUDA is available, else CPU; or an explicit name
+    (``cpu``, ``cuda``, ``cuda:1``). A name that is no device, or a CUDA device this machine does
+    not have, is a :class:`~must.config.ConfigError` naming it (not torch's traceback)."""
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
-    device = torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ConfigError(f"device '{name}': not a device name; use auto, cpu, cuda or cuda:N") from None
     if device.type == "cuda" and device.index is None:
         index = from_environment().local_rank if local_rank is None else local_rank
         device = torch.device("cuda", index)
     if device.type == "cuda":
+        _check_cuda(name, device)
         torch.cuda.set_device(device)
     return device
+
+
+def _check_cuda(name: str, device: torch.device) -> None:
+    if not torch.cuda.is_available():
+        build = f"CUDA {torch.version.cuda}" if torch.version.cuda else "no CUDA"
+        raise ConfigError(f"device '{name}': no CUDA GPU is visible (torch {torch.__version__}, built "
+                          f"with {build}); use device=cpu or device=auto")
+    if device.index is not None and device.index >= torch.cuda.device_count():
+        raise ConfigError(f"device '{name}': this machine has {torch.cuda.device_count()} CUDA "
+                          f"device(s), cuda:0 to cuda:{torch.cuda.device_count() - 1}")
+
+
+def backend(device: torch.device | None) -> str:
+    """The process group's backend: gloo on CPU; on CUDA NCCL for device tensors plus gloo for
+    host ones, so a collective on a tensor kept on the CPU (a metric's gathered predictions, an
+    object gather) works under NCCL too instead of failing with "No backend type associated with
+    device type cpu"."""
+    return "cpu:gloo,cuda:nccl" if device is not None and device.type == "cuda" else "gloo"
+
+
+def data_parallel(model: nn.Module, device: torch.device, find_unused_parameters: bool = False) -> nn.Module:
+    """``model`` in DDP when a process group is up, else ``model`` itself. Any group size counts:
+    a one-process NCCL group then runs the very gradient path of N GPUs, so one GPU can test it."""
+    if not is_initialized():
+        return model
+    device_ids = [device.index] if device.type == "cuda" else None
+    return DistributedDataParallel(model, device_ids=device_ids, find_unused_parameters=find_unused_parameters)
+
+
+def pins_memory(device: torch.device | None) -> bool:
+    """Whether batches bound for ``device`` go through page-locked host memory: only a CUDA copy
+    gains from it (asynchronous, ``non_blocking=True``)."""
+    return device is not None and device.type == "cuda"
+
+
+def native_bf16(device: torch.device) -> bool:
+    """Whether ``device`` computes bf16 in hardware: CUDA compute capability 8.0 (Ampere) and up,
+    or ROCm. Older GPUs only emulate it, slower than fp32; on CPU see
+    :func:`must.train.engine.resolve_precision`."""
+    if device.type != "cuda":
+        return False
+    return bool(torch.version.hip) or torch.cuda.get_device_capability(device)[0] >= 8
 
 
 def setup(device: torch.device | None = None, timeout_minutes: float = 30.0) -> ProcessInfo:
     """Joins torchrun's process group when launched by torchrun; no-op for one process."""
     info = from_environment()
     if info.distributed and not dist.is_initialized():
-        backend = "nccl" if device is not None and device.type == "cuda" else "gloo"
-        dist.init_process_group(backend=backend, timeout=datetime.timedelta(minutes=timeout_minutes))
+        dist.init_process_group(backend=backend(device), timeout=datetime.timedelta(minutes=timeout_minutes))
     return info
 
 

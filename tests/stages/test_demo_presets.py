@@ -4,10 +4,11 @@ paper (real datasets, no world); student variants get the sources their table ne
 from pathlib import Path
 
 import pytest
+import torch
 
 from must import config as config_lib
-from must.stages.demo import (DemoConfig, StudentVariant, student_config, teach_configs, transfer_inits,
-                              with_grid)
+from must.stages.demo import (DemoConfig, StudentVariant, label_config, pool_set, run_demo, student_config,
+                              teach_configs, transfer_inits, with_grid)
 from must.transfer.config import default_suite
 
 
@@ -67,3 +68,20 @@ def test_precision_overrides_every_training_stage(tmp_path: Path) -> None:
     assert student_config(config, tmp_path).train.precision == "fp32"
     kept = config_lib.load(DemoConfig, "demo", ["precision=auto"])
     assert student_config(kept, tmp_path).train.precision == kept.student.train.precision == "auto"
+
+
+def test_device_overrides_every_stage(tmp_path: Path) -> None:
+    default = config_lib.load(DemoConfig, "demo", [])
+    assert default.device == "auto" and student_config(default, tmp_path).train.device == "auto"
+    config = config_lib.load(DemoConfig, "demo", ["device=cpu"])
+    assert {teach.train.device for teach in teach_configs(config, tmp_path).values()} == {"cpu"}
+    assert student_config(config, tmp_path).train.device == "cpu"
+    assert label_config(config, tmp_path, pool_set(config, tmp_path)).device == "cpu"
+    assert config.precision == "bf16" and student_config(config, tmp_path).train.precision == "bf16"  # kept
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on a machine without CUDA")
+def test_a_cuda_demo_without_a_gpu_stops_before_any_stage(tmp_path: Path) -> None:
+    with pytest.raises(config_lib.ConfigError, match="device 'cuda': no CUDA GPU is visible"):
+        run_demo("demo", tmp_path / "run", ["device=cuda"])
+    assert not (tmp_path / "run").exists()

@@ -300,7 +300,7 @@ def make_loader(datasets: Sequence[Dataset[Sample]], tasks: Sequence[Task] | Map
         # resumed run's random state would differ from an uninterrupted one's.
         generator=torch.Generator().manual_seed(seed),
     )
-    return _pinned(iter(loader), device is not None and device.type == "cuda")
+    return _pinned(iter(loader), distributed.pins_memory(device))
 
 
 def make_eval_loader(datasets: Sequence[Dataset[Sample]], tasks: Sequence[Task] | Mapping[str, Task],

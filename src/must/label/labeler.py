@@ -241,7 +241,7 @@ def _label_shards(config: LabelConfig, out: Path, teachers: list[LabelingTeacher
     images = ResizedImages(dataset, [teacher.input_size for teacher in teachers])
     workers = default_workers() if config.workers is None else config.workers
     loader = iter(make_image_loader(images, shards, config.batch_size, workers,
-                                    pin_memory=device.type == "cuda"))
+                                    pin_memory=distributed.pins_memory(device)))
     precision = _resolve_precision(config.precision, device)
     total = sum(shard.end - shard.start for shard in shards)
     skip_bad = config.skip_bad or config.data.skip_bad
@@ -294,7 +294,7 @@ def default_workers() -> int:
 
 def _resolve_precision(precision: str, device: torch.device) -> str:
     if precision == "auto":
-        return "bf16" if device.type == "cuda" and torch.cuda.is_bf16_supported() else "fp32"
+        return "bf16" if distributed.native_bf16(device) else "fp32"
     return precision
 
 
@@ -304,7 +304,7 @@ def _pseudo_labels(teachers: list[LabelingTeacher], batch: LoadedBatch, config: 
     labels: list[dict[str, Any]] = [{} for _ in batch.keys]
     if not batch.keys:
         return labels
-    non_blocking = device.type == "cuda"
+    non_blocking = distributed.pins_memory(device)
     for teacher in teachers:
         images = batch.images[teacher.input_size].to(device, non_blocking=non_blocking)
         with torch.inference_mode(), torch.autocast(device.type, dtype=torch.bfloat16,

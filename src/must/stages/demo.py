@@ -138,6 +138,9 @@ class DemoConfig:
     precision: Literal["auto", "fp32", "bf16"] = "auto"
     """Overrides every training stage's ``train.precision`` and the transfer cells' (``auto``
     keeps each stage's own setting)."""
+    device: str = "auto"
+    """Overrides every stage's device (teachers, labeling, students, pre-training, transfer):
+    ``cpu``, ``cuda``, ``cuda:N``; ``auto`` keeps each stage's own (CUDA when there is a GPU)."""
 
 
 class StageClock:
@@ -190,8 +193,10 @@ def world_set(root: Path, domain: str, split: str, tasks: tuple[str, ...] = ()) 
     return DatasetConfig(format="world", root=str(root / domain / split), tasks=tasks)
 
 
-def with_precision(config: DemoConfig, train: TrainConfig) -> TrainConfig:
-    return train if config.precision == "auto" else dataclasses.replace(train, precision=config.precision)
+def with_overrides(config: DemoConfig, train: TrainConfig) -> TrainConfig:
+    """A stage's training settings with the demo's ``precision`` and ``device`` where they are set."""
+    changes = {name: getattr(config, name) for name in ("precision", "device") if getattr(config, name) != "auto"}
+    return dataclasses.replace(train, **changes) if changes else train
 
 
 def teacher_sets(config: DemoConfig, data: Path, task: str) -> tuple[DatasetConfig, DatasetConfig]:
@@ -207,7 +212,7 @@ def teach_configs(config: DemoConfig, data: Path) -> dict[str, TeachConfig]:
     configs = {}
     for task, plan in config.teachers.items():
         train, val = teacher_sets(config, data, task)
-        settings = with_precision(config, plan.train)
+        settings = with_overrides(config, plan.train)
         if config.teacher_workers > 1:  # several bars at once would garble each other
             settings = dataclasses.replace(settings, progress=False)
         configs[task] = TeachConfig(task=task, task_options=plan.task_options, data=train, val=val,
@@ -259,19 +264,19 @@ def student_config(config: DemoConfig, run: Path, variant: StudentVariant = Stud
         sources=tuple(sources), teachers=tuple(str(run / "teachers" / task) for task in tasks),
         tasks={name: extra for name, extra in config.student.tasks.items() if name in tasks},
         val={task: teacher_sets(config, data, task)[1] for task in tasks},
-        model=config.model, train=with_precision(config, config.student.train),
+        model=config.model, train=with_overrides(config, config.student.train),
         image_size=config.image_size, randaugment=config.student.randaugment)
 
 
 def label_config(config: DemoConfig, run: Path, images: DatasetConfig) -> LabelConfig:
     return LabelConfig(teachers=tuple(str(run / "teachers" / t) for t in config.teachers), data=images,
                        batch_size=config.label.batch_size, workers=config.label.workers,
-                       thresholds=config.label.thresholds)
+                       thresholds=config.label.thresholds, device=config.device)
 
 
 def pretrain_config(config: DemoConfig, run: Path, plan: PretrainConfig) -> PretrainConfig:
     return dataclasses.replace(plan, data=pool_set(config, run / "data"), model=config.model,
-                               image_size=config.image_size, train=with_precision(config, plan.train))
+                               image_size=config.image_size, train=with_overrides(config, plan.train))
 
 
 def transfer_inits(config: DemoConfig, run: Path) -> dict[str, str | None]:
@@ -304,6 +309,7 @@ def run_demo(preset: str, out: Path, overrides: Sequence[str] = ()) -> int:
     from must.world import is_complete
 
     config = config_lib.load(DemoConfig, preset, overrides)
+    distributed.pick_device(config.device)  # a device this machine lacks stops the demo before any stage
     out.mkdir(parents=True, exist_ok=True)
     config_lib.save(config, out / "config.yaml")
     clock = StageClock(out / "timings.json")
@@ -347,7 +353,8 @@ def run_demo(preset: str, out: Path, overrides: Sequence[str] = ()) -> int:
 
     suite = with_grid(config.transfer, config.transfer.tasks or default_suite(data / "transfer", config.fashion_mnist))
     transfers = [TransferConfig(init=init, init_name=name, tasks=suite, model=config.model,
-                                workers=config.transfer.workers, precision=config.precision)
+                                workers=config.transfer.workers, precision=config.precision,
+                                device=config.device)
                  for name, init in transfer_inits(config, out).items()]
     clock.run("transfer", lambda: run_transfers(transfers, out),  # one pool of cells for every init
               finished=all_finished(transfers, out))
