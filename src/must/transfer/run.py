@@ -25,7 +25,7 @@ from must.data.readers import ReaderDataset
 from must.data.sample import Batch
 from must.models import MultiTaskModel, build_model
 from must.stages.teach import make_evaluator, open_for_task, task_options_from_data
-from must.tasks import Task, build_task
+from must.tasks import Task, build_task, check_task_options
 from must.teacher import file_sha256
 from must.train import checkpoint as checkpoints
 from must.train.engine import CHECKPOINT_NAME, fit
@@ -186,6 +186,8 @@ def _plan(config: TransferConfig, out: Path, info: distributed.ProcessInfo) -> _
         raise config_lib.ConfigError("transfer: no downstream tasks configured")
     if config.init is not None and not Path(config.init).is_file():
         raise FileNotFoundError(f"transfer: init checkpoint {config.init} not found")
+    for spec in config.tasks.values():  # a bad option fails before any cell trains
+        check_task_options(spec.task, spec.task_options)
     config = config_lib.replace(config, device=str(distributed.pick_device(config.device)))
     root = out / "transfer" / config.init_name
     if info.is_main:
