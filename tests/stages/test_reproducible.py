@@ -1,6 +1,7 @@
 """The shipped ``tiny`` preset run twice from scratch, into two directories, gives the same bytes:
 teachers, pseudo-label shards, student, a transfer cell and ``results.json`` (every random choice
-is seeded; a rerun of the pipeline reproduces its numbers exactly)."""
+is seeded; a rerun of the pipeline reproduces its numbers exactly). Bits hold for one torch thread
+count (the tests run one): another count sums in another order."""
 
 from __future__ import annotations
 
