@@ -50,3 +50,41 @@ def test_bad_override_is_a_clean_error(tmp_path: Path) -> None:
 def test_parser_builds() -> None:
     parser, runners = build_parser()
     assert set(VERBS) <= set(runners)
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The world's transfer domain (every task labeled), 4 images per split, as ``must transfer``
+    reads it from ``--world``."""
+    from must.world import generate
+
+    root = tmp_path_factory.mktemp("cli_world")
+    for seed, split in enumerate(("train", "val", "test")):
+        generate("transfer", root / split, count=4, size=32, seed=seed, progress=False)
+    return root
+
+
+def unknown_option_runs(world: Path, out: Path) -> dict[str, list[str]]:
+    """Every verb that builds tasks, each given the misspelled option ``dropuot``."""
+    data = f"world:{world / 'train'}"
+    return {
+        "teach": ["teach", "--task", "detection", "--data", data, "--out", str(out),
+                  "task_options.dropuot=0.3"],
+        "train": ["train", "--data", data, "--out", str(out), "tasks.detection.num_classes=3",
+                  "tasks.detection.dropuot=0.3"],
+        "transfer": ["transfer", "--init", "none", "--out", str(out), "--world", str(world),
+                     "--tasks", "detection", "tasks.detection.task_options.dropuot=0.3"],
+        "pretrain": ["pretrain", "--method", "rotation", "--data", data, "--out", str(out),
+                     "task_options.rotation.dropuot=0.3"],
+    }
+
+
+@pytest.mark.parametrize(("verb", "valid"), [("teach", "representation_size"), ("train", "representation_size"),
+                                             ("transfer", "representation_size"), ("pretrain", "view_size")])
+def test_unknown_task_option_names_it_and_the_valid_ones(
+        verb: str, valid: str, world: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(unknown_option_runs(world, tmp_path / "out")[verb]) == 2
+    error = capsys.readouterr().err
+    assert error.startswith(f"must {verb}: error: task "), error
+    assert "has no option 'dropuot'; valid options: " in error and valid in error, error
+    assert not list((tmp_path / "out").rglob("checkpoint.pt"))

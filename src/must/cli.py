@@ -206,7 +206,9 @@ def _demo(parser: argparse.ArgumentParser) -> Callable[[argparse.Namespace], int
     parser.description = (
         "Run the whole pipeline on the embedded procedural world: generate data, train teachers, "
         "pseudo-label the shared pool, train the student, transfer, report.")
-    parser.add_argument("--preset", default="demo", help="demo (minutes on a CPU), study, paper")
+    parser.add_argument("--preset", default="demo",
+                        help="tiny (every stage in about two minutes; its numbers mean nothing), "
+                             "demo (minutes on a CPU), study, paper, or a YAML path")
     parser.add_argument("--out", type=Path, default=Path("runs/demo"), help="run directory")
     _overrides_argument(parser)
 

@@ -1,6 +1,7 @@
-"""Shared fixtures of the stage tests: one tiny world (every teacher domain and the pool, 32 px),
-the four single-task teachers trained on it once, the pool labeled by them, and a multi-task
-student trained on the pool's pseudo labels plus the objects' real classes (MuST sec. 3.1-3.4).
+"""Shared fixtures of the stage tests: one tiny world (every teacher domain and the pool, sized as
+the shipped ``tiny`` preset), the four single-task teachers trained on it once, the pool labeled
+by them, and a multi-task student trained on the pool's pseudo labels plus the objects' real
+classes (MuST sec. 3.1-3.4).
 
 The tests of this directory share these session fixtures, so they are kept in one xdist group
 (``pytestmark = pytest.mark.xdist_group(STAGES_GROUP)`` in each module): built once, not once per
@@ -17,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from must.config import read_yaml
 from must.data.readers import DatasetConfig
 from must.label.labeler import LabelConfig, label_dataset
 from must.models import ModelConfig
@@ -28,9 +30,11 @@ from must.train.config import TrainConfig, WeightingConfig
 from must.world import generate
 
 STAGES_GROUP = "stages"
-TINY = ModelConfig(backbone="resnet18", width=0.125, fpn_channels=16)
-SIZE = 32
-SPLITS = {**{domain: {"train": 16, "val": 8} for domain in TEACHER_DOMAINS.values()}, "pool": {"train": 24}}
+TINY_PRESET = read_yaml("tiny")
+"""The shipped ``tiny`` preset (``must demo --preset tiny``): its model, image size and world."""
+TINY = ModelConfig(**TINY_PRESET["model"])
+SIZE = TINY_PRESET["image_size"]
+SPLITS = {domain: TINY_PRESET["world"]["splits"][domain] for domain in (*TEACHER_DOMAINS.values(), "pool")}
 TEACHER_RECIPES = {"classification": (8, 0.1), "detection": (4, 0.01), "segmentation": (4, 0.03),
                    "depth": (8, 0.05)}
 """Task -> (batch size, learning rate): distinct per teacher, so the MuST weights differ."""

@@ -1,4 +1,4 @@
-"""``must demo`` end to end on a tiny preset (SPEC B3): world -> four teachers (two at a time) -> labels ->
+"""``must demo`` end to end on the shipped ``tiny`` preset (SPEC B3): world -> four teachers (two at a time) -> labels ->
 student -> transfer of scratch / supervised / MuST to five downstream tasks -> report; a second
 run of the same preset trains nothing again."""
 
@@ -14,7 +14,7 @@ import pytest
 import torch
 import yaml
 
-from must.config import ConfigError
+from must.config import ConfigError, read_yaml
 from must.stages.demo import TEACHER_DOMAINS, already_done, run_demo, train_teachers
 from must.train.checkpoint import load as load_checkpoint
 
@@ -26,29 +26,9 @@ INITS = ("scratch", "supervised", "must")
 DOWNSTREAM = ("classification", "detection", "segmentation", "depth", "normals")
 
 
-def tiny_preset(run: Path) -> dict[str, Any]:
-    """/tmp/mini.yaml's shape, smaller; the downstream suite is given so it stays tiny too."""
-    transfer_root = run / "data" / "transfer"
-    splits = {split: {"format": "world", "root": str(transfer_root / split)} for split in ("train", "val", "test")}
-    teacher = {"train": {"steps": 3, "batch_size": 4, "lr": 0.05, "progress": False}}
-    downstream = {task: {"task": task, **splits, "image_size": 32, "lrs": [0.05], "steps": [4],
-                         "batch_size": 8, "eval_batch_size": 16}
-                  for task in DOWNSTREAM}
-    downstream["classification"]["task_options"] = {"background_class": True}
-    return {
-        "world": {"size": 32, "splits": {**{domain: {"train": 16, "val": 8} for domain in TEACHER_DOMAINS.values()},
-                                         "pool": {"train": 24},
-                                         "transfer": {"train": 16, "val": 8, "test": 8}}},
-        "model": {"backbone": "resnet18", "width": 0.125, "fpn_channels": 16},
-        "image_size": 32,
-        "teachers": {task: teacher for task in TEACHER_DOMAINS},
-        "teacher_workers": 2,
-        "label": {"workers": 0, "batch_size": 8},
-        "student": {"train": {"steps": 3, "batch_size": 8, "lr": 0.05, "progress": False,
-                              "weighting": {"method": "must"}}},
-        "transfer": {"workers": 1, "tasks": downstream},
-        "fashion_mnist": str(run / "no_fashion_mnist"),
-    }
+def tiny_preset() -> dict[str, Any]:
+    """The shipped ``tiny`` preset (``must demo --preset tiny``), as data the tests may change."""
+    return read_yaml("tiny")
 
 
 def training_outputs(run: Path) -> dict[Path, int]:
@@ -63,7 +43,7 @@ def training_outputs(run: Path) -> dict[Path, int]:
 def test_demo_runs_end_to_end_and_resumes(tmp_path: Path) -> None:
     run = tmp_path / "run"
     preset = tmp_path / "tiny.yaml"
-    preset.write_text(yaml.safe_dump(tiny_preset(run)))
+    preset.write_text(yaml.safe_dump(tiny_preset()))
 
     assert run_demo(str(preset), run) == 0
 
@@ -93,7 +73,7 @@ def test_demo_runs_end_to_end_and_resumes(tmp_path: Path) -> None:
     assert {stage: rerun[stage] for stage in kept} == {stage: timings[stage] for stage in kept}
 
     # A trained stage of another config is refused, not resumed under the new one (a mix of both)
-    changed = tiny_preset(run)
+    changed = tiny_preset()
     changed["teachers"]["detection"] = {"train": {"steps": 4, "batch_size": 4, "lr": 0.05, "progress": False}}
     preset.write_text(yaml.safe_dump(changed))
     refusal = r"teachers/detection holds a run of another config \(differs in train\.steps\)"

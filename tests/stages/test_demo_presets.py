@@ -1,5 +1,6 @@
-"""The shipped presets load and resolve: demo, study (Tables 2-5 rows, the lr x steps grid) and
-paper (real datasets, no world); student variants get the sources their table needs."""
+"""The shipped presets load and resolve: demo, study (Tables 2-5 rows, the lr x steps grid), paper
+(real datasets, no world, the supplementary's settings) and tiny (the test suite's sizes); student
+variants get the sources their table needs."""
 
 from pathlib import Path
 
@@ -12,7 +13,7 @@ from must.stages.demo import (DemoConfig, StudentVariant, label_config, pool_set
 from must.transfer.config import default_suite
 
 
-@pytest.mark.parametrize("preset", ["demo", "study", "paper"])
+@pytest.mark.parametrize("preset", ["demo", "study", "paper", "tiny"])
 def test_presets_load_and_resolve(preset: str, tmp_path: Path) -> None:
     config = config_lib.load(DemoConfig, preset, [])
     inits = transfer_inits(config, tmp_path)
@@ -85,3 +86,32 @@ def test_a_cuda_demo_without_a_gpu_stops_before_any_stage(tmp_path: Path) -> Non
     with pytest.raises(config_lib.ConfigError, match="device 'cuda': no CUDA GPU is visible"):
         run_demo("demo", tmp_path / "run", ["device=cuda"])
     assert not (tmp_path / "run").exists()
+
+
+def test_paper_follows_the_supplementary(tmp_path: Path) -> None:
+    """MuST supp. sec. 2.1-2.3: VOC 2007+2012 trainval / VOC 2007 test for detection transfer,
+    detection on P3-P7, and each task's own input size."""
+    config = config_lib.load(DemoConfig, "paper", [])
+    detection = config.transfer.tasks["detection"]
+    assert (detection.train.root, detection.train.split) == ("/data/VOCdevkit/VOC2007", "trainval")
+    assert [(d.root, d.split) for d in detection.more_train] == [("/data/VOCdevkit/VOC2012", "trainval")]
+    assert (detection.test.root, detection.test.split) == ("/data/VOCdevkit/VOC2007", "test")
+    levels = ["p3", "p4", "p5", "p6", "p7"]
+    assert list(detection.task_options["levels"]) == list(config.teachers["detection"].task_options["levels"]) == levels
+    sizes = {name: task.image_size for name, task in config.transfer.tasks.items()}
+    assert sizes == {"classification": 256, "detection": 896, "segmentation": 512, "depth": 640, "normals": 768}
+    teachers = {task: teach.image_size for task, teach in teach_configs(config, tmp_path).items()}
+    assert teachers == {"classification": 224, "detection": 640, "segmentation": 896, "depth": 640}
+    assert config.image_size == 640  # the student (supp. sec. 2.2)
+
+
+def test_tiny_preset_shrinks_the_default_suite(tmp_path: Path) -> None:
+    from must.transfer.config import with_settings
+
+    config = config_lib.load(DemoConfig, "tiny", [])
+    assert config.fashion_mnist is None and config.model.width == 0.125 and config.image_size == 32
+    suite = with_settings(default_suite(tmp_path, config.fashion_mnist), config.transfer.every_task)
+    assert {(t.image_size, t.lrs, t.steps, t.batch_size) for t in suite.values()} == {(32, (0.05,), (4,), 8)}
+    assert suite["classification"].substitutes == "fashion_mnist"
+    with pytest.raises(config_lib.ConfigError, match="every_task: unknown setting.*image_sise"):
+        config_lib.load(DemoConfig, "tiny", ["transfer.every_task.image_sise=3"])

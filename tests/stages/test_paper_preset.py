@@ -97,17 +97,17 @@ def cifar100(root: Path, count: int = 8) -> None:
                          b"data": RNG.integers(0, 256, (count, 3072), dtype=np.uint8)}, file)
 
 
-def voc(root: Path, count: int = 6) -> None:
-    """VOCdevkit/VOC2012: JPEG images, XML boxes, palette masks, ImageSets split lists."""
-    for split in ("train", "val"):
-        names = [f"2008_{split}{index:02d}" for index in range(count)]
+def voc(root: Path, splits: tuple[str, ...], count: int = 6) -> None:
+    """A VOCdevkit year folder: JPEG images, XML boxes, palette masks, ImageSets split lists."""
+    for split in splits:
+        names = [f"{root.name}_{split}{index:02d}" for index in range(count)]
         for name in names:
             image(root / "JPEGImages" / f"{name}.jpg")
             box = "<bndbox><xmin>5</xmin><ymin>6</ymin><xmax>30</xmax><ymax>28</ymax></bndbox>"
             (root / "Annotations").mkdir(parents=True, exist_ok=True)
             (root / "Annotations" / f"{name}.xml").write_text(
                 f"<annotation><size><width>{SIZE[1]}</width><height>{SIZE[0]}</height></size><object>"
-                f"<name>{VOC_CLASSES[1 + len(name) % 20]}</name><difficult>0</difficult>{box}</object></annotation>")
+                f"<name>{VOC_CLASSES[sum(map(ord, name)) % 20]}</name><difficult>0</difficult>{box}</object></annotation>")
             mask = np.zeros(SIZE, np.uint8)
             mask[6:28, 5:30] = 12
             palette = Image.fromarray(mask, "P")
@@ -128,10 +128,10 @@ def shrink(data: Path) -> list[str]:
     for task, (train, val) in roots.items():
         small += [f"teachers.{task}.data.root={data / train}", f"teachers.{task}.val.root={data / val}",
                   f"teachers.{task}.train.steps=2", f"teachers.{task}.train.batch_size=4",
-                  f"teachers.{task}.train.warmup_steps=0"]
+                  f"teachers.{task}.train.warmup_steps=0", f"teachers.{task}.image_size=64"]
     small += [f"pool.root={data / 'imagenet/train'}", "student.train.steps=2", "student.train.batch_size=4",
               "student.train.warmup_steps=0"]
-    downstream = {"classification": ("cifar", "cifar"), "detection": ("VOC2012", "VOC2012"),
+    downstream = {"classification": ("cifar", "cifar"), "detection": ("VOC2007", "VOC2007"),
                   "segmentation": ("VOC2012", "VOC2012"), "depth": ("nyu/train", "nyu/test"),
                   "normals": ("diode/train", "diode/val")}
     for task, (train, test) in downstream.items():
@@ -139,6 +139,9 @@ def shrink(data: Path) -> list[str]:
                   f"transfer.tasks.{task}.test.root={data / test}", f"transfer.tasks.{task}.lrs=[0.01]",
                   f"transfer.tasks.{task}.steps=[2]", f"transfer.tasks.{task}.batch_size=4",
                   f"transfer.tasks.{task}.image_size=64"]
+    voc2012 = data / "VOC2012"
+    small.append(f"transfer.tasks.detection.more_train=[{{format: voc, root: {voc2012}, split: trainval, "
+                 "tasks: [detection]}]")
     return small
 
 
@@ -151,7 +154,8 @@ def test_paper_preset_runs_on_its_formats(tmp_path: Path) -> None:
     dense(data / "midas" / "train", "depth")
     dense(data / "midas" / "val", "depth")
     cifar100(data / "cifar")
-    voc(data / "VOC2012")
+    voc(data / "VOC2007", ("trainval", "test"))
+    voc(data / "VOC2012", ("train", "val", "trainval"))
     for split in ("train", "test"):
         dense(data / "nyu" / split, "depth")
     for split in ("train", "val"):

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from must import config as config_lib
-from must.transfer.config import DownstreamTask, TransferConfig, default_suite, world_splits
+from must.transfer.config import DownstreamTask, TransferConfig, default_suite, with_settings, world_splits
 
 
 def test_default_suite_has_the_papers_five_columns(tmp_path: Path) -> None:
@@ -26,10 +26,24 @@ def test_default_suite_has_the_papers_five_columns(tmp_path: Path) -> None:
         assert suite[name].weight_decay == 1e-4
 
 
-def test_without_fashion_mnist_classification_uses_the_world(tmp_path: Path) -> None:
+def test_without_fashion_mnist_classification_uses_the_world(tmp_path: Path,
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
     suite = default_suite(tmp_path, tmp_path / "absent")
     assert suite["classification"].train == world_splits(tmp_path)["train"]
     assert suite["classification"].val is not None
+    assert suite["classification"].substitutes == "fashion_mnist"  # recorded in every result
+    assert f"warning: Fashion-MNIST not found at {tmp_path / 'absent'}" in capsys.readouterr().err
+    chosen = default_suite(tmp_path, None)  # asked for: recorded, but no warning
+    assert chosen["classification"].substitutes == "fashion_mnist" and capsys.readouterr().err == ""
+    (tmp_path / "fashion").mkdir()
+    assert default_suite(tmp_path, tmp_path / "fashion")["classification"].substitutes is None
+
+
+def test_settings_for_every_task_are_validated(tmp_path: Path) -> None:
+    suite = with_settings(default_suite(tmp_path, None), {"image_size": 32, "steps": [4]}, "every_task")
+    assert {(task.image_size, task.steps) for task in suite.values()} == {(32, (4,))}
+    with pytest.raises(config_lib.ConfigError, match="every_task.image_size: expected an integer"):
+        with_settings(suite, {"image_size": "big"}, "every_task")
 
 
 def test_grid_values_are_validated(tmp_path: Path) -> None:

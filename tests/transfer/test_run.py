@@ -185,3 +185,49 @@ def test_tiny_fashion_mnist_run_writes_best(tmp_path: Path) -> None:
     assert best["metric"] == "top1" and 0.0 <= best["value"] <= 1.0
     state = torch.load(task_dir / "cells" / "lr0.1-steps10" / "checkpoint.pt", weights_only=True)["model"]
     assert state["heads.classification.linear.weight"].shape[0] == 11  # 10 classes + background
+
+
+def test_missing_fashion_mnist_is_warned_and_recorded(
+        tmp_path: Path, world_root: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """Without Fashion-MNIST the classification column silently measured the world's classes; now
+    stderr says so and every result, up to the report's ``results.json``, records the stand-in."""
+    from must.cli import main
+    from must.report.results import collect_results
+    from must.transfer import cli as transfer_cli
+
+    missing = tmp_path / "no_fashion_mnist"
+    monkeypatch.setattr(transfer_cli, "FASHION_MNIST_ROOT", str(missing))
+    out = tmp_path / "run"
+    assert main(["transfer", "--init", "none", "--out", str(out), "--world", str(world_root),
+                 "--tasks", "classification", "progress=false", "tasks.classification.steps=[2]",
+                 "tasks.classification.image_size=32", "tasks.classification.batch_size=8"]) == 0
+    error = capsys.readouterr().err
+    assert f"Fashion-MNIST not found at {missing}" in error and "world's image classes" in error
+    best = json.loads((out / "transfer" / "scratch" / "classification" / "best.json").read_text())
+    assert (best["dataset"], best["substitutes"]) == ("world", "fashion_mnist")
+    results = collect_results(out)
+    entry = results["transfer"]["scratch"]["classification"]
+    assert (entry["dataset"], entry["substitutes"]) == ("world", "fashion_mnist")
+    assert "transfer column 'classification': world data stands in for fashion_mnist" in results["notes"]
+
+
+def test_more_train_sets_are_read_as_one_with_train(
+        tmp_path: Path, world_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Supp. sec. 2.3 trains PASCAL detection on VOC 2007 + 2012 trainval: ``more_train`` adds
+    training sets beside ``train`` (the val hold-out comes from ``train`` only)."""
+    splits = world_splits(world_root)
+    spec = downstream(world_root, "detection", val=None, val_fraction=0.25, more_train=(splits["val"],),
+                      steps=(2,))
+    train_sets, val, _ = run_module.open_splits(spec, seed=0)
+    assert [len(dataset) for dataset in train_sets] == [12, 8] and len(val) == 4
+    seen: list[int] = []
+    real_loader = run_module.make_loader
+
+    def recording_loader(datasets, *args, **kwargs):
+        seen.extend(len(dataset) for dataset in datasets)
+        return real_loader(datasets, *args, **kwargs)
+
+    monkeypatch.setattr(run_module, "make_loader", recording_loader)
+    run_transfer(TransferConfig(tasks={"detection": spec}, model=TINY_MODEL, progress=False), tmp_path)
+    assert seen == [12, 8]

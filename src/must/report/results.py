@@ -11,7 +11,9 @@ The run directory is the one every stage writes (DESIGN.md)::
 :func:`collect_results` turns them into one JSON-ready dict, the content of ``results.json``::
 
     transfer[init][task]      = {"metric", "value", "val_value", "lr", "steps", "grid_cells",
-                                 "delta_vs_supervised" (when a supervised row has the task)}
+                                 "delta_vs_supervised" (when a supervised row has the task),
+                                 "dataset" (its data's format), "substitutes" (the dataset
+                                 it stands in for, when the suite's own was missing)}
     transfer_mean[init]       = the mean of the row's values, for rows with every column of the
                                 table (all higher-is-better): the single score Table 3's ladder reads
     linear_probe[init][task]  = the same for the frozen-trunk probe (SPEC D5): ``best_linear.json``
@@ -170,6 +172,9 @@ def transfer_entry(record: Mapping[str, Any], grid: list[dict[str, Any]],
             entry[key] = float(record[key])
     if is_number(record.get("steps")):
         entry["steps"] = int(record["steps"])
+    for key in ("dataset", "substitutes"):  # which data the column measured, and what it replaced
+        if isinstance(record.get(key), str):
+            entry[key] = record[key]
     mode = mode or record.get("mode", "finetune")
     entry["grid_cells"] = sum(1 for cell in grid if cell.get("mode", mode) == mode)
     if lower_is_better(metric):
@@ -205,6 +210,10 @@ def collect_transfer(run_dir: Path, notes: list[str]) -> dict[str, dict[str, dic
         row[task] = transfer_entry(record, read_jsonl(path.parent / "grid.jsonl"), mode)
     for table in found.values():
         add_deltas(table)
+    substituted = {(task, entry.get("dataset", "other"), entry["substitutes"]) for table in found.values()
+                   for row in table.values() for task, entry in row.items() if "substitutes" in entry}
+    notes.extend(f"transfer column '{task}': {dataset} data stands in for {missing}"
+                 for task, dataset, missing in sorted(substituted))
     return found
 
 

@@ -33,7 +33,7 @@ from must.stages.student import RandAugmentConfig, SourceConfig, StudentConfig
 from must.stages.teach import TeachConfig, demo_model, run_teach
 from must.train.config import TrainConfig, WeightingConfig
 from must.train.engine import CHECKPOINT_NAME
-from must.transfer.config import DownstreamTask, default_suite
+from must.transfer.config import DownstreamTask, default_suite, with_settings
 
 TEACHER_DOMAINS = {"classification": "objects", "detection": "clutter", "segmentation": "scenes",
                    "depth": "depth"}
@@ -48,6 +48,9 @@ class TeacherPlan:
     """The teacher's labeled training set; None = its world domain (``TEACHER_DOMAINS``)."""
     val: DatasetConfig | None = None
     """Its validation set; None = the world domain's ``val`` split."""
+    image_size: int | None = None
+    """Its input size; None = the demo's ``image_size`` (MuST supp. sec. 2.1 trains each teacher
+    at its own: 224 classification, 640 detection, 896 segmentation)."""
 
 
 @dataclass(frozen=True)
@@ -111,6 +114,15 @@ class TransferPlan:
     """The grid (supp. sec. 2.3): every task's learning rates times ``lr_factors`` x its step
     counts times ``step_factors``; the best cell on validation is reported on test."""
     workers: int = 1
+    every_task: dict[str, Any] = field(default_factory=dict)
+    """Settings replacing those of every downstream task, e.g. ``{image_size: 32, steps: [4]}``
+    (the ``tiny`` preset's quick run of the default suite)."""
+
+    def __post_init__(self) -> None:
+        valid = [f.name for f in dataclasses.fields(DownstreamTask)]
+        unknown = sorted(set(self.every_task) - set(valid))
+        if unknown:
+            raise ValueError(f"every_task: unknown setting(s) {unknown}; valid: {', '.join(valid)}")
 
 
 @dataclass(frozen=True)
@@ -133,7 +145,8 @@ class DemoConfig:
     pool: DatasetConfig | None = None
     """The shared image set the teachers label; None = the world's ``pool`` domain."""
     transfer: TransferPlan = field(default_factory=TransferPlan)
-    fashion_mnist: str = FASHION_MNIST_ROOT
+    fashion_mnist: str | None = FASHION_MNIST_ROOT
+    """The default suite's classification data; null = the world's image classes (recorded)."""
     report: bool = True
     precision: Literal["auto", "fp32", "bf16"] = "auto"
     """Overrides every training stage's ``train.precision`` and the transfer cells' (``auto``
@@ -216,7 +229,8 @@ def teach_configs(config: DemoConfig, data: Path) -> dict[str, TeachConfig]:
         if config.teacher_workers > 1:  # several bars at once would garble each other
             settings = dataclasses.replace(settings, progress=False)
         configs[task] = TeachConfig(task=task, task_options=plan.task_options, data=train, val=val,
-                                    model=config.model, train=settings, image_size=config.image_size)
+                                    model=config.model, train=settings,
+                                    image_size=plan.image_size or config.image_size)
     return configs
 
 
@@ -351,7 +365,9 @@ def run_demo(preset: str, out: Path, overrides: Sequence[str] = ()) -> int:
         if not already_done(out / "pretrain" / name, "pretrain.json", pretrain):
             clock.run(f"pretrain/{name}", lambda: run_pretrain(pretrain, out / "pretrain" / name))
 
-    suite = with_grid(config.transfer, config.transfer.tasks or default_suite(data / "transfer", config.fashion_mnist))
+    suite = with_grid(config.transfer, with_settings(
+        config.transfer.tasks or default_suite(data / "transfer", config.fashion_mnist),
+        config.transfer.every_task, "transfer.every_task"))
     transfers = [TransferConfig(init=init, init_name=name, tasks=suite, model=config.model,
                                 workers=config.transfer.workers, precision=config.precision,
                                 device=config.device)

@@ -38,8 +38,8 @@ from must.models import ModelConfig, MultiTaskModel, build_model
 from must.models.features import Features
 from must.models.lasso import LassoMixing
 from must.stages.teach import demo_model
-from must.tasks import TASK_BUILDERS, Task, build_task
-from must.tasks.self_supervised import SELF_SUPERVISED_TASKS, FixMatchTask, SelfSupervisedTask
+from must.tasks import construct, pretext_builders
+from must.tasks.self_supervised import SelfSupervisedTask
 from must.tasks.self_supervised.doersch import Schedule, build_schedule, harmonize, lasso_features
 from must.train import checkpoint as checkpoints
 from must.train.config import TrainConfig
@@ -110,11 +110,6 @@ class PretrainConfig:
         return self.tasks or DOERSCH_TASKS
 
 
-def pretext_builders() -> dict[str, Callable[..., SelfSupervisedTask]]:
-    """The self-supervised methods that need nothing but images (FixMatch wraps a labeled task)."""
-    return {name: builder for name, builder in SELF_SUPERVISED_TASKS.items() if name != "fixmatch"}
-
-
 def build_pretext_tasks(config: PretrainConfig, image_count: int) -> dict[str, SelfSupervisedTask]:
     """The method's tasks; exemplar's classes and PIRL's bank default to one per image."""
     tasks = {}
@@ -122,36 +117,8 @@ def build_pretext_tasks(config: PretrainConfig, image_count: int) -> dict[str, S
         options = dict(config.task_options.get(name, {}))
         if name in DATA_SIZED_OPTIONS:
             options.setdefault(DATA_SIZED_OPTIONS[name], max(1, min(image_count, MAX_INSTANCES)))
-        try:
-            tasks[name] = pretext_builders()[name](**options)
-        except (TypeError, ValueError) as error:  # an unknown option name is a TypeError
-            raise config_lib.ConfigError(f"task_options.{name}: {error}") from None
+        tasks[name] = construct(name, pretext_builders()[name], options)
     return tasks
-
-
-def build_tasks(options: Mapping[str, Mapping[str, Any]]) -> dict[str, Task]:
-    """Supervised and self-supervised tasks from ``{name: constructor options}`` (SPEC B1: one
-    student, any mix of label sources). ``fixmatch_<task>`` wraps the run's ``<task>`` (FixMatch
-    trains that task's head, Sohn et al. 2020 sec. 2.2)."""
-    tasks: dict[str, Task] = {}
-    wrapped = {f"fixmatch_{name}": name for name in TASK_BUILDERS}
-    for name, opts in options.items():
-        if name in TASK_BUILDERS:
-            tasks[name] = build_task(name, **opts)
-        elif name in pretext_builders():
-            tasks[name] = pretext_builders()[name](**opts)
-        elif name not in wrapped:
-            known = [*TASK_BUILDERS, *pretext_builders(), *wrapped]
-            raise config_lib.ConfigError(f"unknown task '{name}'; choose one of: {', '.join(known)}")
-    for name, opts in options.items():
-        if name in wrapped:
-            if wrapped[name] not in tasks:
-                raise config_lib.ConfigError(f"task '{name}' wraps task '{wrapped[name]}', which the run lacks")
-            try:
-                tasks[name] = FixMatchTask(tasks[wrapped[name]], **opts)
-            except TypeError as error:  # FixMatch wraps classification and segmentation only
-                raise config_lib.ConfigError(f"task '{name}': {error}") from None
-    return {name: tasks[name] for name in options}
 
 
 class DoerschMultiTaskModel(MultiTaskModel):
@@ -163,7 +130,7 @@ class DoerschMultiTaskModel(MultiTaskModel):
 
     def __init__(self, model: MultiTaskModel, lasso_weight: float | None, harmonized: bool) -> None:
         super().__init__(model.backbone, model.fpn, model.heads, model.mean.flatten().tolist(),
-                         model.std.flatten().tolist(), model.view_tasks)
+                         model.std.flatten().tolist(), model.view_tasks, model.sync_bn)
         spec = self.spec
         self.lasso = None if lasso_weight is None else LassoMixing(
             self.task_names, spec.stage_channels, spec.c5_channels, lasso_weight,

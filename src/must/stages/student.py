@@ -23,9 +23,8 @@ from must.data.loader import make_eval_loader, make_loader
 from must.data.noise import PhotometricRandAugment
 from must.data.readers import DatasetConfig, open_dataset
 from must.models import ModelConfig, build_model
-from must.stages.pretrain import build_tasks
 from must.stages.teach import demo_model, final_evaluation
-from must.tasks import TASK_BUILDERS, Task
+from must.tasks import TASK_BUILDERS, Task, build_tasks
 from must.teacher import TeacherRecord, read_record, save_record
 from must.train import checkpoint as checkpoints
 from must.train.config import TeacherRecipe, TrainConfig, WeightingConfig

@@ -96,16 +96,15 @@ def run_teach(config: TeachConfig, out: Path) -> TeacherRecord:
     """Trains (or resumes) the teacher into ``out``; returns its record (also ``teacher.json``)."""
     if config.data is None:
         raise config_lib.ConfigError("teach: no training data given (data.format=... data.root=...)")
+    train_set = open_for_task(config.data, config.task)  # bad data or options fail before anything is written
+    val_set = open_for_task(config.val, config.task) if config.val else None
+    options = task_options_from_data(config.task, train_set, config.task_options)
+    task = build_task(config.task, **options)
     device = distributed.pick_device(config.train.device)
     distributed.setup(device)
     out.mkdir(parents=True, exist_ok=True)
     if distributed.is_main_process():
         config_lib.save(config, out / "config.yaml")
-
-    train_set = open_for_task(config.data, config.task)
-    val_set = open_for_task(config.val, config.task) if config.val else None
-    options = task_options_from_data(config.task, train_set, config.task_options)
-    task = build_task(config.task, **options)
     checkpoints.seed_everything(config.train.seed)  # the same initial weights in every run
     model = build_model(config.model, {task.name: task}).to(device)
 

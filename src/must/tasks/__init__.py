@@ -1,17 +1,25 @@
 """Every task behind the :class:`~must.tasks.base.Task` interface, picked by name from one explicit
-dict (STYLE.md, practice 3): adding a task touches its own file and :data:`TASK_BUILDERS`."""
+dict per family: adding a task touches its own file and :data:`TASK_BUILDERS` (supervised) or
+:data:`~must.tasks.self_supervised.SELF_SUPERVISED_TASKS` (pretext and semi-supervised).
+
+Every stage builds its tasks here (:func:`build_task`, :func:`build_tasks`), so an option a task's
+constructor does not take is refused in one place, naming the option and the valid ones.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import inspect
+from collections.abc import Callable, Mapping
 from typing import Any
 
+from must.config import ConfigError
 from must.tasks.base import Task, require_known
 from must.tasks.classification import ClassificationTask
 from must.tasks.depth import DepthTask
 from must.tasks.detection import DetectionTask
 from must.tasks.normals import NormalsTask
 from must.tasks.segmentation import SegmentationTask
+from must.tasks.self_supervised import SELF_SUPERVISED_TASKS, FixMatchTask, SelfSupervisedTask
 
 TASK_BUILDERS: dict[str, Callable[..., Task]] = {
     "classification": ClassificationTask,
@@ -20,13 +28,83 @@ TASK_BUILDERS: dict[str, Callable[..., Task]] = {
     "depth": DepthTask,
     "normals": NormalsTask,
 }
+FIXMATCH_PREFIX = "fixmatch_"
+"""``fixmatch_<task>`` wraps the run's ``<task>`` (FixMatch trains that task's head, Sohn et al.
+2020 sec. 2.2)."""
 
 
-def build_task(name: str, **options: Any) -> Task:
-    """``build_task("segmentation", num_classes=21)``; an unknown name fails listing the known ones."""
+def pretext_builders() -> dict[str, Callable[..., SelfSupervisedTask]]:
+    """The self-supervised methods that need nothing but images (FixMatch wraps a labeled task)."""
+    return {name: builder for name, builder in SELF_SUPERVISED_TASKS.items() if name != "fixmatch"}
+
+
+def task_option_names(builder: Callable[..., Task], wrapped: int = 0) -> list[str] | None:
+    """The options ``builder``'s constructor takes by keyword, after its first ``wrapped``
+    parameters (FixMatch's wrapped task); None when it takes any keyword (``**kwargs``)."""
+    parameters = list(inspect.signature(builder).parameters.values())[wrapped:]
+    if any(parameter.kind is inspect.Parameter.VAR_KEYWORD for parameter in parameters):
+        return None
+    keyword = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    return [parameter.name for parameter in parameters if parameter.kind in keyword]
+
+
+def check_options(name: str, builder: Callable[..., Task], options: Mapping[str, Any], wrapped: int = 0) -> None:
+    """Refuses an option ``builder``'s constructor does not take, naming it and the valid ones (a
+    typo would otherwise surface as a ``TypeError`` traceback, or only once training starts)."""
+    valid = task_option_names(builder, wrapped)
+    unknown = [option for option in options if valid is not None and option not in valid]
+    if unknown:
+        raise ConfigError(f"task '{name}' has no option {', '.join(map(repr, unknown))}; "
+                          f"valid options: {', '.join(valid or [])}")
+
+
+def check_task_options(name: str, options: Mapping[str, Any]) -> None:
+    """:func:`check_options` for a supervised task, before its data is read (a stage refuses a bad
+    option before anything is trained or written)."""
+    check_options(name, require_known(name, TASK_BUILDERS, "task"), options)
+
+
+def construct(name: str, builder: Callable[..., Task], options: Mapping[str, Any], *wrapped: Task) -> Task:
+    """``builder(*wrapped, **options)`` with the options checked, and a refused value naming the task."""
+    check_options(name, builder, options, len(wrapped))
+    try:
+        return builder(*wrapped, **options)
+    except ValueError as error:  # a value the task refuses, e.g. an unknown loss name
+        raise ConfigError(f"task '{name}': {error}") from None
+
+
+def build_task(name: str, /, **options: Any) -> Task:
+    """``build_task("segmentation", num_classes=21)``; an unknown name fails listing the known
+    ones, an unknown option listing the task's options."""
     builder: Callable[..., Task] = require_known(name, TASK_BUILDERS, "task")
-    return builder(**options)
+    return construct(name, builder, options)
+
+
+def build_tasks(options: Mapping[str, Mapping[str, Any]]) -> dict[str, Task]:
+    """Supervised and self-supervised tasks from ``{name: constructor options}``: one student
+    learns from any mix of label sources, ground truth, pseudo labels and pretext targets (MuST
+    sec. 3.3 with the self-supervised tasks of Doersch & Zisserman 2017 beside them)."""
+    tasks: dict[str, Task] = {}
+    wrapped = {f"{FIXMATCH_PREFIX}{name}": name for name in TASK_BUILDERS}
+    for name, opts in options.items():
+        if name in TASK_BUILDERS:
+            tasks[name] = build_task(name, **opts)
+        elif name in pretext_builders():
+            tasks[name] = construct(name, pretext_builders()[name], opts)
+        elif name not in wrapped:
+            known = [*TASK_BUILDERS, *pretext_builders(), *wrapped]
+            raise ConfigError(f"unknown task '{name}'; choose one of: {', '.join(known)}")
+    for name, opts in options.items():
+        if name in wrapped:
+            if wrapped[name] not in tasks:
+                raise ConfigError(f"task '{name}' wraps task '{wrapped[name]}', which the run lacks")
+            try:
+                tasks[name] = construct(name, FixMatchTask, opts, tasks[wrapped[name]])
+            except TypeError as error:  # FixMatch wraps classification and segmentation only
+                raise ConfigError(f"task '{name}': {error}") from None
+    return {name: tasks[name] for name in options}
 
 
 __all__ = ["TASK_BUILDERS", "ClassificationTask", "DepthTask", "DetectionTask", "NormalsTask",
-           "SegmentationTask", "Task", "build_task"]
+           "SegmentationTask", "Task", "build_task", "build_tasks", "check_options", "check_task_options",
+           "construct", "pretext_builders", "task_option_names"]

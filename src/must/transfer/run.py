@@ -25,7 +25,7 @@ from must.data.readers import ReaderDataset
 from must.data.sample import Batch
 from must.models import MultiTaskModel, build_model
 from must.stages.teach import make_evaluator, open_for_task, task_options_from_data
-from must.tasks import Task, build_task
+from must.tasks import Task, build_task, check_task_options
 from must.teacher import file_sha256
 from must.train import checkpoint as checkpoints
 from must.train.engine import CHECKPOINT_NAME, fit
@@ -35,18 +35,26 @@ from must.transfer.grid import (RESULT_NAME, Cell, check_identity, for_rank, gri
 from must.transfer.holdout import hold_out
 from must.transfer.probe import freeze_trunk
 
-NOT_IN_IDENTITY = ("lrs", "steps", "checkpoint_every", "eval_batch_size")
+NOT_IN_IDENTITY = ("lrs", "steps", "checkpoint_every", "eval_batch_size", "substitutes")
 """Downstream settings that do not change a cell's result (a grid may grow without retraining)."""
+OMITTED_WHEN_EMPTY = ("more_train",)
+"""Settings left out of a cell's identity when empty, so cells trained before they existed stay valid."""
 
 
-def open_splits(spec: DownstreamTask, seed: int) -> tuple[ReaderDataset, ReaderDataset, ReaderDataset]:
-    """``(train, val, test)``; without a ``val`` set, val is held out of train by ``seed``."""
+def open_splits(spec: DownstreamTask, seed: int) -> tuple[list[ReaderDataset], ReaderDataset, ReaderDataset]:
+    """``(train sets, val, test)``: ``train`` then ``more_train``; without a ``val`` set, val is
+    held out of ``train`` by ``seed``."""
     train = open_for_task(spec.train, spec.task)
+    more = [open_for_task(config, spec.task) for config in spec.more_train]
+    for config, dataset in zip(spec.more_train, more):
+        if dataset.classes.get(spec.task) != train.classes.get(spec.task):
+            raise config_lib.ConfigError(f"more_train {config.format}:{config.root}: its {spec.task} "
+                                         f"classes differ from those of train {spec.train.root}")
     if spec.val is None:
         train, val = hold_out(train, spec.val_fraction, seed, spec.val_limit)
     else:
         val = open_for_task(spec.val, spec.task)
-    return train, val, open_for_task(spec.test, spec.task)
+    return [train, *more], val, open_for_task(spec.test, spec.task)
 
 
 def build_transfer_model(config: TransferConfig, task: Task) -> MultiTaskModel:
@@ -65,7 +73,8 @@ def cell_identity(config: TransferConfig, cell: Cell, init_sha256: str | None) -
     return {
         "init": config.init, "init_sha256": init_sha256, "init_name": config.init_name,
         "task": cell.task, "lr": cell.lr, "steps": cell.steps, "mode": cell.mode,
-        "downstream": {key: value for key, value in spec.items() if key not in NOT_IN_IDENTITY},
+        "downstream": {key: value for key, value in spec.items()
+                       if key not in NOT_IN_IDENTITY and not (key in OMITTED_WHEN_EMPTY and not value)},
         "model": config_lib.to_dict(config_lib.replace(config.model, init=None)),
         "seed": config.seed, "precision": config.precision,
     }
@@ -98,8 +107,8 @@ def train_cell(config: TransferConfig, root: Path, init_sha256: str | None, prog
     start = time.perf_counter()
     spec = config.tasks[cell.task]
     with single_process():
-        train_set, val_set, test_set = open_splits(spec, config.seed)
-        task = build_task(spec.task, **task_options_from_data(spec.task, train_set, spec.task_options))
+        train_sets, val_set, test_set = open_splits(spec, config.seed)
+        task = build_task(spec.task, **task_options_from_data(spec.task, train_sets[0], spec.task_options))
         model = build_transfer_model(config, task)
         if cell.mode == "linear":
             freeze_trunk(model)
@@ -109,7 +118,7 @@ def train_cell(config: TransferConfig, root: Path, init_sha256: str | None, prog
         tasks = {task.name: task}
 
         def batches_from(first: int) -> Iterator[Batch]:
-            return make_loader([train_set], tasks, train_config.micro_batch_size, train_config.seed,
+            return make_loader(train_sets, tasks, train_config.micro_batch_size, train_config.seed,
                                spec.image_size, start_step=first, workers=config.data_workers,
                                scale_range=spec.scale_range, flip=spec.flip, device=device)
 
@@ -126,7 +135,10 @@ def train_cell(config: TransferConfig, root: Path, init_sha256: str | None, prog
         "steps": cell.steps, "mode": cell.mode, "val_value": scores["val"].get(key, float("nan")),
         "value": scores["test"].get(key, float("nan")), "seconds": round(time.perf_counter() - start, 2),
         "val_metrics": _strip(scores["val"], task.name), "test_metrics": _strip(scores["test"], task.name),
+        "dataset": spec.train.format,
     }
+    if spec.substitutes is not None:  # the column measures other data than its name says
+        record["substitutes"] = spec.substitutes
     write_json_atomically(directory / RESULT_NAME, record)
     if not config.keep_checkpoints:
         (directory / CHECKPOINT_NAME).unlink(missing_ok=True)
@@ -186,6 +198,8 @@ def _plan(config: TransferConfig, out: Path, info: distributed.ProcessInfo) -> _
         raise config_lib.ConfigError("transfer: no downstream tasks configured")
     if config.init is not None and not Path(config.init).is_file():
         raise FileNotFoundError(f"transfer: init checkpoint {config.init} not found")
+    for spec in config.tasks.values():  # a bad option fails before any cell trains
+        check_task_options(spec.task, spec.task_options)
     config = config_lib.replace(config, device=str(distributed.pick_device(config.device)))
     root = out / "transfer" / config.init_name
     if info.is_main:
