@@ -61,6 +61,14 @@ def record(result: Mapping[str, Any], results_path: Path = HERE / "results.json"
         write_reports(results, results_path.parent / "results.md", HERE.parent / "docs" / "benchmarks.md")
 
 
+def demo_processes() -> int:
+    """The demo preset's ``student.processes``: the student trains as the demo trains it."""
+    from must import config as config_lib
+    from must.stages.demo import DemoConfig
+
+    return config_lib.load(DemoConfig, "demo").student.processes
+
+
 def measure(run: Path, out: Path, processes: int) -> dict[str, Any]:
     stamp = run_stamp()
     trained = {precision: train(run, out / precision, precision, processes) for precision in PRECISIONS}
@@ -77,9 +85,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--run", type=Path, default=Path("runs/demo"), help="a finished `must demo` output")
     parser.add_argument("--out", type=Path, default=None, help="default: RUN/bf16_accuracy")
-    parser.add_argument("--processes", type=int, default=2, help="DDP processes (the demo's student.processes)")
+    parser.add_argument("--processes", type=int, default=None,
+                        help="DDP processes (default: the demo preset's student.processes)")
     args = parser.parse_args()
-    result = measure(args.run, args.out or args.run / "bf16_accuracy", args.processes)
+    result = measure(args.run, args.out or args.run / "bf16_accuracy", args.processes or demo_processes())
     record(result)
     print(json.dumps(result, indent=1, default=float))
 

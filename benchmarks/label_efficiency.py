@@ -1,6 +1,6 @@
 """Labeling efficiency: end-to-end throughput of ``label_dataset`` against the bare forward pass
-of the same teachers on preloaded tensors (MuST sec. 3.2; SPEC M2 / M8: the model should never
-wait on data).
+of the same teachers on preloaded tensors (MuST sec. 3.2: the teachers label a
+large pool; the model should never wait on data).
 
 Both sides run the same teachers on the same 512 images with the same batch size and threads, in
 one process; the end-to-end side also opens the data, loads and hashes the teachers, decodes PNGs

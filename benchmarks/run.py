@@ -53,8 +53,8 @@ BENCHMARKS: dict[str, Benchmark] = {
                             {"size": 128, "count": 8}),
     "loader_vs_step": (world_throughput.measure_loader, {"batch_size": 16, "batches": 4, "steps": 2, "repeats": 5},
                        {"batch_size": 4, "size": 32, "batches": 2, "steps": 1, "repeats": 2, "images": 64}),  # ~0.2
-    # 1,000 / 2,000 / 8,000 images (~7 min with the 8,000-image pool's generation); the issue's
-    # 1k / 4k / 16k: `python -m benchmarks.scaling` (~15 min)
+    # 1,000 / 2,000 / 8,000 images (~7 min with the 8,000-image pool's generation); 1k / 4k /
+    # 16k: `python -m benchmarks.scaling` (~15 min)
     "label_scaling": (scaling.measure, {"sizes": (1000, 2000, 8000)}, {"sizes": (16, 32), "batch_size": 4}),
     "ddp_speedup": (ddp.measure, {"batch_size": 16, "steps": 3, "repeats": 3},  # ~1
                     {"batch_size": 4, "steps": 1, "repeats": 1}),

@@ -96,7 +96,7 @@ def count_flops(config: ModelConfig, size: int, teacher_options: TaskOptions,
     through each teacher as they run (a C5-only teacher without its FPN), the student's parts
     (backbone, FPN, each head), and the ratio student / sum of teachers.
 
-    The detection head's count depends on how many RoIs reach its box head (``rois``): a random
+    The detection head's count depends on how many RoIs reach its box head (``rois_per_image``): a random
     RPN's box deltas can push every proposal out of a large image, so its regression is zeroed
     (proposals = the top-scoring anchors, as many as a trained RPN keeps)."""
     student, teachers = build_pair(config, teacher_options, student_options or teacher_options)
@@ -128,7 +128,7 @@ def count_flops(config: ModelConfig, size: int, teacher_options: TaskOptions,
             # what the ratio would be if every teacher also ran an FPN (the count before
             # C5-only models skipped it)
             "ratio_if_every_teacher_ran_the_fpn": student_flops / (student_flops + (n - 1) * (backbone + fpn)),
-            "rois_per_forward": rois[:1 + n], "image_size": size,
+            "rois_per_image": rois[0] if rois else 0, "image_size": size,
             "model": config_lib.to_dict(config),
             "teacher_options": {k: dict(v) for k, v in teacher_options.items()},
             "student_options": {k: dict(v) for k, v in (student_options or teacher_options).items()}}

@@ -46,7 +46,7 @@ def test_flop_count_of_student_and_teachers() -> None:
     wide = run.student_vs_teachers.count_flops(config, 32, options)
     narrow_options = run.student_vs_teachers.merged(options, {"segmentation": {"hidden_channels": 4}})
     narrow = run.student_vs_teachers.count_flops(config, 32, narrow_options)
-    assert 0.25 < wide["ratio"] < 1 and wide["rois_per_forward"][0] > 0
+    assert 0.25 < wide["ratio"] < 1 and wide["rois_per_image"] > 0
     assert narrow["backbone_gflops"] == wide["backbone_gflops"] and narrow["fpn_gflops"] == wide["fpn_gflops"]
     assert narrow["head_gflops"]["segmentation"] < wide["head_gflops"]["segmentation"]
     assert narrow["head_gflops"]["depth"] == wide["head_gflops"]["depth"]
@@ -56,6 +56,8 @@ def test_flop_count_of_student_and_teachers() -> None:
     assert wide["teachers_total_gflops"] == pytest.approx(
         4 * parts - wide["fpn_gflops"] + sum(wide["head_gflops"].values()), rel=1e-6)
     assert wide["ratio"] > wide["ratio_if_every_teacher_ran_the_fpn"]
+    # by hand: 3 convs 3x3 of 16 -> 16 channels on fused P2 (8 x 8 at 32 px), then 1x1 to 1 channel
+    assert wide["head_gflops"]["depth"] * 1e9 == pytest.approx(3 * 2 * 9 * 16 * 16 * 64 + 2 * 16 * 1 * 64)
 
 
 def test_paper_preset_is_read_from_its_yaml() -> None:
