@@ -149,3 +149,22 @@ def test_bf16_accuracy_records_its_own_entry(tmp_path: Path) -> None:
     bf16_accuracy.record({"run": {"utc": "2026-01-01T00:00:00Z"}, "steps": 1280}, path)
     assert json.loads(path.read_text()) == {"engine_efficiency": {"value": 0.95},
                                             "bf16_vs_fp32": {"run": {"utc": "2026-01-01T00:00:00Z"}, "steps": 1280}}
+
+
+def test_the_page_shows_each_detail_table() -> None:
+    from benchmarks import report
+
+    flops = {"ratio": 0.414, "ratio_if_every_teacher_ran_the_fpn": 0.397, "backbone_gflops": 187.9,
+             "fpn_gflops": 46.5, "student_gflops": 463.7, "teachers_total_gflops": 1120.6,
+             "head_gflops": {"classification": 0.004, "detection": 46.2, "segmentation": 92.3, "depth": 90.6}}
+    timed = {"value": 0.5, "q1": 0.45, "q3": 0.55, "rounds": [0.5] * 7, "flop_predicted_ratio": 0.45,
+             "timed_over_flops": 0.5 / 0.45, "image_size": 256, "batch_size": 4}
+    results = {"run": {"commit": "abc", "utc": "2026-01-01T00:00:00Z", "machine": {"cores": 2}},
+               "student_vs_teachers": {"value": 0.414, "target": "<= 0.35", "meets_target": False,
+                                       "paper_preset_flops": {"preset_heads": flops}, "timed": {"resnet50_256px": timed}},
+               "bf16_vs_fp32": {"run": {"commit": "def", "utc": "2026-01-02T00:00:00Z"}, "steps": 1280,
+                                "metrics_fp32": {"depth": {"delta1": 0.4}}, "metrics_bf16": {"depth": {"delta1": 0.41}}}}
+    page = report.markdown(results, "Benchmarks", detail=True)
+    assert "| preset heads | 188 | 46.5 | 0.004 / 46.2 / 92.3 / 90.6 | 464 | 1,121 | 0.414 | 0.397 |" in page
+    assert "| resnet50 256px (256 px, batch 4) | 0.500 | 0.45 - 0.55 (7 rounds) | 0.450 | 1.11 |" in page
+    assert "commit `def`" in page and "| depth | delta1 | 0.4000 | 0.41 | 0.01 |" in page
