@@ -1,9 +1,9 @@
 """The multi-task model: one ResNet-FPN trunk shared by one head per task (MuST sec. 3.3).
 
 ``MultiTaskModel = backbone (C2..C5) + FPN (P2..P7) + {task name: head}``. The trunk runs once per
-batch; every head reads the same :class:`~must.models.features.Features`. The FPN runs only when a
-head reads the pyramid: a classification teacher (pooled C5, MuST sec. 3.3) skips it. A specialized teacher
-(MuST sec. 3.1) is the same class with one head; the student has one head per task.
+batch; every head reads the same :class:`~must.models.features.Features`. A specialized teacher
+(MuST sec. 3.1) is the same class with one head; the student has one head per task. The FPN runs
+only when a head reads the pyramid: a classification teacher (pooled C5) computes none.
 
 Self-supervised tasks (SPEC B1: pretext targets beside ground truth and pseudo labels) bring their
 own images, the views the loader made: the model hands them its trunk and their head
