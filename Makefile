@@ -40,6 +40,9 @@ demo: install
 test: install-test
 	$(PY) -m pytest -n 2 --dist loadgroup -q
 
+# Every benchmark in one run (~17 min on a quiet 2-core CPU): benchmarks/results.json, written whole
+# with the commit, time and machine, and the tables generated from it (docs/benchmarks.md). The
+# bf16 accuracy check is a separate ~15-minute run after `make demo`: python -m benchmarks.bf16_accuracy
 bench: install
 	$(PY) benchmarks/run.py
 

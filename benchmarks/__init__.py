@@ -1,2 +1,2 @@
-"""The benchmarks of issue 7: each figure is a ratio of two things measured side by side in one run
-(``python benchmarks/run.py``; see ``benchmarks/README.md``)."""
+"""The benchmarks: each figure is a ratio of two things measured side by side in one run
+(``make bench`` / ``python benchmarks/run.py``; see ``benchmarks/README.md``)."""

@@ -1,16 +1,20 @@
 """What every benchmark shares: side-by-side timing, the machine's description, cached world data,
 the four MuST tasks (sec. 3.1) and the training steps being timed.
 
-Timing rule: two (or more) candidates run interleaved, A, B, A, B, ..., and each figure is the
-median of the per-pair ratios. A neighbour that slows the machine for a while slows both members
+Timing rule: two (or more) candidates run interleaved, A, B, A, B, ... (or in a shuffled order per
+round), and each figure is the median of the per-round ratios, reported with its quartiles and
+every round's value. A neighbour that slows the machine for a while slows both members
 of a pair, so the ratio holds even when the absolute numbers move.
 """
 
 from __future__ import annotations
 
+import datetime
 import os
 import platform
+import random
 import statistics
+import subprocess
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -61,26 +65,68 @@ def machine() -> dict[str, Any]:
             "load_average_1min": os.getloadavg()[0] if hasattr(os, "getloadavg") else None}
 
 
-def interleave(candidates: Mapping[str, Callable[[], float]], repeats: int,
-               warmup: int = 1) -> dict[str, list[float]]:
+def interleave(candidates: Mapping[str, Callable[[], float]], repeats: int, warmup: int = 1,
+               shuffle_seed: int | None = None) -> dict[str, list[float]]:
     """Runs the candidates in turn ``warmup + repeats`` times; each returns the seconds it timed
-    (so it may leave its own set-up out). Returns the timed rounds per candidate."""
+    (so it may leave its own set-up out). Returns the timed rounds per candidate, in round order.
+
+    With ``shuffle_seed`` every round runs the candidates in its own random order (seeded), so
+    neither always goes first (after the other's caches, or at the start of a neighbour's burst)."""
     times: dict[str, list[float]] = {name: [] for name in candidates}
-    for round_index in range(warmup + repeats):
-        for name, run in candidates.items():
-            seconds = run()
+    for round_index, order in enumerate(round_orders(list(candidates), warmup + repeats, shuffle_seed)):
+        for name in order:
+            seconds = candidates[name]()
             if round_index >= warmup:
                 times[name].append(seconds)
     return times
 
 
-def pair_ratio(times: Mapping[str, list[float]], numerator: str, denominator: str) -> float:
+def round_orders(names: Sequence[str], rounds: int, shuffle_seed: int | None = None) -> list[list[str]]:
+    """The order of the candidates in each round: as given, or shuffled per round by a seeded
+    generator (every round holds every name exactly once)."""
+    generator = random.Random(shuffle_seed)
+    orders = []
+    for _ in range(rounds):
+        order = list(names)
+        if shuffle_seed is not None:
+            generator.shuffle(order)
+        orders.append(order)
+    return orders
+
+
+def pair_ratios(times: Mapping[str, Sequence[float]], numerator: str, denominator: str) -> list[float]:
+    """Per round, ``times[numerator] / times[denominator]`` of that same round."""
+    first, second = times[numerator], times[denominator]
+    if len(first) != len(second) or not first:
+        raise ValueError(f"'{numerator}' has {len(first)} rounds, '{denominator}' {len(second)}: "
+                         "need the same positive number to pair them")
+    return [a / b for a, b in zip(first, second)]
+
+
+def pair_ratio(times: Mapping[str, Sequence[float]], numerator: str, denominator: str) -> float:
     """Median over rounds of ``times[numerator] / times[denominator]`` (paired, same round)."""
-    return statistics.median(a / b for a, b in zip(times[numerator], times[denominator]))
+    return statistics.median(pair_ratios(times, numerator, denominator))
 
 
 def median(values: Sequence[float]) -> float:
     return statistics.median(values)
+
+
+def quartiles(values: Sequence[float]) -> dict[str, float]:
+    """Lower quartile, median and upper quartile, linearly interpolated between order statistics
+    (``numpy.percentile``'s default, Hyndman & Fan type 7); one value is all three."""
+    if not values:
+        raise ValueError("quartiles of no values")
+    if len(values) == 1:
+        return {"q1": float(values[0]), "median": float(values[0]), "q3": float(values[0])}
+    q1, middle, q3 = statistics.quantiles(values, n=4, method="inclusive")
+    return {"q1": q1, "median": middle, "q3": q3}
+
+
+def ratio_summary(times: Mapping[str, Sequence[float]], numerator: str, denominator: str) -> dict[str, Any]:
+    """The paired ratios of every round and their quartiles: what a figure reports."""
+    ratios = pair_ratios(times, numerator, denominator)
+    return {**quartiles(ratios), "rounds": ratios}
 
 
 def timed(fn: Callable[[], Any]) -> Callable[[], float]:
@@ -166,14 +212,18 @@ def cycle(batches: Sequence[Batch]) -> Iterator[Batch]:
 
 
 def hand_step(model: nn.Module, tasks: Mapping[str, Task], optimizer: torch.optim.Optimizer,
-              batch: Batch, precision: str = "fp32") -> None:
-    """A minimal training step: forward, sum of task losses, backward, SGD step."""
+              batch: Batch, precision: str = "fp32", weights: Mapping[str, float] | None = None,
+              grad_clip: float | None = None) -> None:
+    """A minimal training step: forward, weighted sum of task losses (1 where ``weights`` gives
+    none), backward, optional gradient-norm clipping, SGD step."""
     optimizer.zero_grad(set_to_none=True)
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
         outputs = model(batch.images, batch.targets)
-        losses = [tasks[name].loss(outputs[name], target)["loss"].float()
+        losses = [tasks[name].loss(outputs[name], target)["loss"].float() * (weights or {}).get(name, 1.0)
                   for name, target in batch.targets.items()]
     torch.stack(losses).sum().backward()
+    if grad_clip is not None:
+        nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
     optimizer.step()
 
 
@@ -182,14 +232,15 @@ def sgd(model: nn.Module, lr: float = 0.01) -> torch.optim.Optimizer:
 
 
 def hand_loop_seconds(model: nn.Module, tasks: Mapping[str, Task], optimizer: torch.optim.Optimizer,
-                      batches: Sequence[Batch], steps: int, precision: str = "fp32") -> float:
+                      batches: Sequence[Batch], steps: int, precision: str = "fp32",
+                      weights: Mapping[str, float] | None = None, grad_clip: float | None = None) -> float:
     """Seconds per step of :func:`hand_step` over ``steps`` steps (after one untimed step)."""
     model.train()
     data = cycle(batches)
-    hand_step(model, tasks, optimizer, next(data), precision)
+    hand_step(model, tasks, optimizer, next(data), precision, weights, grad_clip)
     start = time.perf_counter()
     for _ in range(steps):
-        hand_step(model, tasks, optimizer, next(data), precision)
+        hand_step(model, tasks, optimizer, next(data), precision, weights, grad_clip)
     return (time.perf_counter() - start) / steps
 
 
@@ -214,3 +265,19 @@ class StampedStream:
         if len(stamps) < 2:
             raise ValueError("need at least skip + 2 steps to time one")
         return (stamps[-1] - stamps[0]) / (len(stamps) - 1)
+
+
+def run_stamp(root: Path = Path(__file__).resolve().parents[1]) -> dict[str, Any]:
+    """What a result was measured on: the commit (and whether the tree had uncommitted changes),
+    the UTC time, the machine."""
+    def git(*args: str) -> str | None:
+        try:
+            done = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, check=True)
+        except (OSError, subprocess.CalledProcessError):
+            return None
+        return done.stdout.strip()
+
+    status = git("status", "--porcelain", "--untracked-files=no")
+    return {"commit": git("rev-parse", "HEAD"), "uncommitted_changes": bool(status) if status is not None else None,
+            "utc": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "machine": machine()}

@@ -1,4 +1,4 @@
-"""DDP: 1 vs. 2 processes (torchrun, gloo) on the same global batch (SPEC B4).
+"""DDP: 1 vs. 2 processes (torchrun, gloo) on the same global batch.
 
 Each launch trains the demo student through ``fit`` on in-memory batches (each rank holds its
 slice of every global batch, as ``make_loader`` cuts it) and rank 0 reports the step time. The

@@ -1,4 +1,4 @@
-"""Throughput of the procedural world renderer (SPEC B3: fast enough on a laptop CPU), and of the
+"""Throughput of the procedural world renderer (fast enough on a laptop CPU), and of the
 training data loader against what a training step consumes.
 
 World: ``count`` images cycling through every domain rendered by a pool of 2 processes (images/s

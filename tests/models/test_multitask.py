@@ -177,3 +177,29 @@ def test_model_config_reads_from_yaml_data():
     config = from_dict(ModelConfig, {"backbone": "timm:resnet18d", "width": 1, "norm": "group",
                                      "mean": [0.5, 0.5, 0.5]})
     assert config.width == 1.0 and config.mean == (0.5, 0.5, 0.5)
+
+
+def _fpn_calls(model: MultiTaskModel) -> list[int]:
+    calls: list[int] = []
+    model.fpn.register_forward_hook(lambda module, inputs, output: calls.append(1))
+    return calls
+
+
+def test_a_model_whose_heads_read_only_c5_does_not_run_the_fpn():
+    """A classification teacher (pooled C5, MuST sec. 3.3) computes no pyramid; its checkpoint
+    keeps the FPN's weights, so every stage loads the same layout."""
+    from must.tasks import build_task
+
+    config = ModelConfig(width=0.25, fpn_channels=16)
+    classification = build_task("classification", num_classes=3)
+    teacher = build_model(config, {"classification": classification}).eval()
+    calls = _fpn_calls(teacher)
+    images = torch.rand(2, 3, 64, 64)
+    assert not teacher.runs_fpn and teacher(images)["classification"].shape == (2, 3)
+    assert calls == [] and len(teacher.features(images).pyramid) == 0
+    assert any(key.startswith("fpn.") for key in teacher.state_dict())
+    student = build_model(config, {"classification": classification,
+                                   "segmentation": build_task("segmentation", num_classes=4)}).eval()
+    calls = _fpn_calls(student)
+    student(images)
+    assert student.runs_fpn and calls == [1]

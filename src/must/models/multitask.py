@@ -2,7 +2,8 @@
 
 ``MultiTaskModel = backbone (C2..C5) + FPN (P2..P7) + {task name: head}``. The trunk runs once per
 batch; every head reads the same :class:`~must.models.features.Features`. A specialized teacher
-(MuST sec. 3.1) is the same class with one head; the student has one head per task.
+(MuST sec. 3.1) is the same class with one head; the student has one head per task. The FPN runs
+only when a head reads the pyramid: a classification teacher (pooled C5) computes none.
 
 Self-supervised tasks (SPEC B1: pretext targets beside ground truth and pseudo labels) bring their
 own images, the views the loader made: the model hands them its trunk and their head
@@ -12,6 +13,7 @@ instead of calling the head on the batch's features.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -23,6 +25,7 @@ from must.models.backbone import ResNetBackbone, build_backbone
 from must.models.config import IMAGENET_MEAN, IMAGENET_STD, ModelConfig
 from must.models.features import Features, FeatureSpec
 from must.models.fpn import FeaturePyramid
+from must.models.heads import ClassificationHead
 from must.models.running_statistics import running_statistics_frozen
 from must.models.weights import load_initial_weights
 
@@ -69,14 +72,22 @@ class MultiTaskModel(nn.Module):
         """Every head's task and every self-supervised task (a name in both is the latter)."""
         return list(dict.fromkeys([*self.heads, *self.view_tasks]))
 
+    @property
+    def runs_fpn(self) -> bool:
+        """Whether any head reads the pyramid (otherwise the FPN is kept, so every checkpoint has
+        the same ``backbone.* / fpn.* / heads.*`` layout, but never run)."""
+        return any(reads_pyramid(head) for head in self.heads.values())
+
     def features(self, images: Tensor) -> Features:
-        """Normalizes ``images`` and runs backbone + FPN once."""
+        """Normalizes ``images`` and runs the backbone once, and the FPN if a head reads it (an
+        empty pyramid otherwise)."""
         if not images.is_floating_point() or images.dim() != 4 or images.shape[1] != 3:
             raise ValueError(
                 f"expected float images [B, 3, H, W] in [0, 1], got {images.dtype} {tuple(images.shape)}"
             )
         stages = self.backbone((images - self.mean) / self.std)
-        return Features((int(images.shape[-2]), int(images.shape[-1])), stages, self.fpn(stages))
+        pyramid = self.fpn(stages) if self.runs_fpn else OrderedDict()
+        return Features((int(images.shape[-2]), int(images.shape[-1])), stages, pyramid)
 
     def task_features(self, name: str, features: Features) -> Features:
         """What task ``name`` reads of a trunk pass: the features themselves here; a subclass may
@@ -121,6 +132,12 @@ class MultiTaskModel(nn.Module):
             else:
                 outputs[name] = self.heads[name](self.task_features(name, features), target)
         return outputs
+
+
+def reads_pyramid(head: nn.Module) -> bool:
+    """Whether ``head`` reads the FPN pyramid: a head says so with a ``reads_pyramid`` attribute;
+    without one, every head but the classification head (global pool of C5) is assumed to."""
+    return bool(getattr(head, "reads_pyramid", not isinstance(head, ClassificationHead)))
 
 
 def feature_spec(backbone: ResNetBackbone, fpn: FeaturePyramid) -> FeatureSpec:

@@ -1,0 +1,100 @@
+"""The arithmetic every benchmark figure goes through: paired ratios, interleaving, quartiles,
+the memory slope. A figure computed wrong here would be published wrong."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # benchmarks/ is not installed
+
+from benchmarks import common, scaling  # noqa: E402
+
+
+def test_pair_ratios_pair_the_same_round() -> None:
+    times = {"a": [1.0, 4.0, 9.0], "b": [2.0, 2.0, 3.0]}
+    assert common.pair_ratios(times, "a", "b") == [0.5, 2.0, 3.0]
+    # the median of the per-round ratios, not the ratio of the medians (4 / 2 = 2.0 as well here,
+    # so a second case where they differ)
+    assert common.pair_ratio(times, "a", "b") == 2.0
+    skewed = {"a": [1.0, 1.0, 10.0], "b": [1.0, 10.0, 1.0]}
+    assert common.pair_ratio(skewed, "a", "b") == 1.0
+    assert common.median(skewed["a"]) / common.median(skewed["b"]) == 1.0
+    assert common.pair_ratios({"a": [3.0], "b": [4.0]}, "b", "a") == [4 / 3]
+
+
+def test_pair_ratios_refuse_rounds_that_do_not_pair() -> None:
+    with pytest.raises(ValueError, match="same positive number"):
+        common.pair_ratios({"a": [1.0, 2.0], "b": [1.0]}, "a", "b")
+    with pytest.raises(ValueError):
+        common.pair_ratios({"a": [], "b": []}, "a", "b")
+
+
+def test_quartiles_match_numpy_percentiles() -> None:
+    for values in ([0.66, 0.91, 1.08], [0.9, 0.8, 0.95, 0.85, 0.99, 0.7, 0.92], [2.0, 1.0]):
+        result = common.quartiles(values)
+        q1, middle, q3 = numpy.percentile(values, [25, 50, 75])
+        assert result == pytest.approx({"q1": q1, "median": middle, "q3": q3})
+    assert common.quartiles([0.5]) == {"q1": 0.5, "median": 0.5, "q3": 0.5}
+    with pytest.raises(ValueError):
+        common.quartiles([])
+
+
+def test_ratio_summary_reports_every_round() -> None:
+    times = {"bare": [0.9, 0.8, 1.0, 0.7], "label": [1.0, 1.0, 1.0, 1.0]}
+    summary = common.ratio_summary(times, "bare", "label")
+    assert summary["rounds"] == [0.9, 0.8, 1.0, 0.7]
+    assert summary["median"] == pytest.approx(0.85) and summary["q1"] == pytest.approx(0.775)
+    assert summary["q3"] == pytest.approx(0.925)
+
+
+def test_interleave_drops_the_warmup_and_keeps_round_order() -> None:
+    calls: list[str] = []
+
+    def candidate(name: str, seconds: list[float]):
+        values = iter(seconds)
+        return lambda: (calls.append(name), next(values))[1]
+
+    times = common.interleave({"a": candidate("a", [9.0, 1.0, 2.0]), "b": candidate("b", [9.0, 3.0, 4.0])},
+                              repeats=2, warmup=1)
+    assert times == {"a": [1.0, 2.0], "b": [3.0, 4.0]}
+    assert calls == ["a", "b"] * 3
+
+
+def test_shuffled_rounds_hold_every_candidate_once_and_vary_the_order() -> None:
+    orders = common.round_orders(["a", "b"], 40, shuffle_seed=0)
+    assert all(sorted(order) == ["a", "b"] for order in orders)
+    firsts = {order[0] for order in orders}
+    assert firsts == {"a", "b"}  # each side goes first in some rounds
+    assert orders == common.round_orders(["a", "b"], 40, shuffle_seed=0)  # seeded
+    assert common.round_orders(["a", "b"], 3) == [["a", "b"]] * 3
+
+
+def test_shuffled_interleave_pairs_each_candidate_with_its_own_round() -> None:
+    """Whatever the order, round i of every candidate is its i-th call after the warm-up."""
+    counters = {"a": 0, "b": 0}
+
+    def candidate(name: str):
+        def run() -> float:
+            counters[name] += 1
+            return float(counters[name])
+        return run
+
+    times = common.interleave({"a": candidate("a"), "b": candidate("b")}, repeats=7, warmup=1, shuffle_seed=3)
+    assert times == {"a": [2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0], "b": [2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0]}
+
+
+def test_bytes_per_added_image_is_the_least_squares_slope() -> None:
+    # 1 KiB per image on top of 900 MB: 1,000 -> 16,000 images add 15,000 KiB
+    images = [1000, 4000, 16000]
+    peaks = [900 + count / 1024 for count in images]
+    assert scaling.bytes_per_added_image(images, peaks) == pytest.approx(1024)
+    assert scaling.bytes_per_added_image(images, [900.0, 900.0, 900.0]) == 0
+    noisy = [900.0, 903.0, 900.0]
+    assert scaling.bytes_per_added_image(images, noisy) == pytest.approx(
+        numpy.polyfit(images, noisy, 1)[0] * 2**20)
+    with pytest.raises(ValueError):
+        scaling.bytes_per_added_image([1000], [900.0])
