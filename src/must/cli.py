@@ -145,7 +145,7 @@ def _train(parser: argparse.ArgumentParser) -> Callable[[argparse.Namespace], in
 
     def run(args: argparse.Namespace) -> int:
         from must import config as config_lib
-        from must.stages.student import StudentConfig, run_student
+        from must.stages.student import StudentConfig, announce_student, run_student
 
         data = config_lib.read_yaml(args.config) if args.config else {}
         if args.teacher:
@@ -161,9 +161,7 @@ def _train(parser: argparse.ArgumentParser) -> Callable[[argparse.Namespace], in
         if args.init:
             data.setdefault("model", {})["init"] = args.init
         config = config_lib.from_dict(StudentConfig, config_lib.apply_overrides(data, args.overrides))
-        metrics = run_student(config, args.out)
-        for task, values in metrics.items():
-            print(f"student {task}: " + ", ".join(f"{k}={v:.4f}" for k, v in values.items()))
+        announce_student(args.out, run_student(config, args.out))
         return 0
 
     return run

@@ -20,7 +20,7 @@ from must.stages.student import STUDENT_RECORD, launch_student, resolved_config,
 from must.teacher import load_teacher, read_record
 from must.train.config import TrainConfig, WeightingConfig
 
-from .conftest import (STAGES_GROUP, STUDENT_TRAIN, TINY, assert_finite_metrics, read_jsonl,
+from .conftest import (SIZE, STAGES_GROUP, STUDENT_TRAIN, TINY, assert_finite_metrics, read_jsonl,
                        student_config)
 
 pytestmark = pytest.mark.xdist_group(STAGES_GROUP)
@@ -134,3 +134,18 @@ def test_launch_student_failure_names_the_command(world: Path, teachers: dict[st
     config = student_config(world, list(teachers.values()), pseudo, teachers=(str(tmp_path / "nowhere"),))
     with pytest.raises(RuntimeError, match="2-process run failed.*torch.distributed.run.*must.cli train"):
         launch_student(config, tmp_path / "out", processes=2)
+
+
+def test_train_without_val_says_where_its_outputs_went(world: Path, teachers: dict[str, Path], pseudo: Path,
+                                                        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from must.cli import main
+
+    arguments = ["train", *(item for d in teachers.values() for item in ("--teacher", str(d))),
+                 "--data", f"folder:{world / 'pool' / 'train' / 'images'}", "--pseudo", str(pseudo),
+                 "--out", str(tmp_path), "train.steps=1", "train.batch_size=8", "train.progress=false",
+                 "model.width=0.125", "model.fpn_channels=16", f"image_size={SIZE}"]
+    assert main(arguments) == 0
+    out = capsys.readouterr().out
+    assert f"checkpoint {tmp_path / 'checkpoint.pt'}" in out
+    assert f"{tmp_path / 'as_teacher'}/{{classification,depth,detection,segmentation}}" in out
+    assert "no validation set given" in out and "so no metrics" in out

@@ -185,6 +185,24 @@ def run_student(config: StudentConfig, out: Path) -> dict[str, dict[str, float]]
     return metrics
 
 
+def announce_student(out: Path, metrics: dict[str, dict[str, float]]) -> None:
+    """What ``must train`` prints when it finishes, from the main process only (every rank returns
+    the same metrics): where the checkpoint and the per-task teacher records went, and the
+    validation metrics or that there are none."""
+    if not distributed.is_main_process():
+        return
+    exported = sorted(p.name for p in (out / "as_teacher").iterdir()) if (out / "as_teacher").is_dir() else []
+    print(f"student -> {out}: checkpoint {out / 'checkpoint.pt'}", flush=True)
+    if exported:
+        print(f"teacher records for the next round (must label --teacher DIR): {out / 'as_teacher'}/"
+              f"{{{','.join(exported)}}}", flush=True)
+    for task, values in metrics.items():
+        print(f"student {task}: " + ", ".join(f"{k}={v:.4f}" for k, v in values.items()), flush=True)
+    if not metrics:
+        print("no validation set given (--val TASK=FORMAT:ROOT or val.TASK in the config), so no "
+              "metrics", flush=True)
+
+
 def write_student_record(out: Path, options: dict[str, dict[str, Any]], config: StudentConfig,
                          train: TrainConfig, metrics: dict[str, dict[str, float]]) -> None:
     """``student.json`` (tasks, model, image size, metrics) and one teacher record per task under
