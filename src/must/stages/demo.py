@@ -33,7 +33,7 @@ from must.stages.pretrain import PretrainConfig
 from must.stages.student import RandAugmentConfig, SourceConfig, StudentConfig
 from must.stages.teach import TeachConfig, demo_model, run_teach
 from must.train.config import TrainConfig, WeightingConfig
-from must.train.engine import CHECKPOINT_NAME
+from must.train.engine import CHECKPOINT_NAME, resolve_precision
 from must.transfer.config import DownstreamTask, default_suite
 
 TEACHER_DOMAINS = {"classification": "objects", "detection": "clutter", "segmentation": "scenes",
@@ -226,6 +226,16 @@ def with_precision(config: DemoConfig, train: TrainConfig) -> TrainConfig:
     return train if config.precision == "auto" else dataclasses.replace(train, precision=config.precision)
 
 
+def warn_about_precision(config: DemoConfig) -> None:
+    """Resolves every training stage's precision in the demo's own process first, so a warning
+    about it (bf16 on CPU) is shown once, not again by each process the stages start."""
+    trains = [*(plan.train for plan in config.teachers.values()), config.student.train,
+              *(plan.train for plan in config.pretrain.values())]
+    for train in trains:
+        resolve_precision(with_precision(config, train).precision, distributed.pick_device(train.device))
+    resolve_precision(config.precision, distributed.pick_device("auto"))  # the transfer cells'
+
+
 def teacher_sets(config: DemoConfig, data: Path, task: str) -> tuple[DatasetConfig, DatasetConfig]:
     """The teacher's (train, val) datasets: the plan's, else its world domain's."""
     plan = config.teachers[task]
@@ -338,6 +348,7 @@ def run_demo(preset: str, out: Path, overrides: Sequence[str] = ()) -> int:
     config = config_lib.load(DemoConfig, preset, overrides)
     out.mkdir(parents=True, exist_ok=True)
     config_lib.save(config, out / "config.yaml")
+    warn_about_precision(config)
     clock = StageClock(out / "timings.json")
     total = time.perf_counter()
     data = out / "data"
