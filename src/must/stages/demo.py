@@ -374,8 +374,9 @@ def run_demo(preset: str, out: Path, overrides: Sequence[str] = ()) -> int:
 
     labeled = sorted({task for variant in config.students.values() if variant.pseudo_on_labeled
                       for task in (variant.tasks or config.teachers)})
-    label_sets = {"pool": pool_set(config, data)}  # Table 5: the teachers' labeled sets get the other
-    label_sets.update({f"labeled_{task}": teacher_sets(config, data, task)[0] for task in labeled})  # tasks' labels
+    # Table 5: the teachers' labeled sets get the other tasks' pseudo labels (read as the student reads them)
+    label_sets = {"pool": pool_set(config, data),
+                  **{f"labeled_{task}": teacher_sets(config, data, task)[0] for task in labeled}}
     for name, images in label_sets.items():
         target = out / "pseudo" / name
         finished = (target / MANIFEST_NAME).exists()  # the labeler checks it was made by these teachers

@@ -140,7 +140,7 @@ def fit(model: nn.Module, tasks: Sequence[Task] | Mapping[str, Task],
         batches_from: Callable[[int], Iterator[Batch]], config: TrainConfig, out_dir: str | Path,
         evaluate: Evaluate | None = None, weighting: Weighting | None = None,
         checkpoint_extra: Mapping[str, Any] | None = None,
-        find_unused_parameters: bool | None = None) -> FitResult:
+        find_unused_parameters: bool | None = True) -> FitResult:
     """Trains ``model`` for ``config.steps`` optimizer steps, resuming from
     ``out_dir/checkpoint.pt`` when it exists.
 
@@ -150,8 +150,9 @@ def fit(model: nn.Module, tasks: Sequence[Task] | Mapping[str, Task],
     ``evaluate(model, step)`` runs every ``eval_every`` steps and at the end, on every rank, with
     the EMA model when there is one. ``weighting`` defaults to ``config.weighting``;
     ``checkpoint_extra`` is stored in the checkpoint under ``"extra"``. ``find_unused_parameters``
-    (several processes): True when a batch may lack a task; None = on only when the first batch's
-    losses leave a parameter unreached (:mod:`must.train.parameter_use`).
+    (several processes): True when a batch may lack a task (MuST sec. 3.4); a caller whose every
+    batch carries every task passes None: on only when the first batch's losses leave a parameter
+    unreached (:mod:`must.train.parameter_use`).
     """
     run = _Run(model, tasks, config, Path(out_dir), weighting, checkpoint_extra)
     if distributed.world_size() > 1:
