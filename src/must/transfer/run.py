@@ -113,7 +113,7 @@ def train_cell(config: TransferConfig, root: Path, init_sha256: str | None, prog
                                spec.image_size, start_step=first, workers=config.data_workers,
                                scale_range=spec.scale_range, flip=spec.flip, device=device)
 
-        result = fit(model, tasks, batches_from, train_config, directory, find_unused_parameters=None)
+        result = fit(model, tasks, batches_from, train_config, directory)
         trained = result.ema if result.ema is not None else result.model
         scores = {}
         for split, dataset in (("val", val_set), ("test", test_set)):
