@@ -352,7 +352,8 @@ def run_demo(preset: str, out: Path, overrides: Sequence[str] = ()) -> int:
     clock = StageClock(out / "timings.json")
     total = time.perf_counter()
     data = out / "data"
-    complete = [is_complete(data / domain / split) for domain, splits in config.world.splits.items() for split in splits]
+    complete = [is_complete(data / domain / split)
+                for domain, splits in config.world.splits.items() for split in splits]
     clock.run("world", lambda: generate_world(config.world, data), finished=all(complete),
               status=SKIPPED.format(out=data) if all(complete) else
               f"generating {complete.count(False)} of {len(complete)} splits into {data}"
