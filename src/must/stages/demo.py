@@ -162,12 +162,12 @@ class StageClock:
         return result
 
 
+SKIPPED = "skipped, {out} holds its finished outputs for this config"
+
+
 def skipped(name: str, out: Path) -> None:
     """Says that a training stage is not run again: its outputs in ``out`` are this config's."""
     print(f"\n== {name}: {SKIPPED.format(out=out)}", flush=True)
-
-
-SKIPPED = "skipped, {out} holds its finished outputs for this config"
 
 
 def training_status(out: Path, steps: int) -> str:
