@@ -110,14 +110,16 @@ def _teach(parser: argparse.ArgumentParser) -> Callable[[argparse.Namespace], in
 
     def run(args: argparse.Namespace) -> int:
         from must import config as config_lib
+        from must.distributed import from_environment
         from must.stages.teach import TeachConfig, run_teach
 
         overrides = [f"task={args.task}", *_dataset_override("--data", "data", args.data),
                      *_dataset_override("--val", "val", args.val), *args.overrides]
         config = config_lib.load(TeachConfig, args.config, overrides)
         record = run_teach(config, args.out)
-        print(f"teacher '{record.task}' -> {args.out}: " +
-              ", ".join(f"{k}={v:.4f}" for k, v in record.metrics.items()))
+        if from_environment().is_main:  # under torchrun every rank returns the same record
+            print(f"teacher '{record.task}' -> {args.out}: " +
+                  ", ".join(f"{k}={v:.4f}" for k, v in record.metrics.items()))
         return 0
 
     return run
@@ -145,7 +147,7 @@ def _train(parser: argparse.ArgumentParser) -> Callable[[argparse.Namespace], in
 
     def run(args: argparse.Namespace) -> int:
         from must import config as config_lib
-        from must.stages.student import StudentConfig, run_student
+        from must.stages.student import StudentConfig, announce_student, run_student
 
         data = config_lib.read_yaml(args.config) if args.config else {}
         if args.teacher:
@@ -161,9 +163,7 @@ def _train(parser: argparse.ArgumentParser) -> Callable[[argparse.Namespace], in
         if args.init:
             data.setdefault("model", {})["init"] = args.init
         config = config_lib.from_dict(StudentConfig, config_lib.apply_overrides(data, args.overrides))
-        metrics = run_student(config, args.out)
-        for task, values in metrics.items():
-            print(f"student {task}: " + ", ".join(f"{k}={v:.4f}" for k, v in values.items()))
+        announce_student(args.out, run_student(config, args.out))
         return 0
 
     return run

@@ -1,6 +1,7 @@
 """``must report RUN_DIR``: arguments, a run, and refused arguments."""
 
 import argparse
+from typing import Any
 from pathlib import Path
 
 import pytest
@@ -32,3 +33,15 @@ def test_bad_arguments() -> None:
         parse_sources(["just-a-folder"])
     with pytest.raises(ConfigError, match="--figure-images"):
         run(parse(["somewhere", "--figure-images", "0"]))
+
+
+def test_a_student_trained_without_val_is_named_as_such(tmp_path: Path, files: Any,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    # student.json exists (must train finished) but holds no metrics: no --val was given
+    files.write_json(tmp_path / "student" / "student.json",
+                     {"tasks": {"classification": {"num_classes": 3}}, "image_size": 32, "metrics": {}})
+    assert run(parse([str(tmp_path), "--figure-images", "1", "--panel", "40"])) == 0
+    out = capsys.readouterr().out
+    assert "student/student.json exists but holds no validation metrics" in out
+    assert "without --val" in out
+    assert "(student/student.json or student/metrics.jsonl)" not in out

@@ -40,7 +40,7 @@ def training_outputs(run: Path) -> dict[Path, int]:
     return {path: path.stat().st_mtime_ns for path in paths}
 
 
-def test_demo_runs_end_to_end_and_resumes(tmp_path: Path) -> None:
+def test_demo_runs_end_to_end_and_resumes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     run = tmp_path / "run"
     preset = tmp_path / "tiny.yaml"
     preset.write_text(yaml.safe_dump(tiny_preset()))
@@ -66,8 +66,17 @@ def test_demo_runs_end_to_end_and_resumes(tmp_path: Path) -> None:
     outputs = training_outputs(run)
     assert len(outputs) == 2 * len(TEACHER_DOMAINS) + 2 + len(INITS) * len(DOWNSTREAM)
 
+    first = capsys.readouterr().out
+    assert "== teachers: " in first and "detection starting (3 steps)" in first
+    assert f"== student: starting (3 steps) in {run / 'student'}" in first
+    assert "== transfer: starting 15 grid cells" in first
+
     assert run_demo(str(preset), run) == 0
     assert training_outputs(run) == outputs  # no training stage ran again
+    second = capsys.readouterr().out  # each stage says it was skipped, and why
+    for stage, directory in [("world", "data"), *((f"teacher/{t}", f"teachers/{t}") for t in TEACHER_DOMAINS),
+                             ("label", "pseudo/pool"), ("student", "student"), ("transfer", "transfer")]:
+        assert f"== {stage}: skipped, {run / directory} holds its finished outputs for this config" in second
     rerun = json.loads((run / "timings.json").read_text())  # a finished stage keeps its first time
     kept = ("world", "teachers", "label", "transfer")
     assert {stage: rerun[stage] for stage in kept} == {stage: timings[stage] for stage in kept}
@@ -80,6 +89,17 @@ def test_demo_runs_end_to_end_and_resumes(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=refusal):
         run_demo(str(preset), run)
     assert training_outputs(run) == outputs
+
+    # Interrupted after the student's last checkpoint and one transfer cell short: both resume, and say so
+    preset.write_text(yaml.safe_dump(tiny_preset(run)))
+    (run / "student" / "student.json").unlink()
+    next((run / "transfer" / "must" / "depth").rglob("result.json")).unlink()
+    capsys.readouterr()
+    assert run_demo(str(preset), run) == 0
+    resumed = capsys.readouterr().out
+    assert f"== student: resuming at step 3 of 3 from {run / 'student' / 'checkpoint.pt'}" in resumed
+    assert "== transfer: 14 of 15 grid cells finished before, resuming the rest" in resumed
+    assert "== teacher/depth: skipped" in resumed
 
 
 def test_teachers_in_a_pool_train_as_one_after_another(world: Path, tmp_path: Path) -> None:

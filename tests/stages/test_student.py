@@ -16,11 +16,11 @@ from must import config as config_lib
 from must.config import ConfigError
 from must.label.manifest import read_manifest
 from must.stages.demo import TEACHER_DOMAINS
-from must.stages.student import STUDENT_RECORD, launch_student, resolved_config, run_student
+from must.stages.student import STUDENT_RECORD, SourceConfig, launch_student, resolved_config, run_student
 from must.teacher import load_teacher, read_record
 from must.train.config import TrainConfig, WeightingConfig
 
-from .conftest import (STAGES_GROUP, STUDENT_TRAIN, TINY, assert_finite_metrics, read_jsonl,
+from .conftest import (SIZE, STAGES_GROUP, STUDENT_TRAIN, TINY, assert_finite_metrics, pool_set, read_jsonl,
                        student_config)
 
 pytestmark = pytest.mark.xdist_group(STAGES_GROUP)
@@ -134,3 +134,37 @@ def test_launch_student_failure_names_the_command(world: Path, teachers: dict[st
     config = student_config(world, list(teachers.values()), pseudo, teachers=(str(tmp_path / "nowhere"),))
     with pytest.raises(RuntimeError, match="2-process run failed.*torch.distributed.run.*must.cli train"):
         launch_student(config, tmp_path / "out", processes=2)
+
+
+def test_train_without_val_says_where_its_outputs_went(world: Path, teachers: dict[str, Path], pseudo: Path,
+                                                        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from must.cli import main
+
+    arguments = ["train", *(item for d in teachers.values() for item in ("--teacher", str(d))),
+                 "--data", f"folder:{world / 'pool' / 'train' / 'images'}", "--pseudo", str(pseudo),
+                 "--out", str(tmp_path), "train.steps=1", "train.batch_size=8", "train.progress=false",
+                 "model.width=0.125", "model.fpn_channels=16", f"image_size={SIZE}"]
+    assert main(arguments) == 0
+    out = capsys.readouterr().out
+    assert f"checkpoint {tmp_path / 'checkpoint.pt'}" in out
+    assert f"{tmp_path / 'as_teacher'}/{{classification,depth,detection,segmentation}}" in out
+    assert "no validation set given" in out and "so no metrics" in out
+
+
+@pytest.mark.slow
+def test_two_processes_print_and_warn_once(world: Path, teachers: dict[str, Path], pseudo: Path,
+                                           tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    """A real 2-process gloo run of ``must train`` (what ``must demo`` launches), its output
+    captured: the metric lines and the bf16 warning come from rank 0 only, once; every image
+    carries every task's pseudo label, so DDP does not search for unused parameters and its
+    warning about finding none never shows."""
+    sources = (SourceConfig(data=pool_set(world), pseudo=(str(pseudo),)),)
+    config = student_config(world, list(teachers.values()), pseudo, sources=sources,
+                            train=dataclasses.replace(STUDENT_TRAIN, precision="bf16"))
+    launch_student(config, tmp_path, processes=2)
+    out, err = capfd.readouterr()
+    for task in TEACHER_DOMAINS:
+        assert out.count(f"student {task}: ") == 1, out
+    assert out.count("student -> ") == 1
+    assert (out + err).count("bf16 autocast on CPU") == 1, err
+    assert "find_unused_parameters" not in out + err

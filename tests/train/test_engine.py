@@ -32,7 +32,6 @@ from must.data.sample import Batch, Sample, TaskBatch, stack_with_fill
 from must.tasks import ClassificationTask, DepthTask, NormalsTask, SegmentationTask
 from must.tasks.base import Task
 from must.train import checkpoint as checkpoints
-from must.train import engine
 from must.train.config import TeacherRecipe, TrainConfig, WeightingConfig
 from must.train.optim import lr_factor
 from must.train.engine import (NonFiniteLossError, evaluate_tasks, fit, flatten_metrics,
@@ -257,8 +256,9 @@ def test_non_finite_loss_stops_naming_task_and_step_and_keeps_checkpoint(tmp_pat
     assert _load(tmp_path / "checkpoint.pt")["step"] == 4
 
 
-def test_bf16_autocast_trains(tmp_path: Path) -> None:
-    engine._warn_cpu_bf16.cache_clear()  # the warning comes once per process
+def test_bf16_autocast_trains(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    for key in [key for key in os.environ if key.startswith("MUST_WARNED_")]:
+        monkeypatch.delenv(key)  # the warning comes once per run
     with pytest.warns(UserWarning, match="bf16 autocast on CPU"):
         result = run_toy(tmp_path, toy_config(steps=4, precision="bf16"))
     assert result.model.seen_dtype == torch.bfloat16

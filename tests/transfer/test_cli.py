@@ -55,3 +55,35 @@ def test_tiny_run_prints_and_writes_best(tmp_path: Path, world_root: Path,
     assert cli.run(args) == 0
     best = json.loads((tmp_path / "transfer" / "scratch" / "depth" / "best.json").read_text())
     assert best["steps"] == 3 and f"delta1 = {best['value']:.4f}" in capsys.readouterr().out
+
+
+def test_steps_and_lrs_set_every_chosen_tasks_grid(tmp_path: Path) -> None:
+    config = cli.build_config(parse("--init", "none", "--out", str(tmp_path), "--tasks", "depth,segmentation",
+                                    "--steps", "20", "--lrs", "0.05,0.1"))
+    assert {name: (task.steps, task.lrs) for name, task in config.tasks.items()} == {
+        "depth": ((20,), (0.05, 0.1)), "segmentation": ((20,), (0.05, 0.1))}
+    default = cli.build_config(parse("--init", "none", "--out", str(tmp_path), "--steps", "30,60"))
+    assert all(task.steps == (30, 60) for task in default.tasks.values()) and len(default.tasks) == 5
+    assert default.tasks["classification"].lrs == (0.1,)  # --lrs not given: each task keeps its own
+    for bad in (["--steps", "0"], ["--steps", "twenty"], ["--lrs", ""]):
+        with pytest.raises(ConfigError, match=bad[0]):
+            cli.build_config(parse("--init", "none", "--out", str(tmp_path), *bad))
+
+
+def test_help_says_how_long_the_default_suite_takes(capsys: pytest.CaptureFixture[str]) -> None:
+    from must.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["transfer", "--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert "about 2 minutes per --init on 2 CPU cores" in out and "--steps N[,N...]" in out
+
+
+def test_steps_shortens_a_real_run(tmp_path: Path, world_root: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    args = parse("--init", "none", "--out", str(tmp_path), "--world", str(world_root), "--tasks", "depth",
+                 "--steps", "2", "model.width=0.125", "model.fpn_channels=16", "progress=false",
+                 "tasks.depth.image_size=32", "tasks.depth.batch_size=4")
+    assert cli.run(args) == 0
+    assert "2 steps)" in capsys.readouterr().out
+    best = json.loads((tmp_path / "transfer" / "scratch" / "depth" / "best.json").read_text())
+    assert best["steps"] == 2

@@ -139,6 +139,19 @@ def student_metrics(student_dir: Path) -> dict[str, dict[str, float]]:
     return eval_metrics(read_jsonl(student_dir / "metrics.jsonl"))
 
 
+def missing_student_note(student_dir: Path) -> str:
+    """Why a run has no student metrics: no student yet, a student still training, or one trained
+    without validation sets (``must train`` without ``--val`` records no metrics)."""
+    left_out = "teacher-vs-student table left out"
+    if not student_dir.is_dir():
+        return f"no student metrics: no student/ directory; {left_out}"
+    if isinstance(read_json(student_dir / "student.json"), Mapping):
+        return ("no student metrics: student/student.json exists but holds no validation metrics, the "
+                f"student was trained without validation sets (must train without --val); {left_out}")
+    return ("no student metrics: student/student.json is missing (the student has not finished) and "
+            f"student/metrics.jsonl holds no evaluation; {left_out}")
+
+
 def teacher_metrics(teacher_dir: Path) -> tuple[str, dict[str, float]]:
     """(task, validation metrics) of one teacher: ``teacher.json``'s ``"metrics"``, else the last
     evaluations in its metrics.jsonl."""
@@ -279,7 +292,7 @@ def collect_results(run_dir: str | Path) -> dict[str, Any]:
         notes.append("no teachers with metrics under teachers/: teacher-vs-student table left out")
     student = student_metrics(run_dir / "student") if (run_dir / "student").is_dir() else {}
     if not student:
-        notes.append("no student metrics (student/student.json or student/metrics.jsonl)")
+        notes.append(missing_student_note(run_dir / "student"))
     transfer = collect_transfer(run_dir, notes)
     if not transfer.get("finetune"):
         notes.append("no transfer results (transfer/<init>/<task>/best.json): transfer table left out")

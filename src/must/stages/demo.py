@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+import torch
 import yaml
 
 from must import config as config_lib
@@ -32,7 +33,7 @@ from must.stages.pretrain import PretrainConfig
 from must.stages.student import RandAugmentConfig, SourceConfig, StudentConfig
 from must.stages.teach import TeachConfig, demo_model, run_teach
 from must.train.config import TrainConfig, WeightingConfig
-from must.train.engine import CHECKPOINT_NAME
+from must.train.engine import CHECKPOINT_NAME, resolve_precision
 from must.transfer.config import DownstreamTask, default_suite, with_settings
 
 TEACHER_DOMAINS = {"classification": "objects", "detection": "clutter", "segmentation": "scenes",
@@ -163,17 +164,48 @@ class StageClock:
         self.path = path
         self.timings: dict[str, float] = json.loads(path.read_text()) if path.exists() else {}
 
-    def run(self, name: str, action: Callable[[], Any], finished: bool = False) -> Any:
-        """Runs and times ``action``. A stage that was ``finished`` before (it only checks its
-        outputs) keeps the time recorded when it did its work."""
+    def run(self, name: str, action: Callable[[], Any], finished: bool = False, status: str = "") -> Any:
+        """Runs and times ``action``, first printing the stage and its ``status`` (starting,
+        resuming from where). A stage that was ``finished`` before (it only checks its outputs)
+        keeps the time recorded when it did its work."""
         start = time.perf_counter()
-        print(f"\n== {name}", flush=True)
+        print(f"\n== {name}" + (f": {status}" if status else ""), flush=True)
         result = action()
         elapsed = time.perf_counter() - start
         if not finished or name not in self.timings:
             self.timings[name] = round(elapsed, 2)
         self.path.write_text(json.dumps(self.timings, indent=2))
         return result
+
+
+SKIPPED = "skipped, {out} holds its finished outputs for this config"
+
+
+def skipped(name: str, out: Path) -> None:
+    """Says that a training stage is not run again: its outputs in ``out`` are this config's."""
+    print(f"\n== {name}: {SKIPPED.format(out=out)}", flush=True)
+
+
+def training_status(out: Path, steps: int) -> str:
+    """Whether a training stage starts afresh or resumes its checkpoint (the engine resumes it
+    exactly), and from which step."""
+    checkpoint = out / CHECKPOINT_NAME
+    if not checkpoint.exists():
+        return f"starting ({steps} steps) in {out}"
+    step = torch.load(checkpoint, map_location="cpu", weights_only=True, mmap=True)["step"]
+    return f"resuming at step {step} of {steps} from {checkpoint}"
+
+
+def transfer_status(configs: Sequence[Any], out: Path) -> str:
+    """How many grid cells of the transfer stage are finished already (they are only read)."""
+    from must.transfer.grid import grid_cells, read_result
+
+    cells = [(config.init_name, cell) for config in configs for name, task in config.tasks.items()
+             for cell in grid_cells(name, task.lrs, task.steps, config.mode)]
+    done = sum(read_result(cell.directory(out / "transfer" / init / cell.task)) is not None for init, cell in cells)
+    if not done:
+        return f"starting {len(cells)} grid cells"
+    return f"{done} of {len(cells)} grid cells finished before, resuming the rest"
 
 
 def already_done(out: Path, marker: str, config: Any) -> bool:
@@ -210,6 +242,17 @@ def with_overrides(config: DemoConfig, train: TrainConfig) -> TrainConfig:
     """A stage's training settings with the demo's ``precision`` and ``device`` where they are set."""
     changes = {name: getattr(config, name) for name in ("precision", "device") if getattr(config, name) != "auto"}
     return dataclasses.replace(train, **changes) if changes else train
+
+
+def warn_about_precision(config: DemoConfig) -> None:
+    """Resolves every training stage's precision in the demo's own process first, so a warning
+    about it (bf16 on CPU) is shown once, not again by each process the stages start."""
+    trains = [*(plan.train for plan in config.teachers.values()), config.student.train,
+              *(plan.train for plan in config.pretrain.values())]
+    for train in trains:
+        resolved = with_overrides(config, train)
+        resolve_precision(resolved.precision, distributed.pick_device(resolved.device))
+    resolve_precision(config.precision, distributed.pick_device(config.device))  # the transfer cells'
 
 
 def teacher_sets(config: DemoConfig, data: Path, task: str) -> tuple[DatasetConfig, DatasetConfig]:
@@ -326,44 +369,61 @@ def run_demo(preset: str, out: Path, overrides: Sequence[str] = ()) -> int:
     distributed.pick_device(config.device)  # a device this machine lacks stops the demo before any stage
     out.mkdir(parents=True, exist_ok=True)
     config_lib.save(config, out / "config.yaml")
+    warn_about_precision(config)
     clock = StageClock(out / "timings.json")
     total = time.perf_counter()
     data = out / "data"
-    clock.run("world", lambda: generate_world(config.world, data),
-              finished=all(is_complete(data / domain / split)
-                           for domain, splits in config.world.splits.items() for split in splits))
+    complete = [is_complete(data / domain / split)
+                for domain, splits in config.world.splits.items() for split in splits]
+    clock.run("world", lambda: generate_world(config.world, data), finished=all(complete),
+              status=SKIPPED.format(out=data) if all(complete) else
+              f"generating {complete.count(False)} of {len(complete)} splits into {data}"
+              + (" (images already written are kept)" if data.exists() else ""))
 
-    pending = {task: teach for task, teach in teach_configs(config, data).items()
-               if not already_done(out / "teachers" / task, "teacher.json", teach)}
+    pending = {}
+    for task, teach in teach_configs(config, data).items():
+        if already_done(out / "teachers" / task, "teacher.json", teach):
+            skipped(f"teacher/{task}", out / "teachers" / task)
+        else:
+            pending[task] = teach
+    statuses = {task: training_status(out / "teachers" / task, teach.train.steps) for task, teach in pending.items()}
     if config.teacher_workers > 1 and len(pending) > 1:
-        clock.run("teachers", lambda: train_teachers(pending, out, config.teacher_workers))
+        clock.run("teachers", lambda: train_teachers(pending, out, config.teacher_workers),
+                  status="; ".join(f"{task} {status}" for task, status in statuses.items()))
     else:
         for task, teach in pending.items():
-            clock.run(f"teacher/{task}", lambda: train_teachers({task: teach}, out))
+            clock.run(f"teacher/{task}", lambda: train_teachers({task: teach}, out), status=statuses[task])
 
-    clock.run("label", lambda: label_dataset(label_config(config, out, pool_set(config, data)),
-                                             out / "pseudo" / "pool"),
-              finished=(out / "pseudo" / "pool" / MANIFEST_NAME).exists())
     labeled = sorted({task for variant in config.students.values() if variant.pseudo_on_labeled
                       for task in (variant.tasks or config.teachers)})
-    for task in labeled:  # Table 5: the teachers' labeled sets get the other tasks' pseudo labels
-        images = teacher_sets(config, data, task)[0]  # the same reader, so the same keys, as the student's
-        clock.run(f"label/labeled_{task}",
-                  lambda: label_dataset(label_config(config, out, images), out / "pseudo" / f"labeled_{task}"),
-                  finished=(out / "pseudo" / f"labeled_{task}" / MANIFEST_NAME).exists())
+    # Table 5: the teachers' labeled sets get the other tasks' pseudo labels (read as the student reads them)
+    label_sets = {"pool": pool_set(config, data),
+                  **{f"labeled_{task}": teacher_sets(config, data, task)[0] for task in labeled}}
+    for name, images in label_sets.items():
+        target = out / "pseudo" / name
+        finished = (target / MANIFEST_NAME).exists()  # the labeler checks it was made by these teachers
+        status = (SKIPPED.format(out=target) if finished else f"resuming in {target} (finished shards are kept)"
+                  if target.exists() else f"starting into {target}")
+        clock.run("label" if name == "pool" else f"label/{name}",
+                  lambda: label_dataset(label_config(config, out, images), target), finished=finished, status=status)
 
-    student = student_config(config, out)
-    if not already_done(out / "student", "student.json", resolved_config(student)):
-        clock.run("student", lambda: launch_student(student, out / "student", config.student.processes))
-    for name, variant in config.students.items():
-        other = student_config(config, out, variant)
-        if not already_done(out / "students" / name, "student.json", resolved_config(other)):
-            clock.run(f"students/{name}",
-                      lambda: launch_student(other, out / "students" / name, config.student.processes))
+    students = {"student": (student_config(config, out), out / "student")}
+    students.update({f"students/{name}": (student_config(config, out, variant), out / "students" / name)
+                     for name, variant in config.students.items()})
+    for name, (student, directory) in students.items():
+        if already_done(directory, "student.json", resolved_config(student)):
+            skipped(name, directory)
+        else:
+            clock.run(name, lambda: launch_student(student, directory, config.student.processes),
+                      status=training_status(directory, student.train.steps))
     for name, plan in config.pretrain.items():
         pretrain = pretrain_config(config, out, plan)
-        if not already_done(out / "pretrain" / name, "pretrain.json", pretrain):
-            clock.run(f"pretrain/{name}", lambda: run_pretrain(pretrain, out / "pretrain" / name))
+        directory = out / "pretrain" / name
+        if already_done(directory, "pretrain.json", pretrain):
+            skipped(f"pretrain/{name}", directory)
+        else:
+            clock.run(f"pretrain/{name}", lambda: run_pretrain(pretrain, directory),
+                      status=training_status(directory, pretrain.train.steps))
 
     suite = with_grid(config.transfer, with_settings(
         config.transfer.tasks or default_suite(data / "transfer", config.fashion_mnist),
@@ -372,8 +432,10 @@ def run_demo(preset: str, out: Path, overrides: Sequence[str] = ()) -> int:
                                 workers=config.transfer.workers, precision=config.precision,
                                 device=config.device)
                  for name, init in transfer_inits(config, out).items()]
+    finished = all_finished(transfers, out)
     clock.run("transfer", lambda: run_transfers(transfers, out),  # one pool of cells for every init
-              finished=all_finished(transfers, out))
+              finished=finished, status=SKIPPED.format(out=out / "transfer") if finished
+              else transfer_status(transfers, out))
 
     if config.report:
         from must.report.build import write_report

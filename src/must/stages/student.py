@@ -116,6 +116,23 @@ def open_sources(config: StudentConfig):
     return datasets
 
 
+def every_image_has_every_task(config: StudentConfig, tasks: dict[str, Task]) -> bool:
+    """Whether every image of every source carries a label of every task: each source's pseudo
+    labels cover every task and skipped no image. Otherwise a batch may lack a task (MuST sec. 3.4)
+    and leave its head without a gradient. Self-supervised tasks count as partial (a pseudo-label
+    threshold or a confidence mask may leave them without a loss)."""
+    from must.label.manifest import read_manifest
+
+    if any(name not in TASK_BUILDERS for name in tasks):
+        return False
+    for source in config.sources:
+        manifests = [read_manifest(Path(directory)) for directory in source.pseudo]
+        covered = {task for manifest in manifests if not manifest.skipped for task in manifest.tasks}
+        if not set(tasks) <= covered:
+            return False
+    return True
+
+
 def make_multi_evaluator(tasks: dict[str, Task], val: dict[str, DatasetConfig], config: StudentConfig,
                          device) -> Any:
     """Evaluates each task on its own validation set (real labels only)."""
@@ -174,7 +191,8 @@ def run_student(config: StudentConfig, out: Path) -> dict[str, dict[str, float]]
                            scale_range=config.scale_range, device=device, image_noise=noise)
 
     evaluate = make_multi_evaluator(tasks, config.val, config, device)
-    result = fit(model, tasks, batches_from, train_config, out, evaluate=evaluate)
+    result = fit(model, tasks, batches_from, train_config, out, evaluate=evaluate,
+                 find_unused_parameters=None if every_image_has_every_task(config, tasks) else True)
     metrics: dict[str, dict[str, float]] = {}
     for key, value in final_evaluation(result, evaluate).items():
         task, _, metric = key.partition("/")
@@ -182,6 +200,24 @@ def run_student(config: StudentConfig, out: Path) -> dict[str, dict[str, float]]
     if distributed.is_main_process():
         write_student_record(out, options, config, train_config, metrics)
     return metrics
+
+
+def announce_student(out: Path, metrics: dict[str, dict[str, float]]) -> None:
+    """What ``must train`` prints when it finishes, from the main process only (every rank returns
+    the same metrics): where the checkpoint and the per-task teacher records went, and the
+    validation metrics or that there are none."""
+    if not distributed.from_environment().is_main:
+        return
+    exported = sorted(p.name for p in (out / "as_teacher").iterdir()) if (out / "as_teacher").is_dir() else []
+    print(f"student -> {out}: checkpoint {out / 'checkpoint.pt'}", flush=True)
+    if exported:
+        print(f"teacher records for the next round (must label --teacher DIR): {out / 'as_teacher'}/"
+              f"{{{','.join(exported)}}}", flush=True)
+    for task, values in metrics.items():
+        print(f"student {task}: " + ", ".join(f"{k}={v:.4f}" for k, v in values.items()), flush=True)
+    if not metrics:
+        print("no validation set given (--val TASK=FORMAT:ROOT or val.TASK in the config), so no "
+              "metrics", flush=True)
 
 
 def write_student_record(out: Path, options: dict[str, dict[str, Any]], config: StudentConfig,

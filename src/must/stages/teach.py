@@ -115,7 +115,8 @@ def run_teach(config: TeachConfig, out: Path) -> TeacherRecord:
 
     evaluate = make_evaluator(task, val_set, config.image_size, config.eval_batch_size,
                               config.train.workers, device, config.train.precision)
-    result = fit(model, {task.name: task}, batches_from, config.train, out, evaluate=evaluate)
+    result = fit(model, {task.name: task}, batches_from, config.train, out, evaluate=evaluate,
+                 find_unused_parameters=None)  # every batch carries its one task
     prefix = f"{task.name}/"
     metrics = {k[len(prefix):]: v for k, v in final_evaluation(result, evaluate).items()
                if k.startswith(prefix)}

@@ -11,7 +11,6 @@ command resumes from it exactly (same weights bit for bit on CPU).
 from __future__ import annotations
 
 import contextlib
-import functools
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -29,7 +28,8 @@ from must.tasks.base import Task, by_name
 from must.train import checkpoint as checkpoints
 from must.train.config import TrainConfig
 from must.train.optim import build_ema, build_optimizer, build_scheduler
-from must.train.run_logger import RunLogger
+from must.train.parameter_use import reaches_every_parameter
+from must.train.run_logger import RunLogger, warn_once_per_run
 from must.train.weighting import Weighting, build_weighting
 
 Precision = Literal["fp32", "bf16"]
@@ -73,7 +73,7 @@ def resolve_precision(precision: str, device: torch.device) -> Precision:
     (README). But torch 2.14.1's oneDNN (v3.12) has returned garbage (huge or NaN) bf16 weight
     gradients for a 3x3 stride-2 convolution on a 1x1 input: FPN's P6 / P7 on small images, which
     therefore always run in fp32, and the backbone's last stage on images of 16 px or less. So
-    ``auto`` stays fp32 on CPU; an explicit ``bf16`` is allowed, with a warning (once per process).
+    ``auto`` stays fp32 on CPU; an explicit ``bf16`` is allowed, with a warning (once per run).
     """
     if precision == "auto":
         return "bf16" if distributed.native_bf16(device) else "fp32"
@@ -82,11 +82,10 @@ def resolve_precision(precision: str, device: torch.device) -> Precision:
     return precision  # type: ignore[return-value]
 
 
-@functools.cache
 def _warn_cpu_bf16() -> None:
-    warnings.warn("bf16 autocast on CPU: oneDNN has computed wrong weight gradients for stride-2 "
-                  "convolutions on 1x1 inputs; FPN P6/P7 run in fp32 for that reason, a backbone "
-                  "fed images of 16 px or less would still hit it", stacklevel=3)
+    warn_once_per_run("bf16 autocast on CPU: oneDNN has computed wrong weight gradients for stride-2 "
+                      "convolutions on 1x1 inputs; FPN P6/P7 run in fp32 for that reason, a backbone "
+                      "fed images of 16 px or less would still hit it", stacklevel=3)
 
 
 def autocast(device: torch.device, precision: Precision) -> contextlib.AbstractContextManager:
@@ -161,7 +160,8 @@ def flatten_metrics(results: Mapping[str, Mapping[str, float]]) -> dict[str, flo
 def fit(model: nn.Module, tasks: Sequence[Task] | Mapping[str, Task],
         batches_from: Callable[[int], Iterator[Batch]], config: TrainConfig, out_dir: str | Path,
         evaluate: Evaluate | None = None, weighting: Weighting | None = None,
-        checkpoint_extra: Mapping[str, Any] | None = None) -> FitResult:
+        checkpoint_extra: Mapping[str, Any] | None = None,
+        find_unused_parameters: bool | None = True) -> FitResult:
     """Trains ``model`` for ``config.steps`` optimizer steps, resuming from
     ``out_dir/checkpoint.pt`` when it exists.
 
@@ -170,9 +170,15 @@ def fit(model: nn.Module, tasks: Sequence[Task] | Mapping[str, Task],
     ``lambda first: make_loader(..., batch_size=config.micro_batch_size, start_step=first)``.
     ``evaluate(model, step)`` runs every ``eval_every`` steps and at the end, on every rank, with
     the EMA model when there is one. ``weighting`` defaults to ``config.weighting``;
-    ``checkpoint_extra`` is stored in the checkpoint under ``"extra"``.
+    ``checkpoint_extra`` is stored in the checkpoint under ``"extra"``. ``find_unused_parameters``
+    (several processes): True when a batch may lack a task (MuST sec. 3.4); a caller whose every
+    batch carries every task passes None: on only when the first batch's losses leave a parameter
+    unreached (:mod:`must.train.parameter_use`).
     """
     run = _Run(model, tasks, config, Path(out_dir), weighting, checkpoint_extra)
+    if distributed.is_initialized():  # any group size: one process of NCCL runs the N-GPU path
+        run.wrap(find_unused_parameters if find_unused_parameters is not None else not reaches_every_parameter(
+            run.model, lambda: batches_from(run.step * config.accumulate), run.probe_losses, run.device))
     return run.fit(batches_from, evaluate)
 
 
@@ -200,8 +206,16 @@ class _Run:
         self.resumed_from = self._restore() if self.path.exists() else None
         if self.resumed_from is None:
             checkpoints.seed_everything(derive_seed(config.seed, self.info.rank))
-        # Tasks may be absent from a batch, leaving their heads out of the graph.
-        self.wrapped: nn.Module = distributed.data_parallel(self.model, self.device, find_unused_parameters=True)
+        self.wrapped: nn.Module = self.model
+
+    def wrap(self, find_unused_parameters: bool) -> None:
+        """DDP over the model (several processes); the search for unused parameters only where a
+        step may leave some without a gradient (it costs a graph traversal per step)."""
+        self.wrapped = distributed.data_parallel(self.model, self.device, find_unused_parameters)
+
+    def probe_losses(self, model: nn.Module, batch: Batch) -> dict[str, Tensor]:
+        with autocast(self.device, self.precision):
+            return {name: parts["loss"].float() for name, parts in compute_losses(model, self.tasks, batch).items()}
 
     def fit(self, batches_from: Callable[[int], Iterator[Batch]], evaluate: Evaluate | None) -> FitResult:
         config = self.config

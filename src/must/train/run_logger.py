@@ -1,5 +1,6 @@
 """What a training run reports: ``metrics.jsonl`` (one JSON object per log step and per
-evaluation), TensorBoard events in ``events/``, and a tqdm progress bar. Main process only.
+evaluation), TensorBoard events in ``events/``, and a tqdm progress bar. Main process only; so
+are its warnings, once per run (:func:`warn_once_per_run`).
 
 A resumed run first drops the records after its checkpoint's step (they were written by the
 killed run and will be written again), and TensorBoard purges them too (``purge_step``).
@@ -7,9 +8,11 @@ killed run and will be written again), and TensorBoard purges them too (``purge_
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import time
+import warnings
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
@@ -18,6 +21,19 @@ from tqdm import tqdm
 
 METRICS_NAME = "metrics.jsonl"
 EVENTS_NAME = "events"
+
+
+def warn_once_per_run(message: str, category: type[Warning] = UserWarning, stacklevel: int = 2) -> None:
+    """Warns once per run rather than once per process and stage: only the main process (rank 0
+    under torchrun) warns, and it marks the warning in its environment, which every process it
+    starts afterwards (torchrun ranks, pool workers) inherits and then stays silent."""
+    if int(os.environ.get("RANK", "0")) != 0:
+        return
+    marker = "MUST_WARNED_" + hashlib.sha1(message.encode()).hexdigest()[:12]
+    if os.environ.get(marker):
+        return
+    os.environ[marker] = "1"
+    warnings.warn(message, category, stacklevel=stacklevel + 1)
 
 
 def truncate_records(path: Path, last_step: int) -> None:

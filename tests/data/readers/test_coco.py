@@ -117,3 +117,32 @@ def test_limit_and_missing_json(tmp_path: Path) -> None:
     assert open_dataset(DatasetConfig("coco", str(tmp_path), split="val", limit=1)).keys == ["000000000001"]
     with pytest.raises(DataError, match="instances_train2017.json"):
         open_dataset(DatasetConfig("coco", str(tmp_path), split="train"))
+
+
+def cvat_layout(root: Path, folder: str = "images") -> Path:
+    """CVAT's COCO export: ``annotations/instances_default.json`` with the images in ``images/``."""
+    tiny_coco(root)
+    (root / "val2017").rename(root / folder)
+    (root / "annotations" / "instances_val2017.json").rename(root / "annotations" / "instances_default.json")
+    return root
+
+
+def test_images_beside_the_json_are_found(tmp_path: Path) -> None:
+    root = cvat_layout(tmp_path)
+    config = DatasetConfig("coco", str(root), annotations="annotations/instances_default.json")
+    dataset = open_dataset(config)  # images/ is tried after <split>2017/
+    assert len(dataset) == 3 and dataset[0].image.shape == (3, 40, 60)
+    assert len(open_dataset(DatasetConfig("coco", str(root), annotations="annotations/instances_default.json",
+                                          images="images"))) == 3
+
+
+def test_another_image_folder_is_named_by_data_images(tmp_path: Path) -> None:
+    root = cvat_layout(tmp_path, "frames")
+    annotations = "annotations/instances_default.json"
+    with pytest.raises(DataError) as error:
+        open_dataset(DatasetConfig("coco", str(root), annotations=annotations))
+    message = str(error.value)
+    assert "image file not found" in message and "data.images=DIR" in message
+    for tried in ("train2017", "images", str(root)):
+        assert tried in message.split("image folders tried:")[1]
+    assert len(open_dataset(DatasetConfig("coco", str(root), annotations=annotations, images="frames"))) == 3

@@ -11,7 +11,7 @@ boxes outside the image (beyond a one-pixel tolerance), the declared size agains
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Set
+from collections.abc import Callable, Sequence, Set
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -50,10 +50,32 @@ def parse_categories(data: dict[str, Any], path: Path) -> tuple[list[int], list[
     return ids, [names[i] for i in ids]
 
 
-class CocoImages:
-    """The ``images`` list of a COCO JSON: entries (sorted by image id) and declared sizes."""
+def image_folders(root: Path, split: str, images: str | None = None) -> list[Path]:
+    """Where a COCO set's images may be: ``root/images`` when ``images`` is given, else
+    ``<split>2017/`` (the official layout), ``images/`` beside the annotations (CVAT's COCO export
+    and many hand-made sets) and the root itself, in that order."""
+    if images is not None:
+        return [root / images]
+    return [root / f"{split}2017", root / "images", root]
 
-    def __init__(self, data: dict[str, Any], path: Path, image_root: Path,
+
+def pick_image_folder(folders: Sequence[Path], file_names: Sequence[str]) -> Path:
+    """The first of ``folders`` that holds the first listed image (a set's images share one
+    folder, so one probe decides); else the first folder that exists, else the first."""
+    first = file_names[0] if file_names else None
+    for folder in folders:
+        if first is not None and (folder / first).is_file():
+            return folder
+    return next((folder for folder in folders if folder.is_dir()), folders[0])
+
+
+class CocoImages:
+    """The ``images`` list of a COCO JSON: entries (sorted by image id) and declared sizes.
+
+    ``image_root`` is the image folder, or several candidate folders (:func:`image_folders`):
+    the one holding the first listed image is used, and a missing image's error names them all."""
+
+    def __init__(self, data: dict[str, Any], path: Path, image_root: Path | Sequence[Path],
                  key_of: CocoKey = file_key) -> None:
         self.path = path
         self.entries: list[ImageEntry] = []
@@ -63,6 +85,13 @@ class CocoImages:
         images = data.get("images")
         if not isinstance(images, list):
             raise DataError(path, "no 'images' list")
+        folders = [Path(image_root)] if isinstance(image_root, (str, Path)) else list(image_root)
+        names = [image["file_name"] for image in images
+                 if isinstance(image, dict) and isinstance(image.get("file_name"), str)]
+        folder = pick_image_folder(folders, names)
+        # Quoted when an image is missing: where it was looked for and how to point elsewhere.
+        named_in = (f"{path}; image folders tried: {', '.join(map(str, folders))}; set "
+                    "data.images=DIR, relative to the dataset root, for another folder")
         for position, image in enumerate(images):
             if not (isinstance(image, dict) and isinstance(image.get("id"), int)
                     and isinstance(image.get("file_name"), str)):
@@ -74,7 +103,7 @@ class CocoImages:
                 continue
             key = key_of(image["file_name"])
             self.key_of_id[image["id"]] = key
-            self.entries.append(ImageEntry(key, image_root / image["file_name"], str(path)))
+            self.entries.append(ImageEntry(key, folder / image["file_name"], named_in))
             if isinstance(image.get("height"), int) and isinstance(image.get("width"), int):
                 self.declared_size[key] = (image["height"], image["width"])
         order = {key: image_id for image_id, key in self.key_of_id.items()}
@@ -180,11 +209,11 @@ class CocoBoxes(TargetSource):
 class CocoDetection(ComposedDataset):
     """A COCO instances JSON + its image folder -> samples with a ``detection`` target."""
 
-    def __init__(self, annotation_file: str | Path, image_root: str | Path, *,
+    def __init__(self, annotation_file: str | Path, image_root: str | Path | Sequence[Path], *,
                  skip_bad: bool = False, limit: int | None = None,
                  key_of: CocoKey = file_key) -> None:
         annotation_file = Path(annotation_file)
         data = read_json(annotation_file)
-        images = CocoImages(data, annotation_file, Path(image_root), key_of)
+        images = CocoImages(data, annotation_file, image_root, key_of)
         super().__init__(f"coco:{annotation_file}", images.entries, [CocoBoxes(data, images)],
                          skip_bad=skip_bad, limit=limit, problems=images.problems)

@@ -114,12 +114,12 @@ class CocoPanopticSemantic(ComposedDataset):
     """COCO panoptic JSON + images + PNG folder -> ``segmentation`` targets. ``png_root``
     defaults to the JSON's path without ``.json`` (``panoptic_val2017/``, the official layout)."""
 
-    def __init__(self, annotation_file: str | Path, image_root: str | Path,
+    def __init__(self, annotation_file: str | Path, image_root: str | Path | Sequence[Path],
                  png_root: str | Path | None = None, *, skip_bad: bool = False,
                  limit: int | None = None, key_of: CocoKey = file_key) -> None:
         annotation_file = Path(annotation_file)
         data = read_json(annotation_file)
-        images = CocoImages(data, annotation_file, Path(image_root), key_of)
+        images = CocoImages(data, annotation_file, image_root, key_of)
         pngs = Path(png_root) if png_root is not None else annotation_file.with_suffix("")
         super().__init__(f"coco_panoptic:{annotation_file}", images.entries,
                          [PanopticSemantic(data, images, pngs)], skip_bad=skip_bad, limit=limit,

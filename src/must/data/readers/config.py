@@ -21,8 +21,9 @@ class DatasetConfig:
 
     * ``imagefolder``: the folder of class folders; ``folder``: the folder of images;
     * ``cifar10`` / ``cifar100``: ``cifar-10-batches-py`` / ``cifar-100-python`` or its parent;
-    * ``coco``, ``coco_panoptic``, ``coco_stuff``: the COCO root, with images in
-      ``<split>2017/`` (or in ``root`` itself) and JSONs in ``annotations/``;
+    * ``coco``, ``coco_panoptic``, ``coco_stuff``: the COCO root, with JSONs in ``annotations/``
+      and images in ``images`` if given, else the first of ``<split>2017/``, ``images/`` (CVAT's
+      COCO export) and ``root`` itself that holds them;
     * ``voc``: a ``VOC2007`` / ``VOC2012`` folder; ``fashion_mnist``: the idx files' folder;
     * ``dense``: a folder with ``images/`` and ``depth/`` and / or ``normals/``;
     * ``world``: one generated world directory (with ``world.json``).
@@ -36,6 +37,9 @@ class DatasetConfig:
     """Tasks to load; empty = every task the source has."""
     annotations: str | None = None
     """The annotation JSON (COCO formats) instead of the default; relative to ``root``."""
+    images: str | None = None
+    """The image folder (COCO formats), relative to ``root``; None = ``<split>2017/``, else
+    ``images/``, else ``root`` itself, whichever holds the images."""
     skip_bad: bool = False
     """Skip bad inputs (counted in ``dataset.skipped``) instead of stopping with a DataError."""
     limit: int | None = None

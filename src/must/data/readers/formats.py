@@ -9,7 +9,7 @@ from pathlib import Path
 
 from must.config import ConfigError
 from must.data.readers.cifar import CifarDataset
-from must.data.readers.coco import CocoDetection
+from must.data.readers.coco import CocoDetection, image_folders, pick_image_folder
 from must.data.readers.coco_segmentation import CocoPanopticSemantic, CocoStuffSemantic
 from must.data.readers.config import DatasetConfig
 from must.data.readers.dense_maps import DENSE_FOLDERS, DenseFolders
@@ -29,25 +29,19 @@ class Format:
     """Every task the format can provide."""
 
 
-def _coco_images(root: Path, split: str) -> Path:
-    """COCO keeps images in ``<split>2017/``; a hand-made set may keep them in the root."""
-    official = root / f"{split}2017"
-    return official if official.is_dir() else root
-
-
 def _annotations(config: DatasetConfig, default: str) -> Path:
     return Path(config.root) / (config.annotations or default)
 
 
 def _coco(config: DatasetConfig) -> ReaderDataset:
     path = _annotations(config, f"annotations/instances_{config.split}2017.json")
-    return CocoDetection(path, _coco_images(Path(config.root), config.split),
+    return CocoDetection(path, image_folders(Path(config.root), config.split, config.images),
                          skip_bad=config.skip_bad, limit=config.limit)
 
 
 def _coco_panoptic(config: DatasetConfig) -> ReaderDataset:
     path = _annotations(config, f"annotations/panoptic_{config.split}2017.json")
-    return CocoPanopticSemantic(path, _coco_images(Path(config.root), config.split),
+    return CocoPanopticSemantic(path, image_folders(Path(config.root), config.split, config.images),
                                 skip_bad=config.skip_bad, limit=config.limit)
 
 
@@ -65,7 +59,8 @@ def _coco_stuff(config: DatasetConfig) -> ReaderDataset:
             raise DataError(candidates[-1], "not found: COCO-Stuff needs a JSON with 'categories' "
                                             "(set annotations)")
     masks = root / "stuffthingmaps_trainval2017" / f"{config.split}2017"
-    return CocoStuffSemantic(_coco_images(root, config.split), masks, category_files,
+    images = pick_image_folder(image_folders(root, config.split, config.images), ())
+    return CocoStuffSemantic(images, masks, category_files,
                              skip_bad=config.skip_bad, limit=config.limit)
 
 
