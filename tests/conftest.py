@@ -27,3 +27,11 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 @pytest.fixture(autouse=True)
 def _seed() -> None:
     torch.manual_seed(0)
+
+
+@pytest.fixture(autouse=True)
+def _a_new_run(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test is a new run: a warning shown once per run (``warn_once_per_run`` marks it in the
+    environment) by an earlier test of this worker must not silence it here."""
+    for key in [key for key in os.environ if key.startswith("MUST_WARNED_")]:
+        monkeypatch.delenv(key)

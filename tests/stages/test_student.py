@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -153,11 +154,14 @@ def test_train_without_val_says_where_its_outputs_went(world: Path, teachers: di
 
 @pytest.mark.slow
 def test_two_processes_print_and_warn_once(world: Path, teachers: dict[str, Path], pseudo: Path,
-                                           tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
+                                           tmp_path: Path, capfd: pytest.CaptureFixture[str],
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
     """A real 2-process gloo run of ``must train`` (what ``must demo`` launches), its output
     captured: the metric lines and the bf16 warning come from rank 0 only, once; every image
     carries every task's pseudo label, so DDP does not search for unused parameters and its
     warning about finding none never shows."""
+    for key in [key for key in os.environ if key.startswith("MUST_WARNED_")]:
+        monkeypatch.delenv(key)  # an earlier test of this worker may have warned: a new run
     sources = (SourceConfig(data=pool_set(world), pseudo=(str(pseudo),)),)
     config = student_config(world, list(teachers.values()), pseudo, sources=sources,
                             train=dataclasses.replace(STUDENT_TRAIN, precision="bf16"))

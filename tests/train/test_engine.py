@@ -32,6 +32,7 @@ from must.data.sample import Batch, Sample, TaskBatch, stack_with_fill
 from must.tasks import ClassificationTask, DepthTask, NormalsTask, SegmentationTask
 from must.tasks.base import Task
 from must.train import checkpoint as checkpoints
+from must.train import engine
 from must.train.config import TeacherRecipe, TrainConfig, WeightingConfig
 from must.train.optim import lr_factor
 from must.train.engine import (NonFiniteLossError, evaluate_tasks, fit, flatten_metrics,
@@ -346,7 +347,8 @@ def test_sync_bn_converts_batch_norm_only_under_ddp_on_gpus(monkeypatch: pytest.
     assert engine.sync_batch_norm(model, torch.device("cuda")) is model  # one process: nothing to sync
     assert not any(isinstance(m, nn.SyncBatchNorm) for m in model.modules())
     monkeypatch.setattr(engine.distributed, "world_size", lambda: 2)
-    engine._warn_cpu_sync_bn.cache_clear()
+    for key in [key for key in os.environ if key.startswith("MUST_WARNED_")]:
+        monkeypatch.delenv(key)  # the warning comes once per run
     with pytest.warns(UserWarning, match="SyncBatchNorm runs on GPUs only"):
         assert engine.sync_batch_norm(model, torch.device("cpu")) is model
     assert not any(isinstance(m, nn.SyncBatchNorm) for m in model.modules())

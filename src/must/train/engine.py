@@ -114,10 +114,9 @@ def sync_batch_norm(model: nn.Module, device: torch.device) -> nn.Module:
     return nn.SyncBatchNorm.convert_sync_batchnorm(model)
 
 
-@functools.cache
 def _warn_cpu_sync_bn() -> None:
-    warnings.warn("model.sync_bn: torch's SyncBatchNorm runs on GPUs only; on CPU each process "
-                  "normalizes with its own share of the batch", stacklevel=4)
+    warn_once_per_run("model.sync_bn: torch's SyncBatchNorm runs on GPUs only; on CPU each process "
+                      "normalizes with its own share of the batch", stacklevel=4)
 
 
 def compute_losses(model: nn.Module, tasks: Mapping[str, Task], batch: Batch) -> dict[str, dict[str, Tensor]]:
