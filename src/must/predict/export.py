@@ -34,7 +34,7 @@ from must.predict.writers import write_atomic
 
 ExportFormat = Literal["onnx", "torchscript"]
 InputKind = Literal["uint8", "float"]
-OPSET = 17
+OPSET = 18
 DENSE_TASKS = ("segmentation", "depth", "normals")
 EXPORTABLE = ("classification", *DENSE_TASKS)
 """Tasks whose heads are plain tensor programs; detection is tried separately."""
@@ -107,7 +107,7 @@ def export_model(model: str | Path, out: str | Path, export_format: ExportFormat
 
 def _why_left_out(task: str) -> str:
     if task == "detection":
-        return ("not exportable at opset 17: the RoI pooling (must.tasks.roi_align) counts boxes per "
+        return ("not exportable at opset 18: the RoI pooling (must.tasks.roi_align) counts boxes per "
                 "image with aten::bincount, which has no ONNX operator, and torchvision's RPN and RoI "
                 "heads loop over the images of a batch in Python (a traced graph would fix the batch "
                 "size); run detection with `must predict` or `must.load(...).predict`")
@@ -122,14 +122,15 @@ def _example(size: int, input_kind: InputKind) -> Tensor:
 
 
 def _to_onnx(module: ExportModule, example: Tensor, path: Path) -> None:
-    names = module.output_names
-    dynamic = {"images": {0: "batch"}, **{name: {0: "batch"} for name in names}}
+    """torch.export's ONNX exporter (onnxscript), the batch dimension left dynamic."""
+    from torch.export import Dim
 
     def write(temporary: Path) -> None:
         with torch.no_grad():
             torch.onnx.export(module, (example,), str(temporary), input_names=["images"],
-                              output_names=names, dynamic_axes=dynamic, opset_version=OPSET,
-                              dynamo=False)
+                              output_names=module.output_names, opset_version=OPSET, dynamo=True,
+                              dynamic_shapes={"images": {0: Dim("batch", min=1, max=65536)}},
+                              verbose=False)
 
     write_atomic(path, write)
 
