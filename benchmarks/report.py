@@ -9,6 +9,9 @@ ROWS: dict[str, tuple[str, str]] = {
     # key: (what it means, how measured)
     "student_vs_teachers": ("student forward time / four teachers' forwards (SPEC B2)",
                             "eval, same batch and weights, interleaved, median of paired ratios"),
+    "predict_vs_teachers": ("`must predict` time, student / four teachers one after another",
+                            "end to end (decode, fit, forward, map back, write every file), same "
+                            "images and weights, fresh outputs each round; images/s of both in JSON"),
     "label_efficiency": ("`label_dataset` images/s at scale / bare teachers' forward images/s",
                          "end to end (decode, infer, threshold, encode, write) vs preloaded tensors; "
                          "time(all) - time(first half), so start-up cancels; whole-run ratio and "

@@ -23,8 +23,8 @@ if __package__ in (None, ""):  # run as a script: make `benchmarks` and the repo
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks import common
-from benchmarks import (ddp, engine_efficiency, label_efficiency, mfu, scaling, student_vs_teachers,
-                        world_throughput)
+from benchmarks import (ddp, engine_efficiency, label_efficiency, mfu, predict_vs_teachers, scaling,
+                        student_vs_teachers, world_throughput)
 from benchmarks.common import machine
 from benchmarks.report import write_markdown
 
@@ -41,6 +41,8 @@ BENCHMARKS: dict[str, Benchmark] = {
     # key: (function, full sizes, quick sizes)
     "student_vs_teachers": (student_vs_teachers.measure_both, {"batch_size": 8, "repeats": 5},
                             {"batch_size": 2, "size": 32, "repeats": 2, "paper_like": False}),
+    "predict_vs_teachers": (predict_vs_teachers.measure, {"count": 64, "batch_size": 16, "repeats": 3},
+                            {"count": 16, "size": 32, "batch_size": 8, "repeats": 1}),
     "label_efficiency": (label_efficiency.measure, {"count": 512, "repeats": 5},
                          {"count": 64, "batch_size": 16, "repeats": 1}),
     "engine_efficiency": (engine_efficiency.measure_engine, {"batch_size": 16, "steps": 3, "repeats": 3},
