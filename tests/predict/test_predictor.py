@@ -43,7 +43,7 @@ def test_predict_on_paths_pil_arrays_and_tensors_at_source_size(student: Path, p
     for path, prediction in zip(paths, by_path):
         height, width = PHOTO_SIZES[str(path.relative_to(photos).with_suffix(""))]
         shapes_match(prediction, height, width)
-    arrays = [np.asarray(Image.open(path).convert("RGB")) for path in paths]
+    arrays = [np.array(Image.open(path).convert("RGB")) for path in paths]
     for inputs in ([Image.open(path) for path in paths], arrays):
         for first, second in zip(by_path, model.predict(inputs)):
             # same pixels; another batch size may change the last float bits
