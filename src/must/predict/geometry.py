@@ -50,13 +50,19 @@ def unwarp_boxes(boxes: Tensor, geometry: Geometry) -> Tensor:
     return out
 
 
-def unwarp_dense(values: Tensor, geometry: Geometry) -> Tensor:
-    """``[H, W]`` or ``[C, H, W]`` over the window (at its resolution or a proportional one) ->
-    float at the source size: the image's region cut out, then resized."""
+def content(values: Tensor, geometry: Geometry) -> Tensor:
+    """The image's region of a ``[..., h, w]`` map over the window (at the window's resolution
+    or a proportional one), padding cut off."""
     rows = values.shape[-2] / geometry.output_size[0]
     cols = values.shape[-1] / geometry.output_size[1]
-    region = values[..., :max(1, round(geometry.resized_size[0] * rows)),
-                    :max(1, round(geometry.resized_size[1] * cols))].float()
+    return values[..., :max(1, round(geometry.resized_size[0] * rows)),
+                  :max(1, round(geometry.resized_size[1] * cols))].float()
+
+
+def unwarp_dense(values: Tensor, geometry: Geometry) -> Tensor:
+    """``[H, W]`` or ``[C, H, W]`` over the window -> float at the source size: the image's
+    region cut out, then resized."""
+    region = content(values, geometry)
     size = geometry.source_size
     if tuple(region.shape[-2:]) == size:
         return region
@@ -64,6 +70,23 @@ def unwarp_dense(values: Tensor, geometry: Geometry) -> Tensor:
     shrinking = size[0] < region.shape[-2] or size[1] < region.shape[-1]
     resized = F.interpolate(batched, size=size, mode="bilinear", align_corners=False, antialias=shrinking)
     return resized[0, 0] if region.dim() == 2 else resized[0]
+
+
+def upsampled_rows(region: Tensor, size: tuple[int, int], start: int, stop: int) -> Tensor:
+    """Rows ``[start, stop)`` of ``region [C, h, w]`` bilinearly upsampled to ``size``: the same
+    values as ``F.interpolate(..., align_corners=False)`` (``grid_sample`` at the same sample
+    points, edges clamped as interpolate clamps them), without the whole map in memory."""
+    height, width = size
+    ys = (torch.arange(start, stop, dtype=torch.float32) + 0.5) * (2.0 / height) - 1.0
+    xs = (torch.arange(width, dtype=torch.float32) + 0.5) * (2.0 / width) - 1.0
+    grid = torch.stack(torch.meshgrid(xs, ys, indexing="xy"), dim=-1)[None].to(region.device)
+    return F.grid_sample(region[None], grid, mode="bilinear", padding_mode="border",
+                         align_corners=False)[0]
+
+
+MAX_ELEMENTS = 1 << 25
+"""Class probabilities upsampled to a large photo are argmax-ed in strips of at most this many
+values (128 MB of float32): a 12-megapixel photo with 133 classes would otherwise take 6 GB."""
 
 
 def _classification(prediction: Tensor, geometry: Geometry) -> Tensor:
@@ -76,7 +99,14 @@ def _detection(prediction: dict[str, Tensor], geometry: Geometry) -> dict[str, T
 
 def _segmentation(prediction: Tensor, geometry: Geometry) -> Tensor:
     """Probabilities ``[C, h, w]`` -> class ids ``int64 [H, W]``."""
-    return unwarp_dense(prediction, geometry).argmax(dim=0)
+    region = content(prediction, geometry)
+    height, width = geometry.source_size
+    channels, rows, cols = region.shape
+    if channels * height * width <= MAX_ELEMENTS or height < rows or width < cols:
+        return unwarp_dense(prediction, geometry).argmax(dim=0)
+    step = max(1, MAX_ELEMENTS // (channels * width))
+    return torch.cat([upsampled_rows(region, (height, width), start, min(start + step, height)).argmax(dim=0)
+                      for start in range(0, height, step)])
 
 
 def _depth(prediction: Tensor, geometry: Geometry) -> Tensor:
