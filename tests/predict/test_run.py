@@ -57,6 +57,9 @@ def test_folder_gets_every_task_at_each_source_size(student: Path, photos: Path,
     assert [c["name"] for c in categories] == list(CATEGORIES)
     lines = (out / "classification.jsonl").read_text().splitlines()
     assert len(lines) == len(PHOTO_SIZES) and len(json.loads(lines[0])["top"]) == 5
+    counts = json.loads((out / "predict.json").read_text())["counts"]
+    assert counts == {"images": len(PHOTO_SIZES), "predicted_now": len(PHOTO_SIZES), "not_written": 0,
+                      "skipped_at_open": 0}
     classes = json.loads((out / "classes.json").read_text())
     assert len(classes["segmentation"]["palette"]) == TASK_OPTIONS["segmentation"]["num_classes"]
 

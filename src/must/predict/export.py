@@ -101,7 +101,8 @@ def export_model(model: str | Path, out: str | Path, export_format: ExportFormat
             traced = torch.jit.trace(module, example, strict=False)
         write_atomic(path, lambda temporary: traced.save(str(temporary)))
     description = describe(loaded, module, path, export_format, left_out)
-    write_atomic(out / "export.json", lambda temporary: temporary.write_text(json.dumps(description, indent=2) + "\n"))
+    text = json.dumps(description, indent=2) + "\n"
+    write_atomic(out / "export.json", lambda temporary: temporary.write_text(text))
     return ExportResult(path, description, left_out)
 
 

@@ -95,7 +95,7 @@ def predict_dataset(model: str | Path, config: PredictConfig, out: str | Path) -
         summary = PredictSummary(len(infos), sum(part[0] for part in gathered),  # type: ignore[index]
                                  [entry for part in gathered for entry in part[1]])  # type: ignore[index]
         if distributed.is_main_process():
-            summary.outputs = _finish(out, infos, tasks, summary, dataset)
+            summary.outputs = _finish(out, infos, tasks, summary, dataset, config, options)
         distributed.barrier()
     return summary
 
@@ -211,7 +211,7 @@ def _write_image(out: Path, info: ImageInfo, predictor: Predictor, item: Any, wi
 
 
 def _finish(out: Path, infos: list[ImageInfo], tasks: list[str], summary: PredictSummary,
-            dataset: ReaderDataset) -> list[str]:
+            dataset: ReaderDataset, config: PredictConfig, options: WriteOptions) -> list[str]:
     """Rank 0, after every rank: the merged files and the run's counts in ``predict.json``."""
     outputs = []
     if "detection" in tasks:
@@ -219,19 +219,13 @@ def _finish(out: Path, infos: list[ImageInfo], tasks: list[str], summary: Predic
     if "classification" in tasks:
         outputs.append(merge_classifications(out, infos).name)
     record = json.loads((out / RUN_NAME).read_text())
-    missing = sum(not all((out / name).is_file() for task in tasks
-                          for name in outputs_of(task, info.key, _any_options(record)))
-                  for info in infos)
+    missing = sum(not _done(out, info, tasks, config, options) for info in infos)
     record["counts"] = {"images": len(infos), "predicted_now": summary.written,
                         "not_written": missing, "skipped_at_open": len(dataset.skipped)}
     record["skipped"] = summary.skipped + [{"file": path, "problem": problem}
                                            for path, problem in dataset.skipped]
     _write_json(out / RUN_NAME, record)
     return outputs
-
-
-def _any_options(record: dict[str, Any]) -> WriteOptions:
-    return WriteOptions({}, [], depth_npy=bool(record["fingerprint"].get("depth_npy")))
 
 
 def _write_json(path: Path, data: Any) -> None:
