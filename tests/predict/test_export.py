@@ -76,3 +76,11 @@ def test_export_errors(student: Path, tmp_path: Path, capsys: pytest.CaptureFixt
     assert "not found" in capsys.readouterr().err
     assert main(["export", "--model", str(student), "--tasks", "detection", "--out", str(tmp_path)]) == 2
     assert "no exportable head" in capsys.readouterr().err
+
+
+def test_onnx_without_the_export_extra_is_a_clear_error(student: Path, tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setitem(__import__("sys").modules, "onnxscript", None)  # as if not installed
+    assert main(["export", "--model", str(student), "--out", str(tmp_path)]) == 2
+    assert "pip install 'must[export]'" in capsys.readouterr().err

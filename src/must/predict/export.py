@@ -126,6 +126,13 @@ def _to_onnx(module: ExportModule, example: Tensor, path: Path) -> None:
     """torch.export's ONNX exporter (onnxscript), the batch dimension left dynamic."""
     from torch.export import Dim
 
+    try:
+        import onnx  # noqa: F401
+        import onnxscript  # noqa: F401
+    except ImportError as error:
+        raise ConfigError(f"ONNX export needs the export extra ({error.name} is not installed): "
+                          "pip install 'must[export]'") from None
+
     def write(temporary: Path) -> None:
         with torch.no_grad():
             torch.onnx.export(module, (example,), str(temporary), input_names=["images"],
