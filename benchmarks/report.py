@@ -21,6 +21,9 @@ ROWS: dict[str, tuple[str, str]] = {
     "student_vs_teachers": ("student forward / the four teachers' forwards, by FLOPs at the paper preset",
                             "`torch.utils.flop_counter`, one 640 px image, `configs/paper.yaml`'s model and "
                             "heads; timed ratios beside their FLOP-predicted ones below"),
+    "predict_vs_teachers": ("`must predict` time, student / four teachers one after another",
+                            "end to end (decode, fit, forward, map back, write every file), same "
+                            "images and weights, fresh outputs each round; images/s of both in JSON"),
     "label_efficiency": ("bare teachers' forward time / `label_dataset` time, same 512 images",
                          "one process, rounds in shuffled order, median of the per-round ratios; the "
                          "labeling side is a whole run, start-up included"),

@@ -26,8 +26,8 @@ if __package__ in (None, ""):  # run as a script: make `benchmarks` and the repo
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks import common
-from benchmarks import (ddp, engine_efficiency, label_efficiency, mfu, scaling, student_vs_teachers,
-                        world_throughput)
+from benchmarks import (ddp, engine_efficiency, label_efficiency, mfu, predict_vs_teachers, scaling,
+                        student_vs_teachers, world_throughput)
 from benchmarks.common import run_stamp
 from benchmarks.report import SEPARATE_RUNS, write_reports
 
@@ -39,6 +39,8 @@ BENCHMARKS: dict[str, Benchmark] = {
     # key: (function, full sizes, quick sizes); expected minutes on a quiet 2-core CPU in comments
     "student_vs_teachers": (student_vs_teachers.measure_both, {"batch_size": 8, "repeats": 7},  # ~4
                             {"batch_size": 2, "size": 32, "repeats": 2, "paper_like": False, "paper_scale": False}),
+    "predict_vs_teachers": (predict_vs_teachers.measure, {"count": 64, "batch_size": 16, "repeats": 3},  # ~3
+                            {"count": 16, "size": 32, "batch_size": 8, "repeats": 1}),
     "label_efficiency": (label_efficiency.measure, {"count": 512, "repeats": 7},  # ~1.5
                          {"count": 64, "batch_size": 16, "repeats": 2}),
     "engine_efficiency": (engine_efficiency.measure_engine, {"batch_size": 16, "steps": 3, "repeats": 7},  # ~2

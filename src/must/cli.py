@@ -201,6 +201,22 @@ def _pretrain(parser: argparse.ArgumentParser) -> Callable[[argparse.Namespace],
     return run
 
 
+@verb("predict")
+def _predict(parser: argparse.ArgumentParser) -> Callable[[argparse.Namespace], int]:
+    from must.predict.cli import add_arguments, run
+
+    add_arguments(parser)
+    return run
+
+
+@verb("export")
+def _export(parser: argparse.ArgumentParser) -> Callable[[argparse.Namespace], int]:
+    from must.predict.export_cli import add_arguments, run
+
+    add_arguments(parser)
+    return run
+
+
 @verb("demo")
 def _demo(parser: argparse.ArgumentParser) -> Callable[[argparse.Namespace], int]:
     parser.description = (
@@ -269,6 +285,8 @@ def _summaries() -> dict[str, str]:
         "demo": "the whole pipeline on the embedded world",
         "pretrain": "self-supervised pre-training (SimCLR, pretext tasks, multi-task)",
         "bench": "run the benchmarks",
+        "predict": "predict with a trained model: every task's files at source size",
+        "export": "export a trained model to ONNX / TorchScript",
     }
 
 

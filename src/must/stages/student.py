@@ -23,6 +23,7 @@ from must.data.loader import make_eval_loader, make_loader
 from must.data.noise import PhotometricRandAugment
 from must.data.readers import DatasetConfig, open_dataset
 from must.models import ModelConfig, build_model
+from must.predict.card import write_model_card
 from must.stages.teach import demo_model, final_evaluation
 from must.tasks import TASK_BUILDERS, Task, build_tasks
 from must.teacher import TeacherRecord, read_record, save_record
@@ -199,6 +200,7 @@ def run_student(config: StudentConfig, out: Path) -> dict[str, dict[str, float]]
         metrics.setdefault(task, {})[metric] = value
     if distributed.is_main_process():
         write_student_record(out, options, config, train_config, metrics)
+        write_model_card(out)
     return metrics
 
 

@@ -23,6 +23,7 @@ from must.data.loader import make_eval_loader, make_loader
 from must.data.readers import DatasetConfig, ReaderDataset, open_dataset
 from must.models import ModelConfig, build_model
 from must.tasks import Task, build_task
+from must.predict.card import write_model_card
 from must.teacher import TeacherRecord, save_record
 from must.train import checkpoint as checkpoints
 from must.train.config import TrainConfig
@@ -125,6 +126,7 @@ def run_teach(config: TeachConfig, out: Path) -> TeacherRecord:
                            learning_rate=config.train.lr, steps=config.train.steps, metrics=metrics)
     if distributed.is_main_process():
         save_record(record, out)
+        write_model_card(out)
         metrics_file = out / "metrics.json"  # DESIGN.md's layout: the validation scores alone
         metrics_file.with_suffix(".tmp").write_text(json.dumps({task.name: metrics}, indent=2))
         metrics_file.with_suffix(".tmp").replace(metrics_file)
