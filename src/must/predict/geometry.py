@@ -23,12 +23,9 @@ from must.data.geometry import Geometry
 
 
 def fit(source_size: tuple[int, int], window: int) -> Geometry:
-    """``source_size`` (height, width) scaled so that it just fits a ``window`` square, at the
-    top-left; the rest of the window is padding. A square image fills the window."""
-    factor = min(window / source_size[0], window / source_size[1])
-    resized = (min(window, max(1, round(source_size[0] * factor))),
-               min(window, max(1, round(source_size[1] * factor))))
-    return Geometry(source_size, resized, (0, 0), (window, window), False)
+    """``source_size`` (height, width) fitted into a ``window`` square: :meth:`Geometry.fit`, the
+    evaluation and labeling geometry."""
+    return Geometry.fit(source_size, (window, window))
 
 
 def fit_image(image: Tensor, window: int) -> tuple[Tensor, Geometry]:
@@ -41,22 +38,13 @@ def fit_image(image: Tensor, window: int) -> tuple[Tensor, Geometry]:
 
 def unwarp_boxes(boxes: Tensor, geometry: Geometry) -> Tensor:
     """xyxy boxes in window pixels -> source pixels, clipped to the source image."""
-    height, width = geometry.source_size
-    factors = torch.tensor([width / geometry.resized_size[1], height / geometry.resized_size[0]] * 2,
-                           device=boxes.device)
-    out = boxes.float() * factors
-    out[:, [0, 2]] = out[:, [0, 2]].clamp(0, width)
-    out[:, [1, 3]] = out[:, [1, 3]].clamp(0, height)
-    return out
+    return geometry.unwarp_boxes(boxes)
 
 
 def content(values: Tensor, geometry: Geometry) -> Tensor:
     """The image's region of a ``[..., h, w]`` map over the window (at the window's resolution
     or a proportional one), padding cut off."""
-    rows = values.shape[-2] / geometry.output_size[0]
-    cols = values.shape[-1] / geometry.output_size[1]
-    return values[..., :max(1, round(geometry.resized_size[0] * rows)),
-                  :max(1, round(geometry.resized_size[1] * cols))].float()
+    return geometry.unwarp_dense(values).float()
 
 
 def unwarp_dense(values: Tensor, geometry: Geometry) -> Tensor:
