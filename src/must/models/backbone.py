@@ -132,7 +132,8 @@ class ResNetBackbone(IntermediateLayerGetter):
         layers: dict[str, int] = {}
         for module_name, module in self.named_modules():
             if id(module) in unit_index:
-                layers.update({f"{module_name}.{name}": unit_index[id(module)] for name, _ in module.named_parameters()})
+                for name, _ in module.named_parameters():
+                    layers[f"{module_name}.{name}"] = unit_index[id(module)]
         return {name: layers.get(name, 0) for name, _ in self.named_parameters()}
 
     def no_weight_decay(self) -> set[str]:

@@ -11,8 +11,9 @@ already has"; sec. 3.5 transfer and sec. 4.4 bootstrapping start from a checkpoi
 
 Classifier state dicts map key for key onto the backbone (which keeps their parameter names, timm
 models under ``trunk.``); the layers after C5 (ResNet ``fc``, a timm model's head, final conv or
-norm) are skipped, and a ViT's position embedding is resampled to the model's grid. Every load returns a :class:`LoadReport`; a file that is not a weight file, or
-whose tensors do not fit the model, raises :class:`CheckpointError` naming the file.
+norm) are skipped, and a ViT's position embedding is resampled to the model's grid. Every load
+returns a :class:`LoadReport`; a file that is not a weight file, or whose tensors do not fit the
+model, raises :class:`CheckpointError` naming the file.
 """
 
 from __future__ import annotations
