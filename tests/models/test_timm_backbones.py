@@ -129,10 +129,15 @@ def test_vit_position_embedding_is_resampled_from_another_image_size(tmp_path: P
     assert [tuple(level.shape[-2:]) for level in features.values()] == [(24, 16), (12, 8), (6, 4), (3, 2)]
 
 
-@pytest.mark.parametrize("height, width", [(64, 64), (100, 72)])
-def test_vit_pyramid_levels_have_resnet_sizes(height: int, width: int) -> None:
-    backbone = build_backbone("timm:vit_tiny_patch16_224")
-    assert backbone.stage_channels == (48, 96, 192, 192)
+@pytest.mark.parametrize("name, channels, height, width", [
+    ("vit_tiny_patch16_224", (48, 96, 192, 192), 64, 64),
+    ("vit_tiny_patch16_224", (48, 96, 192, 192), 100, 72),
+    ("deit_tiny_distilled_patch16_224", (48, 96, 192, 192), 64, 96),  # two prefix tokens
+    ("vit_small_patch14_dinov2", (96, 192, 384, 384), 100, 72),  # 14 px patches, made for 518 px
+])
+def test_vit_pyramid_levels_have_resnet_sizes(name: str, channels: tuple, height: int, width: int) -> None:
+    backbone = build_backbone(f"timm:{name}")
+    assert isinstance(backbone, VisionTransformerBackbone) and backbone.stage_channels == channels
     levels = backbone(torch.rand(1, 3, height, width))
     for level, stride in zip(levels.values(), (4, 8, 16, 32), strict=True):
         assert tuple(level.shape[-2:]) == (-(-height // stride), -(-width // stride))
