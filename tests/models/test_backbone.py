@@ -9,6 +9,8 @@ from torch import nn
 from torchvision.models.resnet import BasicBlock, Bottleneck
 from torchvision.ops import FrozenBatchNorm2d
 
+from timm.layers import BatchNormAct2d, GroupNormAct
+
 from must.models.backbone import NarrowResNet, build_backbone
 
 VARIANTS = [
@@ -94,10 +96,40 @@ def test_forward_with_blocks_returns_every_residual_unit():
 @pytest.mark.parametrize("kwargs, message", [
     ({"name": "resnet19"}, "resnet18"),
     ({"name": "timm:no_such_model"}, "no_such_model"),
-    ({"name": "timm:resnet18", "width": 0.5}, "width"),
-    ({"name": "timm:mobilenetv3_small_050"}, "not a ResNet"),
+    ({"name": "timm:mixer_s16_224"}, "strides 4, 8, 16 and 32"),
+    ({"name": "timm:convnext_atto", "norm": "group"}, "no BatchNorm"),
+    ({"name": "timm:vit_tiny_patch16_224", "norm": "frozen_batch"}, "LayerNorm"),
     ({"name": "resnet18", "drop_path_rate": 1.0}, "drop_path_rate"),
 ])
 def test_bad_backbone_arguments_fail_clearly(kwargs, message):
     with pytest.raises(ValueError, match=message):
         build_backbone(**kwargs)
+
+
+@pytest.mark.parametrize("name", ["timm:resnet18", "timm:mobilenetv3_small_050", "timm:vit_tiny_patch16_224"])
+def test_width_is_ignored_for_timm_backbones(name):
+    # The demo presets set width 0.25 for their torchvision ResNet; switching the backbone to a
+    # timm model must not need a width reset.
+    assert build_backbone(name, width=0.25).stage_channels == build_backbone(name).stage_channels
+
+
+@pytest.mark.parametrize("norm, norm_type", [("group", nn.GroupNorm), ("frozen_batch", FrozenBatchNorm2d)])
+@pytest.mark.parametrize("name", ["timm:efficientnet_b0", "timm:regnetx_002"])
+def test_norm_choice_replaces_every_batch_norm_of_a_timm_cnn(name, norm, norm_type):
+    from timm.layers import FrozenBatchNormAct2d
+
+    backbone = build_backbone(name, norm=norm)
+    assert not any(type(m) in (nn.BatchNorm2d, BatchNormAct2d) for m in backbone.modules())
+    expected = (norm_type, FrozenBatchNormAct2d) if norm == "frozen_batch" else norm_type
+    assert any(isinstance(m, expected) for m in backbone.modules())
+    trainable_norms = [n for n, p in backbone.named_parameters() if p.ndim == 1 and "bn" in n]
+    assert bool(trainable_norms) == (norm == "group")
+    assert torch.isfinite(backbone(torch.rand(2, 3, 64, 64))["c5"]).all()
+
+
+def test_group_norm_keeps_the_activation_timm_fused_into_the_batch_norm():
+    batch = build_backbone("timm:efficientnet_b0")
+    group = build_backbone("timm:efficientnet_b0", norm="group")
+    assert isinstance(batch.trunk.bn1, BatchNormAct2d) and isinstance(group.trunk.bn1, GroupNormAct)
+    assert type(group.trunk.bn1.act) is type(batch.trunk.bn1.act) is nn.SiLU
+    assert group.trunk.bn1.num_groups == 32 and group.trunk.bn1.num_channels == 32

@@ -85,3 +85,14 @@ def test_pyramid_levels_keep_the_autocast_dtype():
     with torch.autocast("cpu", dtype=torch.bfloat16):
         pyramid = fpn(fake_stages(64, 64))
     assert {level.dtype for level in pyramid.values()} == {torch.bfloat16}
+
+
+@pytest.mark.parametrize("stage_channels", [(40, 80, 160, 320), (8, 16, 24, 288), (48, 96, 192, 192)])
+def test_pyramid_adapts_to_any_backbones_channel_counts(stage_channels):
+    # ConvNeXt-atto, MobileNetV3-small-0.5 and ViT-tiny + simple feature pyramid: C2..C5 widths
+    # that are not a ResNet's doubling.
+    fpn = FeaturePyramid(stage_channels, channels=16)
+    stages = OrderedDict((f"c{level}", torch.rand(1, channels, 64 // 2**level, 64 // 2**level))
+                         for level, channels in zip(range(2, 6), stage_channels))
+    assert [inner[0].in_channels for inner in fpn.inner_blocks] == list(stage_channels)
+    assert {level.shape[1] for level in fpn(stages).values()} == {16}

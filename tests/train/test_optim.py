@@ -51,3 +51,43 @@ def test_ema_follows_the_formula() -> None:
     expected = 0.75 * (0.75 * 1.0 + 0.25 * 2.0) + 0.25 * 4.0
     assert ema.module.weight.item() == pytest.approx(expected)
     assert build_ema(model, None) is None
+
+
+def _tiny_multitask(backbone_name: str, width: float = 1.0):
+    from must.models import FeatureSpec, MultiTaskModel, build_backbone
+    from must.models.fpn import FeaturePyramid
+
+    backbone = build_backbone(backbone_name, width)
+    fpn = FeaturePyramid(backbone.stage_channels, 8)
+    return MultiTaskModel(backbone, fpn, {"classify": nn.Linear(FeatureSpec(backbone.stage_channels[-1], 8).c5_channels, 3)})
+
+
+@pytest.mark.parametrize("name, width, layers", [("resnet18", 0.25, 8), ("timm:vit_tiny_patch16_224", 1.0, 12)])
+def test_layer_decay_scales_each_backbone_layer_and_leaves_fpn_and_heads_at_the_full_rate(name, width, layers) -> None:
+    model = _tiny_multitask(name, width)
+    optimizer = build_optimizer(model, TrainConfig(lr=0.1, layer_decay=0.5))
+    build_scheduler(optimizer, TrainConfig(lr=0.1, layer_decay=0.5))
+    rate = {id(p): group["lr"] for group in optimizer.param_groups for p in group["params"]}
+    parameters = dict(model.named_parameters())
+    stem = "backbone.conv1.weight" if name == "resnet18" else "backbone.trunk.patch_embed.proj.weight"
+    last = "backbone.layer4.1.conv2.weight" if name == "resnet18" else "backbone.trunk.blocks.11.mlp.fc2.weight"
+    # L = layers + 1 levels under the FPN: the stem is layer 0, block i is layer i + 1.
+    assert rate[id(parameters[stem])] == pytest.approx(0.1 * 0.5 ** (layers + 1))
+    assert rate[id(parameters[last])] == pytest.approx(0.1 * 0.5)
+    for key in ("fpn.layer_blocks.0.0.weight", "heads.classify.weight"):
+        assert rate[id(parameters[key])] == pytest.approx(0.1)
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(0.1)  # the rate the engine logs
+    assert sum(len(group["params"]) for group in optimizer.param_groups) == len(parameters)
+
+
+def test_vit_position_embedding_and_class_token_get_no_weight_decay() -> None:
+    model = _tiny_multitask("timm:vit_tiny_patch16_224")
+    decayed = {id(p) for group in parameter_groups(model, 0.05) if group["weight_decay"] > 0 for p in group["params"]}
+    for name in ("backbone.trunk.pos_embed", "backbone.trunk.cls_token"):
+        assert id(dict(model.named_parameters())[name]) not in decayed
+    assert id(model.backbone.trunk.blocks[0].attn.qkv.weight) in decayed
+
+
+def test_layer_decay_must_be_in_zero_one() -> None:
+    with pytest.raises(ValueError, match="layer_decay"):
+        TrainConfig(layer_decay=0.0)

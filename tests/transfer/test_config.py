@@ -70,3 +70,13 @@ def test_cell_engine_config_uses_the_cosine_schedule_to_zero(tmp_path: Path) -> 
     engine = spec.train_config(lr=0.2, steps=10, seed=3, device="cpu", precision="fp32", progress=False)
     assert (engine.lr, engine.steps, engine.weight_decay, engine.seed) == (0.2, 10, 1e-4, 3)
     assert engine.warmup_steps == 9  # never longer than the run
+
+
+def test_layer_decay_is_a_transfer_option_passed_to_every_cell(tmp_path: Path) -> None:
+    train = world_splits(tmp_path)["train"]
+    spec = config_lib.from_dict(DownstreamTask, {"task": "depth", "train": config_lib.to_dict(train),
+                                                 "test": config_lib.to_dict(train), "layer_decay": 0.75})
+    engine = spec.train_config(lr=0.2, steps=10, seed=3, device="cpu", precision="fp32", progress=False)
+    assert engine.layer_decay == 0.75
+    with pytest.raises(ValueError, match="layer_decay"):
+        DownstreamTask(task="depth", train=train, test=train, layer_decay=1.5)

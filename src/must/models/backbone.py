@@ -1,25 +1,30 @@
-"""ResNet trunks returning C2..C5 (MuST sec. 3.3: "ResNet ... with FPN"; He et al. 2016).
+"""Backbones returning C2..C5 at strides 4, 8, 16, 32 (MuST sec. 3.3: "ResNet ... with FPN").
 
 Backbones are picked by name from one explicit family dict (STYLE.md, practice 3):
 
 * ``resnet18`` / ``resnet34`` / ``resnet50`` / ``resnet101`` / ``resnet152``: torchvision's
-  ResNet. ``width`` < 1 gives a narrow ResNet (every stage and the stem scaled) built from
-  torchvision's own blocks, so the embedded demo trains in minutes on a CPU.
-* ``timm:<name>``: any timm ResNet (``timm:resnet50``, ``timm:resnet18d``, ``timm:seresnet50``...).
+  ResNet (He et al. 2016). ``width`` < 1 gives a narrow ResNet (every stage and the stem scaled)
+  built from torchvision's own blocks, so the embedded demo trains in minutes on a CPU.
+* ``timm:<name>``: any timm model. ResNets (``timm:resnet50``, ``timm:seresnet50``...) as below;
+  other CNNs (ConvNeXt, EfficientNet, RegNet, MobileNetV3, ResNeSt...) through timm's feature
+  levels (:mod:`must.models.timm_backbone`); plain ViTs (ViT, DeiT, DINOv2, EVA) through ViTDet's
+  simple feature pyramid (:mod:`must.models.vit`). ``width`` is a torchvision-ResNet option and is
+  ignored for timm names (a timm model has the widths its name says).
 
 Weights are always randomly initialized here (never hub downloads); a local weight file is loaded
-by :mod:`must.models.weights`. The module keeps the classifier's own parameter names
-(``conv1.weight``, ``layer1.0.bn1.weight``...), so torchvision and timm state dicts map onto it key
-for key.
+by :mod:`must.models.weights`. Every backbone keeps the classifier's own parameter names
+(``conv1.weight``, ``layer1.0.bn1.weight``...; timm models under ``trunk.``), so torchvision and
+timm state dicts map onto it key for key (``classifier_state``).
 """
 
 from __future__ import annotations
 
 import functools
+import logging
 import math
 from collections import OrderedDict
 from collections.abc import Callable
-from typing import Literal
+from typing import TYPE_CHECKING, Literal, Union
 
 import torch
 from torch import Tensor, nn
@@ -29,7 +34,11 @@ from torchvision.models._utils import IntermediateLayerGetter
 from torchvision.models.resnet import BasicBlock, Bottleneck
 from torchvision.ops import FrozenBatchNorm2d, stochastic_depth
 
+if TYPE_CHECKING:
+    from must.models.timm_backbone import TimmBackbone
+
 Norm = Literal["batch", "group", "frozen_batch"]
+LOG = logging.getLogger(__name__)
 
 TORCHVISION_RESNETS: dict[str, tuple[type[BasicBlock | Bottleneck], tuple[int, int, int, int]]] = {
     "resnet18": (BasicBlock, (2, 2, 2, 2)),
@@ -111,6 +120,26 @@ class ResNetBackbone(IntermediateLayerGetter):
         self.name = name
         self.stage_channels = _stage_channels(self)
 
+    def classifier_state(self, state: dict[str, Tensor]) -> tuple[dict[str, Tensor], list[str]]:
+        """A torchvision / timm ResNet state dict without its ImageNet classifier ``fc``, and the
+        keys left out."""
+        kept = {key: value for key, value in state.items() if not key.startswith("fc.")}
+        return kept, [f"{key} (classifier)" for key in state if key.startswith("fc.")]
+
+    def parameter_layers(self) -> dict[str, int]:
+        """Depth index of every parameter: 0 for the stem, ``i + 1`` for residual unit ``i``."""
+        unit_index = {id(unit): index for index, unit in enumerate(self.residual_units(), start=1)}
+        layers: dict[str, int] = {}
+        for module_name, module in self.named_modules():
+            if id(module) in unit_index:
+                for name, _ in module.named_parameters():
+                    layers[f"{module_name}.{name}"] = unit_index[id(module)]
+        return {name: layers.get(name, 0) for name, _ in self.named_parameters()}
+
+    def no_weight_decay(self) -> set[str]:
+        """None beyond the optimizer's rule (norm parameters and biases)."""
+        return set()
+
     def residual_units(self) -> list[nn.Module]:
         """Every residual unit (block) of layer1..layer4, in forward order."""
         return [block for layer in STAGE_LAYERS for block in self[layer].children()]
@@ -129,20 +158,26 @@ class ResNetBackbone(IntermediateLayerGetter):
         return stages, outputs
 
 
+Backbone = Union[ResNetBackbone, "TimmBackbone"]
+"""What :class:`~must.models.multitask.MultiTaskModel` holds: ``forward(images) -> C2..C5``,
+``stage_channels``, ``classifier_state``, ``parameter_layers`` and ``no_weight_decay``."""
+
+
 def build_backbone(name: str, width: float = 1.0, norm: Norm = "batch",
-                   drop_path_rate: float = 0.0) -> ResNetBackbone:
-    """A randomly initialized ResNet trunk by name (see module docstring).
+                   drop_path_rate: float = 0.0) -> Backbone:
+    """A randomly initialized trunk by name (see module docstring).
 
     ``drop_path_rate``: stochastic depth (Huang et al. 2016), Noisy Student's model noise (Xie et
     al. 2020, sec. 2): the residual branch of block ``i`` of ``n`` is dropped per sample with
-    probability ``drop_path_rate * i / (n - 1)`` (timm's linear rule) while training.
+    probability ``drop_path_rate * i / (n - 1)`` (timm's linear rule) while training; timm models
+    (ViT blocks included) use their own drop-path.
     """
     if not 0.0 <= drop_path_rate < 1.0:
         raise ValueError(f"drop_path_rate must be in [0, 1), got {drop_path_rate}")
     if width <= 0:
         raise ValueError(f"width must be positive, got {width}")
     if name.startswith(TIMM_PREFIX):
-        return ResNetBackbone(_timm_classifier(name[len(TIMM_PREFIX):], width, norm, drop_path_rate), name)
+        return _timm_backbone(name[len(TIMM_PREFIX):], width, norm, drop_path_rate)
     block, layers = TORCHVISION_RESNETS[_known_torchvision_name(name)]
     if width == 1.0:
         classifier: ResNet = ResNet(block, list(layers), norm_layer=norm_layer(norm))
@@ -183,19 +218,43 @@ def _drop_branch(rate: float, module: nn.Module, _inputs: tuple[Tensor, ...], ou
     return stochastic_depth(output, rate, mode="row", training=module.training)
 
 
-def _timm_classifier(model_name: str, width: float, norm: Norm, drop_path_rate: float) -> nn.Module:
+def _timm_backbone(model_name: str, width: float, norm: Norm, drop_path_rate: float) -> Backbone:
     import timm  # imported here: importing timm takes seconds, and most runs never need it
 
-    if width != 1.0:
-        raise ValueError(
-            f"width={width} is only supported for torchvision names ({', '.join(TORCHVISION_RESNETS)}): "
-            f"timm's ResNet keeps a fixed stem, so 'timm:{model_name}' cannot be narrowed the same way"
-        )
+    from must.models.timm_backbone import TimmBackbone, convert_norms
+    from must.models.vit import VIT_MODULES, VisionTransformerBackbone
+
     if not timm.is_model(model_name):
         raise ValueError(f"unknown timm model '{model_name}'")
-    if not timm.models.is_model_in_modules(model_name, ["resnet"]):
-        raise ValueError(f"timm model '{model_name}' is not a ResNet (timm/models/resnet.py family: "
-                         "resnet18, resnet50d, seresnet50, resnext50_32x4d, ...)")
+    name = TIMM_PREFIX + model_name
+    if width != 1.0:
+        _note_width_ignored(name, width)
+    if timm.models.is_model_in_modules(model_name, ["resnet"]):
+        return ResNetBackbone(_timm_resnet(model_name, norm, drop_path_rate), name)
+    is_vit = timm.models.is_model_in_modules(model_name, list(VIT_MODULES))
+    if is_vit and norm != "batch":
+        raise ValueError(f"model.norm={norm}: backbone '{name}' is a ViT and keeps its LayerNorms; use norm=batch")
+    options: dict[str, object] = {"dynamic_img_size": True, "dynamic_img_pad": True} if is_vit else {}
+    if drop_path_rate > 0:
+        options["drop_path_rate"] = drop_path_rate
+    try:
+        trunk = timm.create_model(model_name, pretrained=False, **options)
+    except TypeError as error:  # a model whose constructor lacks one of the options
+        raise ValueError(f"timm cannot build '{model_name}' with {sorted(options)}: {error}") from None
+    if is_vit:
+        return VisionTransformerBackbone(trunk, name)
+    return TimmBackbone(convert_norms(trunk, norm, name), name)
+
+
+@functools.cache
+def _note_width_ignored(name: str, width: float) -> None:
+    LOG.info("model.width=%s applies to torchvision ResNets only: ignored for '%s' (timm builds the "
+             "widths its name says)", width, name)
+
+
+def _timm_resnet(model_name: str, norm: Norm, drop_path_rate: float) -> nn.Module:
+    import timm
+
     options: dict[str, object] = {}
     if norm == "frozen_batch":
         # timm zeroes each block's last norm weight at init; frozen, it would stay zero and

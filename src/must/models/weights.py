@@ -6,12 +6,14 @@ already has"; sec. 3.5 transfer and sec. 4.4 bootstrapping start from a checkpoi
 * ours: ``{"model": state_dict, ...}`` (or a bare state dict) with ``backbone.*``, ``fpn.*`` and
   ``heads.<task>.*`` keys;
 * a torchvision ResNet state dict (``conv1``, ``bn1``, ``layer1..4``, ``fc``);
-* a timm ResNet state dict (same layout; also ``{"state_dict": ...}`` training checkpoints and
-  ``.safetensors`` files).
+* a timm state dict of the backbone's model (any timm ResNet, CNN or ViT; also
+  ``{"state_dict": ...}`` training checkpoints and ``.safetensors`` files).
 
-ResNet classifiers map key for key onto the backbone (which keeps their parameter names); their
-``fc`` is skipped. Every load returns a :class:`LoadReport`; a file that is not a weight file, or
-whose tensors do not fit the model, raises :class:`CheckpointError` naming the file.
+Classifier state dicts map key for key onto the backbone (which keeps their parameter names, timm
+models under ``trunk.``); the layers after C5 (ResNet ``fc``, a timm model's head, final conv or
+norm) are skipped, and a ViT's position embedding is resampled to the model's grid. Every load
+returns a :class:`LoadReport`; a file that is not a weight file, or whose tensors do not fit the
+model, raises :class:`CheckpointError` naming the file.
 """
 
 from __future__ import annotations
@@ -30,8 +32,6 @@ if TYPE_CHECKING:  # multitask.py imports this module
 LOG = logging.getLogger(__name__)
 WRAPPER_PREFIXES = ("module.", "_orig_mod.")
 """Added by DistributedDataParallel and torch.compile; stripped from every key."""
-CLASSIFIER_PREFIXES = ("fc.",)
-"""The ImageNet classifier of torchvision and timm ResNets: not part of the backbone."""
 
 
 class CheckpointError(ValueError):
@@ -94,7 +94,7 @@ def load_checkpoint(model: MultiTaskModel, path: str | Path, heads: bool = False
     path = Path(path)
     is_ours, state = read_state_dict(path)
     if not is_ours:
-        raise CheckpointError(f"{path}: a plain ResNet state dict, not a must checkpoint "
+        raise CheckpointError(f"{path}: a plain classifier state dict, not a must checkpoint "
                               "(no 'backbone.' keys); load it with load_backbone")
     return _load_checkpoint(model, path, state, heads)
 
@@ -115,8 +115,8 @@ def _load_backbone(model: MultiTaskModel, path: Path, is_ours: bool, state: dict
                   if key.startswith("backbone.")}
         report.skipped += [f"{key} (not the backbone)" for key in state if not key.startswith("backbone.")]
     else:
-        source = {key: value for key, value in state.items() if not key.startswith(CLASSIFIER_PREFIXES)}
-        report.skipped += [f"{key} (classifier)" for key in state if key.startswith(CLASSIFIER_PREFIXES)]
+        source, skipped = model.backbone.classifier_state(state)
+        report.skipped += skipped
     _load_part(model.backbone, source, "backbone.", path, report)
     _log(report)
     return report

@@ -56,6 +56,9 @@ class TrainConfig:
     weight_decay: float = 1e-4
     """Applied to weights only, never to norm parameters or biases."""
     warmup_steps: int = 0
+    layer_decay: float = 1.0
+    """Layer-wise learning-rate decay over the backbone (BEiT / MAE fine-tuning): layer ``l`` of
+    ``L`` trains at ``lr * layer_decay ** (L - l)``, FPN and heads at ``lr``; 1 = off."""
     grad_clip: float | None = None
     """Max global gradient norm; None = no clipping."""
     accumulate: int = 1
@@ -88,6 +91,8 @@ class TrainConfig:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.lr <= 0:
             raise ValueError(f"lr must be positive, got {self.lr}")
+        if not 0.0 < self.layer_decay <= 1.0:
+            raise ValueError(f"layer_decay must be in (0, 1], got {self.layer_decay}")
         if self.batch_size % self.accumulate:
             raise ValueError(f"batch_size {self.batch_size} is not divisible by accumulate {self.accumulate}")
         if self.grad_clip is not None and self.grad_clip <= 0:

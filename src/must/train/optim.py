@@ -1,8 +1,9 @@
 """Optimizer, learning-rate schedule and weight EMA of the training engine.
 
 SGD with momentum or AdamW; weight decay on weights only (norm parameters and biases are exempt,
-as in the ResNet / Goyal et al. 2017 recipes); a linear warmup followed by a cosine decay to zero
-(MuST supp.: "all models are trained with cosine learning rate").
+as in the ResNet / Goyal et al. 2017 recipes); optional layer-wise learning-rate decay over the
+backbone for fine-tuning; a linear warmup followed by a cosine decay to zero (MuST supp.: "all
+models are trained with cosine learning rate").
 """
 
 from __future__ import annotations
@@ -19,21 +20,53 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from must.train.config import TrainConfig
 
 
-def parameter_groups(model: nn.Module, weight_decay: float,
-                     extra: Iterable[nn.Parameter] = ()) -> list[dict]:
-    """Two groups: weights (``ndim > 1``) with decay; norm / bias parameters and ``extra`` (e.g.
-    learned loss weights) without."""
-    decay, no_decay = [], []
-    for parameter in model.parameters():
+def parameter_groups(model: nn.Module, weight_decay: float, extra: Iterable[nn.Parameter] = (),
+                     layer_decay: float = 1.0) -> list[dict]:
+    """Weights (``ndim > 1``) with decay; norm / bias parameters, ``extra`` (e.g. learned loss
+    weights) and what the backbone exempts (a ViT's position embedding and class token) without.
+
+    ``layer_decay < 1``: layer-wise learning-rate decay for fine-tuning (BEiT, Bao et al. 2022; the
+    MAE and ViTDet fine-tuning recipes, He et al. 2022, Li et al. 2022): backbone layer ``l`` of ``L`` (0 = stem, from
+    ``model.backbone.parameter_layers()``) trains at ``layer_decay ** (L - l)`` times the learning
+    rate, while the FPN, the heads and ``extra`` train at the full rate. Each group carries its
+    ``lr_scale``."""
+    backbone = getattr(model, "backbone", None)
+    exempt = {f"backbone.{name}" for name in getattr(backbone, "no_weight_decay", set)()}
+    layers = _backbone_layers(backbone) if layer_decay != 1.0 else {}
+    top = max(layers.values(), default=-1) + 1
+    groups: dict[tuple[bool, int], dict] = {}
+    for name, parameter in model.named_parameters():
         if parameter.requires_grad:
-            (decay if parameter.ndim > 1 else no_decay).append(parameter)
-    no_decay.extend(p for p in extra if p.requires_grad)
-    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return [group for group in groups if group["params"]]
+            decays = parameter.ndim > 1 and name not in exempt
+            group = _group(groups, decays, layers.get(name, top), top, weight_decay, layer_decay)
+            group["params"].append(parameter)
+    for parameter in extra:
+        if parameter.requires_grad:
+            _group(groups, False, top, top, weight_decay, layer_decay)["params"].append(parameter)
+    # Full-rate groups first: the engine logs the learning rate of group 0.
+    return [groups[key] for key in sorted(groups, key=lambda key: (-key[1], not key[0]))]
+
+
+def _group(groups: dict[tuple[bool, int], dict], decays: bool, layer: int, top: int, weight_decay: float,
+           layer_decay: float) -> dict:
+    key = (decays, layer)
+    if key not in groups:
+        groups[key] = {"params": [], "weight_decay": weight_decay if decays else 0.0,
+                       "lr_scale": layer_decay ** (top - layer)}
+    return groups[key]
+
+
+def _backbone_layers(backbone: nn.Module | None) -> dict[str, int]:
+    if not hasattr(backbone, "parameter_layers"):
+        raise ValueError("layer_decay needs a model with a backbone that numbers its layers "
+                         "(a must model: torchvision / timm backbone)")
+    return {f"backbone.{name}": layer for name, layer in backbone.parameter_layers().items()}
 
 
 def build_optimizer(model: nn.Module, config: TrainConfig, extra: Iterable[nn.Parameter] = ()) -> Optimizer:
-    groups = parameter_groups(model, config.weight_decay, extra)
+    groups = parameter_groups(model, config.weight_decay, extra, config.layer_decay)
+    for group in groups:  # the schedule multiplies each group's own peak rate
+        group["lr"] = config.lr * group["lr_scale"]
     if config.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum)
     return torch.optim.AdamW(groups, lr=config.lr)
