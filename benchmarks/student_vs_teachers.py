@@ -102,6 +102,9 @@ def count_flops(config: ModelConfig, size: int, teacher_options: TaskOptions,
     student, teachers = build_pair(config, teacher_options, student_options or teacher_options)
     rois: list[int] = []
     for model in (student, *teachers):
+        for module in model.modules():  # torch's FLOP counter has no entry for fused CPU attention
+            if getattr(module, "fused_attn", False):
+                module.fused_attn = False
         if "detection" in model.heads:
             with torch.no_grad():
                 for parameter in model.heads["detection"].rpn.head.bbox_pred.parameters():

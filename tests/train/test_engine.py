@@ -483,3 +483,21 @@ def test_two_process_multitask_model_matches_one_process(two_process_runs: Path,
     assert batch_norm["batch_norms"] == ["BatchNorm2d"]  # not converted on CPU ...
     assert any("SyncBatchNorm runs on GPUs only" in message for message in batch_norm["warnings"])  # ... said once
     assert not any("SyncBatchNorm" in message for message in ranks["group"][0]["warnings"])  # nothing to sync
+
+
+def test_sync_bn_keeps_the_activation_of_timm_norm_layers(monkeypatch: pytest.MonkeyPatch) -> None:
+    """timm trunks fuse BatchNorm and activation in one layer (BatchNormAct2d): converted with
+    torch's own converter it becomes a plain SyncBatchNorm that drops the activation; timm's
+    converter keeps it, so the converted trunk computes what it computed before (eval mode)."""
+    tasks = {"segmentation": SegmentationTask(3)}
+    model = build_model(ModelConfig(backbone="timm:efficientnet_b0", fpn_channels=16, sync_bn=True), tasks).eval()
+    images = torch.rand(1, 3, 64, 64)
+    with torch.no_grad():
+        before = model.backbone(images)
+    monkeypatch.setattr(engine.distributed, "world_size", lambda: 2)
+    converted = engine.sync_batch_norm(model, torch.device("cuda")).eval()
+    assert any(isinstance(module, nn.SyncBatchNorm) for module in converted.modules())
+    with torch.no_grad():
+        after = converted.backbone(images)
+    for name in before:
+        torch.testing.assert_close(after[name], before[name], rtol=0, atol=0)

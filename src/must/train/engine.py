@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
+from timm.layers import convert_sync_batchnorm
 from torch import Tensor, nn
 
 from must import distributed
@@ -111,7 +112,7 @@ def sync_batch_norm(model: nn.Module, device: torch.device) -> nn.Module:
     if device.type == "cpu":
         _warn_cpu_sync_bn()
         return model
-    return nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    return convert_sync_batchnorm(model)  # timm's: its norm + activation layers keep their activation
 
 
 def _warn_cpu_sync_bn() -> None:
