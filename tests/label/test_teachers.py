@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from must.label.teachers import (CallableTeacher, ModelTeacher, TeacherError, load_labeling_teacher,
-                                 parse_teacher_spec)
+from must.label.open_teacher import load_labeling_teacher, parse_teacher_spec
+from must.label.teachers import CallableTeacher, ModelTeacher, TeacherError
 from must.tasks import ClassificationTask
 from must.teacher import load_teacher
 

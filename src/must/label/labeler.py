@@ -48,9 +48,9 @@ from must.label.loading import (LoadedBatch, ResizedImages, ShardPlan, make_imag
 from must.label.manifest import (Manifest, ShardRecord, SkippedImage, TeacherEntry, add_to_sums,
                                  merge_sums, new_sums, summarize, write_json_atomic,
                                  write_manifest)
+from must.label.open_teacher import check_supported, load_labeling_teacher
 from must.label.shards import ShardWriter, encode_labels, remove_temporaries, shard_name
-from must.label.teachers import (LabelingTeacher, TeacherError, check_supported,
-                                 load_labeling_teacher)
+from must.label.teachers import LabelingTeacher, TeacherError
 
 Precision = Literal["auto", "fp32", "bf16"]
 RUN_NAME = "labeling.json"

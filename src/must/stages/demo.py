@@ -27,11 +27,11 @@ from must.data.readers import DatasetConfig
 from must.data.readers.fashion_mnist import DEFAULT_ROOT as FASHION_MNIST_ROOT
 from must.label.labeler import LabelConfig
 from must.label.manifest import MANIFEST_NAME
-from must.models import ModelConfig
-from must.stages.data import WorldDataConfig, generate_world
+from must.models import ModelConfig, demo_model
+from must.world.splits import WorldDataConfig, generate_world
 from must.stages.pretrain import PretrainConfig
 from must.stages.student import RandAugmentConfig, SourceConfig, StudentConfig
-from must.stages.teach import TeachConfig, demo_model, run_teach
+from must.stages.teach import TeachConfig, run_teach
 from must.train.config import TrainConfig, WeightingConfig
 from must.train.engine import CHECKPOINT_NAME, resolve_precision
 from must.transfer.config import DownstreamTask, default_suite, with_settings

@@ -34,17 +34,15 @@ from must import distributed
 from must.data.loader import make_loader
 from must.data.readers import DatasetConfig, open_dataset
 from must.data.sample import Batch
-from must.models import ModelConfig, MultiTaskModel, build_model
-from must.models.features import Features
-from must.models.lasso import LassoMixing
-from must.stages.teach import demo_model
+from must.models import ModelConfig, MultiTaskModel, build_model, demo_model
 from must.tasks import construct, pretext_builders
 from must.tasks.self_supervised import SelfSupervisedTask
-from must.tasks.self_supervised.doersch import Schedule, build_schedule, harmonize, lasso_features
+from must.tasks.self_supervised.doersch import (DoerschMultiTaskModel, Schedule, ScheduledWeighting,
+                                                build_schedule)
 from must.train import checkpoint as checkpoints
 from must.train.config import TrainConfig
 from must.train.engine import FitResult, fit
-from must.train.weighting import Weighting, build_weighting
+from must.train.weighting import build_weighting
 
 RECORD_NAME = "pretrain.json"
 METHODS = ("simclr", "pirl", "rotation", "jigsaw", "relative_position", "colorization", "exemplar", "multi")
@@ -119,60 +117,6 @@ def build_pretext_tasks(config: PretrainConfig, image_count: int) -> dict[str, S
             options.setdefault(DATA_SIZED_OPTIONS[name], max(1, min(image_count, MAX_INSTANCES)))
         tasks[name] = construct(name, pretext_builders()[name], options)
     return tasks
-
-
-class DoerschMultiTaskModel(MultiTaskModel):
-    """A :class:`MultiTaskModel` with Doersch & Zisserman's lasso (each task reads its own
-    mixture of C2..C5 in place of C5, :func:`~must.tasks.self_supervised.doersch.lasso_features`)
-    and harmonized inputs, in the checkpoint layout every stage loads (``lasso.*`` beside
-    ``backbone.*``, ``fpn.*``, ``heads.*``). The task-side counterpart of
-    :class:`must.tasks.self_supervised.doersch.DoerschModel`, which wraps any trunk."""
-
-    def __init__(self, model: MultiTaskModel, lasso_weight: float | None, harmonized: bool) -> None:
-        super().__init__(model.backbone, model.fpn, model.heads, model.mean.flatten().tolist(),
-                         model.std.flatten().tolist(), model.view_tasks, model.sync_bn)
-        spec = self.spec
-        self.lasso = None if lasso_weight is None else LassoMixing(
-            self.task_names, spec.stage_channels, spec.c5_channels, lasso_weight,
-            unit_names=("c2", "c3", "c4", "c5"))
-        self.harmonized = harmonized
-
-    def features(self, images: Tensor) -> Features:
-        return super().features(harmonize(images) if self.harmonized else images)
-
-    def task_features(self, name: str, features: Features) -> Features:
-        return features if self.lasso is None else lasso_features(features, self.lasso, name)
-
-    def penalty(self, name: str) -> Tensor:
-        """The L1 term of task ``name``'s row of the lasso matrix (zero without a lasso)."""
-        if self.lasso is None:
-            return self.mean.new_zeros(())
-        return self.lasso.l1_weight * self.lasso.alpha[self.lasso.task_index(name)].abs().sum()
-
-
-class ScheduledWeighting(Weighting):
-    """The configured weighting, with each task's loss plus its lasso penalty, scaled so that an
-    optimizer update follows the schedule's objective: alternating, the engine averages the
-    ``cycles x heads`` accumulated iterations, and ``factor`` = heads restores Doersch &
-    Zisserman's *sum* of the task losses (sec. 3), the same objective joint training has."""
-
-    def __init__(self, inner: Weighting, factor: float, penalty: Callable[[str], Tensor] | None) -> None:
-        super().__init__(inner.task_names)
-        self.inner = inner
-        self.factor = factor
-        self.penalty = penalty  # the model's method: not a submodule, its lasso is the model's
-
-    def backward(self, losses: Mapping[str, Tensor], shared_parameters: Sequence[nn.Parameter],
-                 scale: float = 1.0) -> Tensor:
-        if self.penalty is not None:
-            losses = {name: loss + self.penalty(name) for name, loss in losses.items()}
-        return self.inner.backward(losses, shared_parameters, scale * self.factor)
-
-    def weights(self) -> dict[str, float]:
-        return self.inner.weights()
-
-    def synchronize_gradients(self, shared_parameters: Sequence[nn.Parameter]) -> None:
-        self.inner.synchronize_gradients(shared_parameters)
 
 
 def scheduled(batches: Iterator[Batch], schedule: Schedule, first: int) -> Iterator[Batch]:

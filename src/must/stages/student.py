@@ -22,13 +22,13 @@ from must import distributed
 from must.data.loader import make_eval_loader, make_loader
 from must.data.noise import PhotometricRandAugment
 from must.data.readers import DatasetConfig, open_dataset
-from must.models import ModelConfig, build_model
-from must.stages.teach import demo_model, final_evaluation
+from must.models import ModelConfig, build_model, demo_model
 from must.tasks import TASK_BUILDERS, Task, build_tasks
 from must.teacher import TeacherRecord, read_record, save_record
 from must.train import checkpoint as checkpoints
 from must.train.config import TeacherRecipe, TrainConfig, WeightingConfig
 from must.train.engine import evaluate_tasks, fit, resolve_precision
+from must.train.evaluation import final_evaluation
 
 STUDENT_RECORD = "student.json"
 

@@ -112,8 +112,8 @@ def with_grid(config: TransferConfig, steps: tuple[int, ...] | None, lrs: tuple[
 def ensure_world(config: TransferConfig, world: Path) -> None:
     """Generates the world's transfer splits the tasks read from ``world`` when missing, with the
     demo's counts, size and per-split seeds (so ``must demo`` finds the same data)."""
-    from must.stages.data import WorldDataConfig, split_seed
     from must.world import generate, is_complete
+    from must.world.splits import WorldDataConfig, split_seed
 
     roots = {Path(dataset.root) for spec in config.tasks.values()
              for dataset in (spec.train, spec.val, spec.test) if dataset is not None and dataset.format == "world"}

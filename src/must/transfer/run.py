@@ -21,14 +21,14 @@ from typing import Any
 from must import config as config_lib
 from must import distributed
 from must.data.loader import make_loader
-from must.data.readers import ReaderDataset
+from must.data.readers import ReaderDataset, open_for_task
 from must.data.sample import Batch
 from must.models import MultiTaskModel, build_model
-from must.stages.teach import make_evaluator, open_for_task, task_options_from_data
-from must.tasks import Task, build_task, check_task_options
+from must.tasks import Task, build_task, check_task_options, task_options_from_data
 from must.teacher import file_sha256
 from must.train import checkpoint as checkpoints
 from must.train.engine import CHECKPOINT_NAME, fit
+from must.train.evaluation import make_evaluator
 from must.transfer.config import DownstreamTask, TransferConfig
 from must.transfer.grid import (RESULT_NAME, Cell, check_identity, for_rank, grid_cells,
                                 read_result, write_grid, write_json_atomically)

@@ -34,7 +34,7 @@ from pycocotools import mask as mask_utils
 from tqdm import tqdm
 
 from must.world.domains import DOMAINS, get_domain
-from must.world.render import SEGMENTATION_CLASSES, STUFF
+from must.world.render import SEGMENTATION_CLASSES, STUFF, render_image
 from must.world.scene import CATEGORIES, focal_length
 
 FORMAT_VERSION = 1
@@ -76,8 +76,6 @@ def _files(key: str, category: str) -> dict[str, str]:
 
 def write_image(out: Path, domain: str, seed: int, index: int, size: int) -> dict[str, Any]:
     """Renders image ``index`` and writes all its files, then its record; returns the record."""
-    from must.world import render_image
-
     image = render_image(domain, seed, index, size)
     key = image_key(domain, index)
     files = _files(key, CATEGORIES[image.label])
