@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from must.cli import VERBS as VERB_MODULES
 from must.cli import build_parser, main
 
 VERBS = ["world", "teach", "label", "train", "transfer", "report", "demo"]
@@ -47,9 +48,23 @@ def test_bad_override_is_a_clean_error(tmp_path: Path) -> None:
     assert "world.sizee" in run.stderr and "Traceback" not in run.stderr
 
 
-def test_parser_builds() -> None:
-    parser, runners = build_parser()
-    assert set(VERBS) <= set(runners)
+def test_parser_builds_from_verb_modules_with_the_same_three_names() -> None:
+    build_parser()
+    assert set(VERBS) <= set(VERB_MODULES)
+    for module in VERB_MODULES.values():
+        assert isinstance(module.SUMMARY, str) and module.SUMMARY
+        assert callable(module.add_arguments) and callable(module.run)
+
+
+@pytest.mark.parametrize(("name", "readable"), [("teach", None), ("label", "demo, paper, study, tiny"),
+                                                ("train", "paper, tiny")])
+def test_config_help_says_which_presets_a_verb_reads(name: str, readable: str | None,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main([name, "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "read whole only by `must demo`" in text
+    assert (f"section of: {readable}" if readable else "this verb can read") in text
 
 
 @pytest.fixture(scope="module")

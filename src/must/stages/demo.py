@@ -9,6 +9,7 @@ demo resumes where it stopped.
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import functools
 import json
@@ -484,3 +485,22 @@ def print_summary(run: Path) -> None:
     if "total" in timings:
         print(f"total time: {timings['total'] / 60:.1f} min")
     print(f"report: {run / 'report' / 'index.html'}")
+
+
+SUMMARY = "the whole pipeline on the embedded world"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.description = (
+        "Run the whole pipeline on the embedded procedural world: generate data, train teachers, "
+        "pseudo-label the shared pool, train the student, transfer, report.")
+    parser.add_argument("--preset", default="demo",
+                        help="tiny (every stage in about two minutes; its numbers mean nothing), "
+                             "demo (minutes on a CPU), study, paper, or a YAML path")
+    parser.add_argument("--out", type=Path, default=Path("runs/demo"), help="run directory")
+    parser.add_argument("overrides", nargs="*", metavar="key.sub=value",
+                        help="config overrides, e.g. train.steps=200 model.width=0.5")
+
+
+def run(args: argparse.Namespace) -> int:
+    return run_demo(args.preset, args.out, args.overrides)

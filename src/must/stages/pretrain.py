@@ -15,10 +15,18 @@ The output is the engine's ``checkpoint.pt`` in the :class:`~must.models.MultiTa
 (``backbone.*``, ``fpn.*``, ``heads.*``; ``lasso.*`` with the lasso), so
 ``ModelConfig(init=...)`` / ``must transfer --init`` loads backbone + FPN from it and drops the
 pretext heads; plus ``pretrain.json`` (method, task options, model, recipe, last losses).
+
+    must pretrain --method simclr --data folder:/data/unlabeled --out runs/x/pretrain/simclr
+    must pretrain --method multi --data world:runs/demo/data/pool/train --out runs/x/pretrain/multi \\
+        schedule=joint lasso=0.001 harmonize=true tasks=[relative_position,colorization,exemplar]
+    torchrun --nproc_per_node=4 -m must.cli pretrain ...      # DDP
+
+Rerunning the same command resumes from ``--out/checkpoint.pt``.
 """
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import json
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -32,7 +40,7 @@ from torch import Tensor, nn
 from must import config as config_lib
 from must import distributed
 from must.data.loader import make_loader
-from must.data.readers import DatasetConfig, open_dataset
+from must.data.readers import DatasetConfig, open_dataset, parse_dataset_spec
 from must.data.sample import Batch
 from must.models import ModelConfig, MultiTaskModel, build_model, demo_model
 from must.tasks import construct, pretext_builders
@@ -223,3 +231,39 @@ def load_lasso_matrix(checkpoint: Path) -> dict[str, Any] | None:
         return None
     tasks = list(state.get("extra", {}).get("pretrain", {}).get("tasks", {}))
     return {"tasks": tasks, "units": ["c2", "c3", "c4", "c5"], "alpha": torch.as_tensor(alpha).tolist()}
+
+
+SUMMARY = "self-supervised pre-training (SimCLR, pretext tasks, multi-task)"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.description = (
+        "Self-supervised pre-training of the ResNet-FPN trunk on unlabeled images: SimCLR, PIRL, "
+        "rotation, jigsaw, relative position, colorization, exemplar, or `multi` (Doersch & "
+        "Zisserman 2017: several pretext heads, schedule=alternate|joint, lasso=L1 weight, "
+        "harmonize=true). Writes checkpoint.pt (load it with `must transfer --init`: backbone + FPN), "
+        "pretrain.json, metrics.jsonl, events/ and config.yaml into --out; resumes from "
+        "--out/checkpoint.pt.")
+    parser.add_argument("--method", required=True, choices=METHODS)
+    parser.add_argument("--data", metavar="FORMAT:ROOT",
+                        help="the images (labels ignored), e.g. folder:DIR, world:DIR, imagefolder:DIR")
+    parser.add_argument("--out", required=True, type=Path, help="output directory, e.g. runs/x/pretrain/simclr")
+    config_lib.add_config_arguments(parser, PretrainConfig, "pretrain", "train.steps=1000 schedule=joint")
+
+
+def build_config(args: argparse.Namespace) -> PretrainConfig:
+    """Preset (its ``pretrain`` section) -> ``--method`` / ``--data`` -> overrides, validated."""
+    def with_flags(data: dict[str, Any]) -> dict[str, Any]:
+        data = config_lib.merge(data, {"method": args.method})
+        return config_lib.merge(data, {"data": parse_dataset_spec(args.data)}) if args.data else data
+
+    return config_lib.load(PretrainConfig, args.config, args.overrides, section="pretrain", flags=with_flags)
+
+
+def run(args: argparse.Namespace) -> int:
+    config = build_config(args)
+    result = run_pretrain(config, args.out)
+    if distributed.is_main_process():
+        losses = ", ".join(f"{key}={value:.4f}" for key, value in result.losses.items() if key.startswith("loss"))
+        print(f"pretrain '{config.method}' -> {result.checkpoint} ({result.step} steps): {losses}")
+    return 0

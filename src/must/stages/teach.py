@@ -7,6 +7,7 @@ rule reads later (sec. 3.3).
 
 from __future__ import annotations
 
+import argparse
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,9 +16,9 @@ from typing import Any
 from must import config as config_lib
 from must import distributed
 from must.data.loader import make_loader
-from must.data.readers import DatasetConfig, open_for_task
+from must.data.readers import FORMATS, DatasetConfig, open_for_task, parse_dataset_spec
 from must.models import ModelConfig, build_model, demo_model
-from must.tasks import build_task, task_options_from_data
+from must.tasks import TASK_BUILDERS, build_task, task_options_from_data
 from must.teacher import TeacherRecord, save_record
 from must.train import checkpoint as checkpoints
 from must.train.config import TrainConfig
@@ -79,3 +80,38 @@ def run_teach(config: TeachConfig, out: Path) -> TeacherRecord:
         metrics_file.with_suffix(".tmp").write_text(json.dumps({task.name: metrics}, indent=2))
         metrics_file.with_suffix(".tmp").replace(metrics_file)
     return record
+
+
+SUMMARY = "train a single-task teacher (MuST sec. 3.1)"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.description = (
+        "Train a single-task teacher on a labeled dataset (MuST sec. 3.1): the student's ResNet-FPN "
+        "with one head, scale jitter [0.5, 2.0]. Writes checkpoint.pt, teacher.json (metrics, batch "
+        "size, learning rate), metrics.jsonl, events/ and config.yaml into --out. Resumes from "
+        "--out/checkpoint.pt when present.")
+    parser.epilog = f"dataset formats: {', '.join(sorted(FORMATS))}"
+    parser.add_argument("--task", required=True, choices=sorted(TASK_BUILDERS))
+    parser.add_argument("--data", metavar="FORMAT:ROOT", help="training data, e.g. world:DIR, imagefolder:DIR")
+    parser.add_argument("--val", metavar="FORMAT:ROOT", help="validation data (same forms as --data)")
+    parser.add_argument("--out", required=True, type=Path, help="output directory, e.g. runs/x/teachers/TASK")
+    config_lib.add_config_arguments(parser, TeachConfig, "teach", "train.steps=200 model.width=0.5")
+
+
+def dataset_overrides(flag: str, key: str, value: str | None) -> list[str]:
+    """``--data FORMAT:ROOT`` -> ``data.format=FORMAT data.root=ROOT``."""
+    if value is None:
+        return []
+    return [f"{key}.{name}={item}" for name, item in parse_dataset_spec(value, flag).items()]
+
+
+def run(args: argparse.Namespace) -> int:
+    overrides = [f"task={args.task}", *dataset_overrides("--data", "data", args.data),
+                 *dataset_overrides("--val", "val", args.val), *args.overrides]
+    config = config_lib.load(TeachConfig, args.config, overrides, section="teach")
+    record = run_teach(config, args.out)
+    if distributed.from_environment().is_main:  # under torchrun every rank returns the same record
+        print(f"teacher '{record.task}' -> {args.out}: " +
+              ", ".join(f"{k}={v:.4f}" for k, v in record.metrics.items()))
+    return 0
