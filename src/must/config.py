@@ -18,6 +18,8 @@ from typing import Any, Literal, TypeVar, get_args, get_origin, get_type_hints
 
 import yaml
 
+from must.files import write_atomic
+
 PRESET_DIR = Path(__file__).parent / "configs"
 
 T = TypeVar("T")
@@ -132,11 +134,7 @@ def differing_keys(saved: Any, wanted: Any, prefix: str = "") -> list[str]:
 
 def save(config: Any, path: str | Path) -> None:
     """Writes the resolved config as YAML (atomically) so every run records what it ran with."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_suffix(path.suffix + ".tmp")
-    temporary.write_text(yaml.safe_dump(to_dict(config), sort_keys=False))
-    temporary.replace(path)
+    write_atomic(path, yaml.safe_dump(to_dict(config), sort_keys=False))
 
 
 def load(cls: type[T], preset: str | Path | None = None, overrides: Sequence[str] = (),

@@ -23,9 +23,9 @@ import torch
 from torch.utils.data import Dataset
 
 from must.data.sample import Sample
+from must.files import file_sha256
 from must.label.manifest import Manifest, read_manifest
 from must.label.shards import ShardError, decode_labels, entry_task, index_shard
-from must.teacher import file_sha256
 
 Verify = Literal["sha256", "size"]
 DENSE_TASKS = ("segmentation", "depth", "normals")

@@ -14,7 +14,6 @@ floats in the same order whatever the process count) and summarized as means her
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +24,7 @@ from torch import Tensor
 
 from must import config as config_lib
 from must.data.sample import IGNORE_INDEX
+from must.files import write_atomic
 
 MANIFEST_NAME = "manifest.json"
 FORMAT_VERSION = 1
@@ -104,7 +104,7 @@ class Manifest:
 
 def write_manifest(manifest: Manifest, directory: Path) -> Path:
     path = Path(directory) / MANIFEST_NAME
-    write_json_atomic(path, config_lib.to_dict(manifest))
+    write_atomic(path, manifest_json(config_lib.to_dict(manifest)))
     return path
 
 
@@ -125,10 +125,9 @@ def read_manifest(directory: Path) -> Manifest:
         raise ValueError(f"{path}: malformed manifest: {error}") from None
 
 
-def write_json_atomic(path: Path, data: Any) -> None:
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    temporary.write_text(json.dumps(data, indent=1, sort_keys=False) + "\n")
-    os.replace(temporary, path)
+def manifest_json(data: Any) -> str:
+    """The text of the labeler's JSON files (manifest, run record, shard sidecars)."""
+    return json.dumps(data, indent=1, sort_keys=False) + "\n"
 
 
 # --- per-task statistics ----------------------------------------------------------------------

@@ -9,8 +9,7 @@ import torch
 
 from must.label.adapters import load_adapter
 from must.label.shards import CODECS
-from must.label.teachers import ADAPTER_NAME, LabelingTeacher, TeacherError, load_model_teacher
-from must.teacher import RECORD_NAME
+from must.label.teachers import ADAPTER_NAME, RECORD_NAME, LabelingTeacher, TeacherError, load_model_teacher
 
 
 def load_labeling_teacher(spec: str | Path, device: torch.device,

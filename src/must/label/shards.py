@@ -44,7 +44,7 @@ from torch import Tensor
 
 from must.data.sample import IGNORE_INDEX
 from must.label.tar import TarStream
-from must.teacher import file_sha256
+from must.files import file_sha256, temporary_sibling
 
 SHARD_PATTERN = "shard-{index:06d}.tar"
 _SAFE_KEY = re.compile(r"[A-Za-z0-9_\-/]")
@@ -232,7 +232,7 @@ class ShardWriter:
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
-        self.temporary = temporary_path(self.path)
+        self.temporary = temporary_sibling(self.path)
         self.samples = 0
         self._file = open(self.temporary, "wb")  # noqa: SIM115 - closed in finish / abort
         self._tar = TarStream(self._file, user="must", group="must", mode=0o444, mtime=0)
@@ -259,16 +259,6 @@ class ShardWriter:
         if not self._file.closed:
             self._file.close()
         self.temporary.unlink(missing_ok=True)
-
-
-def temporary_path(path: Path) -> Path:
-    return path.with_name(f".{path.name}.{os.getpid()}.tmp")
-
-
-def remove_temporaries(path: Path) -> None:
-    """Deletes temporary files an interrupted run left for shard ``path``."""
-    for stale in path.parent.glob(f".{path.name}.*.tmp"):
-        stale.unlink(missing_ok=True)
 
 
 MemberIndex = list[tuple[str, dict[str, tuple[int, int]]]]

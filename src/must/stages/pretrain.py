@@ -29,19 +29,19 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import torch
-from torch import Tensor, nn
 
 from must import config as config_lib
 from must import distributed
 from must.data.loader import make_loader
 from must.data.readers import DatasetConfig, open_dataset, parse_dataset_spec
 from must.data.sample import Batch
+from must.files import write_atomic
 from must.models import ModelConfig, MultiTaskModel, build_model, demo_model
 from must.tasks import construct, pretext_builders
 from must.tasks.self_supervised import SelfSupervisedTask
@@ -201,9 +201,7 @@ def write_record(out: Path, config: PretrainConfig, tasks: Mapping[str, SelfSupe
               "batch_size": config.train.batch_size, "learning_rate": config.train.lr,
               "steps": result.step, "losses": result.losses or last_logged_losses(out),
               "checkpoint": result.checkpoint.name}
-    temporary = out / (RECORD_NAME + ".tmp")
-    temporary.write_text(json.dumps(record, indent=2))
-    temporary.replace(out / RECORD_NAME)
+    write_atomic(out / RECORD_NAME, json.dumps(record, indent=2))
 
 
 def last_logged_losses(out: Path) -> dict[str, float]:

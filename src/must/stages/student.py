@@ -24,9 +24,10 @@ from must import distributed
 from must.data.loader import make_eval_loader, make_loader
 from must.data.noise import PhotometricRandAugment
 from must.data.readers import DatasetConfig, open_dataset, parse_dataset_spec
+from must.files import write_atomic
+from must.label.teachers import TeacherRecord, read_record, save_record
 from must.models import ModelConfig, build_model, demo_model
 from must.tasks import TASK_BUILDERS, Task, build_tasks
-from must.teacher import TeacherRecord, read_record, save_record
 from must.train import checkpoint as checkpoints
 from must.train.config import TeacherRecipe, TrainConfig, WeightingConfig
 from must.train.engine import evaluate_tasks, fit, resolve_precision
@@ -229,9 +230,7 @@ def write_student_record(out: Path, options: dict[str, dict[str, Any]], config: 
     record = {"tasks": options, "model": config_lib.to_dict(config.model), "image_size": config.image_size,
               "batch_size": train.batch_size, "learning_rate": train.lr, "steps": train.steps,
               "metrics": metrics}
-    temporary = out / (STUDENT_RECORD + ".tmp")
-    temporary.write_text(json.dumps(record, indent=2))
-    temporary.replace(out / STUDENT_RECORD)
+    write_atomic(out / STUDENT_RECORD, json.dumps(record, indent=2))
     for name, task_options in options.items():
         if name not in TASK_BUILDERS:  # a self-supervised head labels nothing: no teacher record
             continue

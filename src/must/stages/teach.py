@@ -17,9 +17,10 @@ from must import config as config_lib
 from must import distributed
 from must.data.loader import make_loader
 from must.data.readers import FORMATS, DatasetConfig, open_for_task, parse_dataset_spec
+from must.files import write_atomic
+from must.label.teachers import TeacherRecord, save_record
 from must.models import ModelConfig, build_model, demo_model
 from must.tasks import TASK_BUILDERS, build_task, task_options_from_data
-from must.teacher import TeacherRecord, save_record
 from must.train import checkpoint as checkpoints
 from must.train.config import TrainConfig
 from must.train.engine import fit
@@ -76,9 +77,7 @@ def run_teach(config: TeachConfig, out: Path) -> TeacherRecord:
                            learning_rate=config.train.lr, steps=config.train.steps, metrics=metrics)
     if distributed.is_main_process():
         save_record(record, out)
-        metrics_file = out / "metrics.json"  # DESIGN.md's layout: the validation scores alone
-        metrics_file.with_suffix(".tmp").write_text(json.dumps({task.name: metrics}, indent=2))
-        metrics_file.with_suffix(".tmp").replace(metrics_file)
+        write_atomic(out / "metrics.json", json.dumps({task.name: metrics}, indent=2))  # the scores alone
     return record
 
 

@@ -23,7 +23,6 @@ import dataclasses
 import io
 import json
 import multiprocessing
-import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -33,6 +32,7 @@ from PIL import Image
 from pycocotools import mask as mask_utils
 from tqdm import tqdm
 
+from must.files import write_atomic
 from must.world.domains import DOMAINS, get_domain
 from must.world.render import SEGMENTATION_CLASSES, STUFF, render_image
 from must.world.scene import CATEGORIES, focal_length
@@ -45,14 +45,6 @@ DEPTH_SCALE = 1000.0
 
 def image_key(domain: str, index: int) -> str:
     return f"{domain}-{index:06d}"
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Writes ``data`` to ``path`` through a temporary file and a rename (never a torn file)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    temporary.write_bytes(data)
-    os.replace(temporary, path)
 
 
 def png_bytes(array: np.ndarray) -> bytes:
