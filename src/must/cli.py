@@ -21,7 +21,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from must.config import ConfigError
+from must.errors import MustError
 from must.label import cli as label
 from must.report import cli as report
 from must.stages import demo, pretrain, student, teach
@@ -65,9 +65,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     try:
         return VERBS[args.verb].run(args)
-    except (ConfigError, FileNotFoundError, ValueError, KeyError) as error:
-        message = error.args[0] if isinstance(error, KeyError) and error.args else error
-        print(f"must {args.verb}: error: {message}", file=sys.stderr)
+    except (MustError, FileNotFoundError) as error:  # what a user can cause; a bug stays a traceback
+        print(f"must {args.verb}: error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"must {args.verb}: interrupted; outputs written so far are kept, rerun to resume",

@@ -18,6 +18,7 @@ from typing import Any, Literal, TypeVar, get_args, get_origin, get_type_hints
 
 import yaml
 
+from must.errors import MustError
 from must.files import write_atomic
 
 PRESET_DIR = Path(__file__).parent / "configs"
@@ -25,7 +26,7 @@ PRESET_DIR = Path(__file__).parent / "configs"
 T = TypeVar("T")
 
 
-class ConfigError(ValueError):
+class ConfigError(MustError, ValueError):
     """A config key or value that does not fit the schema; the message names the key."""
 
 
@@ -157,7 +158,7 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls: type, section: st
     the help names the shipped presets whose ``section`` this verb can read."""
     fields = {field.name for field in dataclasses.fields(cls)}
     readable = [name for name in preset_names()
-                if set((read_yaml(name).get(section) or {"": None})) <= fields]
+                if set((read_yaml(PRESET_DIR / f"{name}.yaml").get(section) or {"": None})) <= fields]
     reads = (f"this verb reads the '{section}' section of: {', '.join(readable)}" if readable
              else f"none has a '{section}' section this verb can read")
     parser.add_argument("--config", metavar="PRESET", help=(

@@ -41,6 +41,7 @@ from tqdm import tqdm
 
 from must import config as config_lib
 from must import distributed
+from must.config import ConfigError
 from must.data.geometry import Geometry
 from must.data.readers import DatasetConfig, DataError, ReaderDataset, open_dataset
 from must.files import remove_stale_temporaries, write_atomic
@@ -218,7 +219,7 @@ def _claim_directory(out: Path, config: LabelConfig, entries: list[TeacherEntry]
         previous = json.loads(path.read_text()).get("fingerprint", {})
         differing = config_lib.differing_keys(previous, fingerprint)
         if differing:
-            raise ValueError(f"{out} holds pseudo labels of another labeling (differs in "
+            raise ConfigError(f"{out} holds pseudo labels of another labeling (differs in "
                              f"{', '.join(differing)}); use a new output directory or delete it")
     elif distributed.is_main_process():
         write_atomic(path, manifest_json({"fingerprint": fingerprint, "config": config_lib.to_dict(config)}))

@@ -25,6 +25,7 @@ from torch import Tensor
 from must import config as config_lib
 from must.data.sample import IGNORE_INDEX
 from must.files import write_atomic
+from must.label.shards import ShardError
 
 MANIFEST_NAME = "manifest.json"
 FORMAT_VERSION = 1
@@ -115,14 +116,14 @@ def read_manifest(directory: Path) -> Manifest:
     try:
         data = json.loads(path.read_text())
     except json.JSONDecodeError as error:
-        raise ValueError(f"{path}: not valid JSON: {error}") from None
+        raise ShardError(f"{path}: not valid JSON: {error}") from None
     version = data.get("format_version") if isinstance(data, dict) else None
     if version != FORMAT_VERSION:
-        raise ValueError(f"{path}: manifest format {version!r}, this version reads {FORMAT_VERSION}")
+        raise ShardError(f"{path}: manifest format {version!r}, this version reads {FORMAT_VERSION}")
     try:
         return config_lib.from_dict(Manifest, data)
     except config_lib.ConfigError as error:
-        raise ValueError(f"{path}: malformed manifest: {error}") from None
+        raise ShardError(f"{path}: malformed manifest: {error}") from None
 
 
 def manifest_json(data: Any) -> str:

@@ -43,15 +43,17 @@ from PIL import Image
 from torch import Tensor
 
 from must.data.sample import IGNORE_INDEX
-from must.label.tar import TarStream
+from must.errors import MustError
 from must.files import file_sha256, temporary_sibling
+from must.label.tar import TarStream
 
 SHARD_PATTERN = "shard-{index:06d}.tar"
 _SAFE_KEY = re.compile(r"[A-Za-z0-9_\-/]")
 
 
-class ShardError(ValueError):
-    """A shard that is missing, truncated or does not match its manifest; names the shard."""
+class ShardError(MustError, ValueError):
+    """A shard that is missing, truncated or does not match its manifest, or pseudo labels that do
+    not fit the data they are read with; names the shard or label directory."""
 
 
 def shard_name(index: int) -> str:

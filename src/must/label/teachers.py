@@ -29,6 +29,7 @@ import torch
 from torch import Tensor
 
 from must import config as config_lib
+from must.errors import MustError
 from must.files import CHECKPOINT_NAME, file_sha256, write_atomic
 from must.label.manifest import TeacherEntry
 from must.models import ModelConfig, MultiTaskModel, build_model, load_checkpoint
@@ -81,7 +82,7 @@ def read_record(directory: Path) -> TeacherRecord:
     try:
         data = json.loads(path.read_text())
     except json.JSONDecodeError as error:
-        raise ValueError(f"{path}: not valid JSON: {error}") from None
+        raise TeacherError(f"{path}: not valid JSON: {error}") from None
     return config_lib.from_dict(TeacherRecord, data)
 
 
@@ -92,7 +93,7 @@ def build_task_from_record(record: TeacherRecord) -> Task:
 ADAPTER_NAME = "adapter.json"
 
 
-class TeacherError(ValueError):
+class TeacherError(MustError, ValueError):
     """A teacher that cannot label: wrong task, class list or checkpoint; names the teacher."""
 
 

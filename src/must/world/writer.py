@@ -32,6 +32,7 @@ from PIL import Image
 from pycocotools import mask as mask_utils
 from tqdm import tqdm
 
+from must.config import ConfigError
 from must.files import write_atomic
 from must.world.domains import DOMAINS, get_domain
 from must.world.render import SEGMENTATION_CLASSES, STUFF, render_image
@@ -170,7 +171,7 @@ def generate(domain: str, out: Path, count: int, size: int = 64, seed: int = 0,
         if path.exists():
             found = {name: json.loads(path.read_text()).get(name) for name in _IDENTITY}
             if found != identity:
-                raise ValueError(f"{out} already holds another world dataset ({found}); "
+                raise ConfigError(f"{out} already holds another world dataset ({found}); "
                                  f"asked for {identity}: use another directory")
     keys = [image_key(domain, index) for index in range(count)]
     records = {index: _done(out, key) for index, key in enumerate(keys)}
