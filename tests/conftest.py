@@ -42,9 +42,12 @@ def _a_new_run(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def launch_torchrun(script: Path, *args: object, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    """``script *args`` in 2 processes through torchrun (gloo on CPU, one torch thread each, none of
-    an enclosing launch's rank variables); fails the test with the end of stderr unless both succeed."""
-    environment = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
+    """``script *args`` in 2 processes through torchrun (gloo on CPU, one torch thread each), a new
+    run: none of an enclosing launch's rank variables, none of this process's once-per-run warning
+    marks (a warning an earlier test gave must still come). Fails the test with the end of stderr
+    unless both processes succeed."""
+    environment = {k: v for k, v in os.environ.items()
+                   if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK") and not k.startswith("MUST_WARNED_")}
     environment["OMP_NUM_THREADS"] = "1"
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
                str(script), *map(str, args)]
