@@ -5,8 +5,6 @@ device)."""
 
 import json
 import os
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 

@@ -10,9 +10,6 @@ ties between images exist, so the gathered images must also come back in the set
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import torch

@@ -8,9 +8,6 @@ The DDP toy lives here; the torchrun workers import this file to run it (see ``m
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
