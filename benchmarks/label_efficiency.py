@@ -36,7 +36,8 @@ from must.label.labeler import default_workers
 from must.label.teachers import LabelingTeacher, load_labeling_teacher
 from must.models import ModelConfig, build_model
 from must.tasks import build_task
-from must.teacher import CHECKPOINT_NAME, TeacherRecord, save_record
+from must.files import CHECKPOINT_NAME
+from must.label.teachers import TeacherRecord, save_record
 from must.world import generate
 
 TARGET = 0.9

@@ -3,6 +3,10 @@ no hub downloads, deterministic seeds; tests marked ``cuda`` are skipped on a ma
 CUDA GPU (``make gpu-check`` runs them where there is one)."""
 
 import os
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("MPLBACKEND", "Agg")
@@ -35,3 +39,24 @@ def _a_new_run(monkeypatch: pytest.MonkeyPatch) -> None:
     environment) by an earlier test of this worker must not silence it here."""
     for key in [key for key in os.environ if key.startswith("MUST_WARNED_")]:
         monkeypatch.delenv(key)
+
+
+def launch_torchrun(script: Path, *args: object, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    """``script *args`` in 2 processes through torchrun (gloo on CPU, one torch thread each), a new
+    run: none of an enclosing launch's rank variables, none of this process's once-per-run warning
+    marks (a warning an earlier test gave must still come). Fails the test with the end of stderr
+    unless both processes succeed."""
+    environment = {k: v for k, v in os.environ.items()
+                   if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK") and not k.startswith("MUST_WARNED_")}
+    environment["OMP_NUM_THREADS"] = "1"
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+               str(script), *map(str, args)]
+    run = subprocess.run(command, env=environment, capture_output=True, text=True, timeout=timeout)
+    assert run.returncode == 0, run.stderr[-3000:]
+    return run
+
+
+@pytest.fixture(scope="session")
+def run_torchrun() -> Callable[..., subprocess.CompletedProcess[str]]:
+    """:func:`launch_torchrun`, for the tests of real multi-process runs."""
+    return launch_torchrun

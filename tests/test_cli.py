@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from must.cli import VERBS as VERB_MODULES
 from must.cli import build_parser, main
 
 VERBS = ["world", "teach", "label", "train", "transfer", "report", "demo"]
@@ -47,9 +48,30 @@ def test_bad_override_is_a_clean_error(tmp_path: Path) -> None:
     assert "world.sizee" in run.stderr and "Traceback" not in run.stderr
 
 
-def test_parser_builds() -> None:
-    parser, runners = build_parser()
-    assert set(VERBS) <= set(runners)
+def test_parser_builds_from_verb_modules_with_the_same_three_names() -> None:
+    build_parser()
+    assert set(VERBS) <= set(VERB_MODULES)
+    for module in VERB_MODULES.values():
+        assert isinstance(module.SUMMARY, str) and module.SUMMARY
+        assert callable(module.add_arguments) and callable(module.run)
+
+
+def test_parser_builds_beside_a_directory_named_like_a_preset(tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "tiny").mkdir()  # --config help reads the shipped presets, not ./tiny
+    monkeypatch.chdir(tmp_path)
+    build_parser()
+
+
+@pytest.mark.parametrize(("name", "readable"), [("teach", None), ("label", "demo, paper, study, tiny"),
+                                                ("train", "paper, tiny")])
+def test_config_help_says_which_presets_a_verb_reads(name: str, readable: str | None,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main([name, "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "read whole only by `must demo`" in text
+    assert (f"section of: {readable}" if readable else "this verb can read") in text
 
 
 @pytest.fixture(scope="module")
@@ -88,3 +110,29 @@ def test_unknown_task_option_names_it_and_the_valid_ones(
     assert error.startswith(f"must {verb}: error: task "), error
     assert "has no option 'dropuot'; valid options: " in error and valid in error, error
     assert not list((tmp_path / "out").rglob("checkpoint.pt"))
+
+
+def test_a_user_error_is_one_line_and_a_bug_a_traceback(monkeypatch: pytest.MonkeyPatch,
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    from must.config import ConfigError
+    from must.errors import MustError
+    from must.world import cli as world_cli
+
+    def refuse(args: object) -> int:
+        raise ConfigError("world.size: must be at least 16")
+
+    def bug(args: object) -> int:
+        raise KeyError("a lookup that should not fail")
+
+    monkeypatch.setattr(world_cli, "run", refuse)
+    assert main(["world", "objects", "--out", "x"]) == 2
+    assert capsys.readouterr().err == "must world: error: world.size: must be at least 16\n"
+    monkeypatch.setattr(world_cli, "run", bug)
+    with pytest.raises(KeyError, match="should not fail"):
+        main(["world", "objects", "--out", "x"])
+    from must.data.readers import DataError
+    from must.label import ShardError, TeacherError
+    from must.models import CheckpointError
+    assert all(issubclass(error, MustError) for error in (ConfigError, DataError, TeacherError,
+                                                          CheckpointError, ShardError))
+

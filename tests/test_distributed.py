@@ -5,8 +5,6 @@ device)."""
 
 import json
 import os
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
@@ -65,17 +63,12 @@ def test_single_process_defaults() -> None:
 
 
 @pytest.fixture(scope="module")
-def two_process_results(tmp_path_factory: pytest.TempPathFactory) -> list[dict]:
+def two_process_results(tmp_path_factory: pytest.TempPathFactory, run_torchrun) -> list[dict]:
     """One torchrun launch for every 2-process check of this file (a launch costs seconds)."""
     directory = tmp_path_factory.mktemp("gloo")
     script = directory / "worker.py"
     script.write_text(SCRIPT)
-    environment = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
-    environment["OMP_NUM_THREADS"] = "1"
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-               str(script), str(directory)]
-    run = subprocess.run(command, env=environment, capture_output=True, text=True, timeout=300)
-    assert run.returncode == 0, run.stderr[-3000:]
+    run_torchrun(script, directory)
     return [json.loads((directory / f"rank{r}.json").read_text()) for r in range(2)]
 
 

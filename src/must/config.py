@@ -8,21 +8,25 @@ the valid choices. The resolved config is written next to the run's outputs (STY
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import types
 import typing
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal, TypeVar, get_args, get_origin, get_type_hints
 
 import yaml
+
+from must.errors import MustError
+from must.files import write_atomic
 
 PRESET_DIR = Path(__file__).parent / "configs"
 
 T = TypeVar("T")
 
 
-class ConfigError(ValueError):
+class ConfigError(MustError, ValueError):
     """A config key or value that does not fit the schema; the message names the key."""
 
 
@@ -131,20 +135,38 @@ def differing_keys(saved: Any, wanted: Any, prefix: str = "") -> list[str]:
 
 def save(config: Any, path: str | Path) -> None:
     """Writes the resolved config as YAML (atomically) so every run records what it ran with."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_suffix(path.suffix + ".tmp")
-    temporary.write_text(yaml.safe_dump(to_dict(config), sort_keys=False))
-    temporary.replace(path)
+    write_atomic(path, yaml.safe_dump(to_dict(config), sort_keys=False))
 
 
 def load(cls: type[T], preset: str | Path | None = None, overrides: Sequence[str] = (),
-         section: str | None = None) -> T:
-    """Preset (optional) + overrides -> validated config. ``section`` picks a sub-mapping."""
+         section: str | None = None, defaults: Mapping[str, Any] | None = None,
+         flags: Callable[[dict[str, Any]], dict[str, Any]] | None = None) -> T:
+    """``defaults`` -> preset -> ``flags`` (a verb's own options put into the data) -> overrides,
+    validated. ``section`` picks the preset's sub-mapping of that name when it has one (a
+    ``must demo`` tree names each stage's settings); a preset without it holds the keys itself."""
     data = read_yaml(preset) if preset else {}
-    if section is not None:
-        data = data.get(section, {}) or {}
+    if section is not None and section in data:
+        data = data[section] or {}
+    data = merge(defaults or {}, data)
+    if flags is not None:
+        data = flags(data)
     return from_dict(cls, apply_overrides(data, overrides))
+
+
+def add_config_arguments(parser: argparse.ArgumentParser, cls: type, section: str, example: str) -> None:
+    """``--config PRESET`` and the ``key.sub=value`` overrides of a verb whose config is ``cls``;
+    the help names the shipped presets whose ``section`` this verb can read."""
+    fields = {field.name for field in dataclasses.fields(cls)}
+    readable = [name for name in preset_names()
+                if set((read_yaml(PRESET_DIR / f"{name}.yaml").get(section) or {"": None})) <= fields]
+    reads = (f"this verb reads the '{section}' section of: {', '.join(readable)}" if readable
+             else f"none has a '{section}' section this verb can read")
+    parser.add_argument("--config", metavar="PRESET", help=(
+        f"YAML file of {cls.__name__} keys, or one whose '{section}' section holds them. The shipped "
+        f"presets ({', '.join(preset_names())}) are `must demo` trees, read whole only by "
+        f"`must demo`; {reads}"))
+    parser.add_argument("overrides", nargs="*", metavar="key.sub=value",
+                        help=f"{cls.__name__} overrides, applied last, e.g. {example}")
 
 
 def replace(config: T, **changes: Any) -> T:

@@ -11,7 +11,8 @@ import torch
 
 from must.models import ModelConfig, build_model
 from must.tasks import build_task
-from must.teacher import CHECKPOINT_NAME, TeacherRecord, save_record
+from must.files import CHECKPOINT_NAME
+from must.label.teachers import TeacherRecord, save_record
 from must.world import CATEGORIES, SEGMENTATION_CLASSES, generate
 
 TINY = ModelConfig(backbone="resnet18", width=0.125, fpn_channels=16)

@@ -15,7 +15,7 @@ import torchvision
 from must.data.readers import DatasetConfig
 from must.label import LabelConfig, PseudoLabels, TeacherError, label_dataset
 from must.label.adapters import AdapterSpec, ClassMapping, build_adapter, save_adapter_spec
-from must.label.teachers import load_labeling_teacher
+from must.label.open_teacher import load_labeling_teacher
 from must.models.config import IMAGENET_MEAN, IMAGENET_STD
 
 MODEL_CLASSES = ("cat", "dog", "car")

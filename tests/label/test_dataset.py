@@ -62,7 +62,7 @@ def test_unlabeled_keys_are_an_error_or_skipped(labeled: Path, world: Path, teac
                           data=DatasetConfig("world", str(world), limit=10), workers=0)
     label_dataset(partial, tmp_path / "partial")
     base = open_dataset(DatasetConfig("world", str(world), tasks=("segmentation",)))
-    with pytest.raises(KeyError, match="no pseudo label for key 'pool-000010'.*30 of 40"):
+    with pytest.raises(ShardError, match="no pseudo label for key 'pool-000010'.*30 of 40"):
         WithPseudoLabels(base, [PseudoLabels(tmp_path / "partial")])
     skipping = WithPseudoLabels(base, [PseudoLabels(tmp_path / "partial")], missing="skip")
     assert skipping.keys == [f"pool-{i:06d}" for i in range(10)]

@@ -16,7 +16,8 @@ from must.data.sample import IGNORE_INDEX
 from must.label import CallableTeacher, LabelConfig, PseudoLabels, TeacherError, label_dataset
 from must.label.manifest import read_manifest
 from must.tasks import ClassificationTask, DepthTask, DetectionTask, SegmentationTask
-from must.teacher import file_sha256, read_record, save_record
+from must.files import file_sha256
+from must.label.teachers import read_record, save_record
 
 from .conftest import TEACHER_OPTIONS, WORLD_COUNT, WORLD_SIZE, make_teacher
 

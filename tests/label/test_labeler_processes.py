@@ -97,13 +97,10 @@ def test_sigkill_then_rerun_is_byte_identical(world: Path, teachers: dict[str, P
 
 @pytest.mark.slow
 def test_two_process_torchrun_equals_one_process(world: Path, teachers: dict[str, Path],
-                                                 tmp_path: Path) -> None:
+                                                 tmp_path: Path, run_torchrun) -> None:
     config_path = _config(world, teachers, tmp_path, workers=0)
     out = tmp_path / "torchrun"
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-               str(tmp_path / "script.py"), str(config_path), str(out), "0"]
-    run = subprocess.run(command, env=_environment(), capture_output=True, text=True, timeout=300)
-    assert run.returncode == 0, run.stderr[-3000:]
+    run_torchrun(tmp_path / "script.py", config_path, out, "0")
     single = _clean_run(config_path, tmp_path / "single")
     assert shard_bytes(out) == single and len(single) == 5
     manifests = [json.loads((path / "manifest.json").read_text()) for path in (out, tmp_path / "single")]

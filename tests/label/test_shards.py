@@ -11,8 +11,9 @@ import torch
 import webdataset
 
 from must.data.sample import IGNORE_INDEX
+from must.files import remove_stale_temporaries
 from must.label.shards import (ShardError, ShardWriter, decode_key, decode_labels, encode_key,
-                               encode_labels, index_shard, iterate_shard, remove_temporaries)
+                               encode_labels, index_shard, iterate_shard)
 
 
 def _labels(seed: int) -> dict[str, object]:
@@ -109,7 +110,7 @@ def test_crash_leaves_only_a_temporary_file(tmp_path: Path) -> None:
     writer = ShardWriter(path)
     writer.write("a", encode_labels(_labels(0)))
     assert not path.exists() and writer.temporary.exists()
-    remove_temporaries(path)
+    remove_stale_temporaries(path)
     assert not writer.temporary.exists()
 
 

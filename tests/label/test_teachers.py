@@ -7,10 +7,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from must.label.teachers import (CallableTeacher, ModelTeacher, TeacherError, load_labeling_teacher,
-                                 parse_teacher_spec)
+from must.label.open_teacher import load_labeling_teacher, parse_teacher_spec
+from must.label.teachers import CallableTeacher, ModelTeacher, TeacherError, load_model_teacher
 from must.tasks import ClassificationTask
-from must.teacher import load_teacher
 
 from .conftest import make_teacher
 
@@ -18,7 +17,7 @@ from .conftest import make_teacher
 def test_model_teacher_predicts_like_the_teacher(teachers: dict[str, Path]) -> None:
     teacher = load_labeling_teacher(teachers["segmentation"], torch.device("cpu"))
     assert isinstance(teacher, ModelTeacher) and teacher.input_size == 32
-    reference = load_teacher(teachers["segmentation"])
+    reference = load_model_teacher(teachers["segmentation"], torch.device("cpu")).teacher
     images = torch.rand(2, 3, 32, 32)
     with torch.no_grad():
         expected = reference.task.predict(reference.model(images)["segmentation"])
@@ -34,7 +33,7 @@ def test_student_checkpoint_with_more_heads_can_teach_one_task(tmp_path: Path) -
     """Noisy Student: the multi-task student becomes a teacher; its other heads are ignored."""
     from must.models import build_model
     from must.tasks import DepthTask
-    from must.teacher import TeacherRecord, save_record
+    from must.label.teachers import TeacherRecord, save_record
 
     from .conftest import TINY
 

@@ -47,7 +47,9 @@ class RecordingHead(PooledC5Head):
 
 
 class DummyTask:
-    """Only what build_model needs of a Task: build_head(spec)."""
+    """Only what build_model needs of a Task: build_head(spec), and that it makes no views."""
+
+    makes_views = False
 
     def __init__(self, head_type: type[nn.Module]) -> None:
         self.head_type = head_type

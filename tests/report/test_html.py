@@ -1,8 +1,6 @@
-"""The page and its Markdown twin: sections, escaping, notes, atomic writes."""
+"""The page and its Markdown twin: sections, escaping, notes."""
 
-from pathlib import Path
-
-from must.report.html import Picture, Section, page_html, page_markdown, write_text
+from must.report.html import Picture, Section, page_html, page_markdown
 from must.report.tables import Cell, Table
 
 
@@ -30,9 +28,3 @@ def test_markdown_twin() -> None:
     assert text.startswith("# MuST report: run")
     assert "### First <table>" in text and "| Name | Value (%) |" in text and "| --- | ---: |" in text
     assert "![A picture](p.png)" in text and "- something is missing" in text
-
-
-def test_write_text_leaves_no_temporary(tmp_path: Path) -> None:
-    path = write_text(tmp_path / "sub" / "index.html", "ü")
-    assert path.read_text(encoding="utf-8") == "ü"
-    assert [p.name for p in path.parent.iterdir()] == ["index.html"]

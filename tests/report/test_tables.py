@@ -1,7 +1,7 @@
-"""Tables: the paper's "value (+delta)" cells, bold best per column, Markdown and HTML forms."""
+"""Tables: the paper's "value (+delta)" cells, bold best per column, Markdown, HTML and text forms."""
 
 from must.report.tables import (format_delta, format_value, selection_table, teacher_student_table,
-                                timings_table, to_html, to_markdown, transfer_table)
+                                timings_table, to_html, to_markdown, to_text, transfer_table)
 
 
 def entry(value: float, metric: str = "top1", delta: float | None = None, **extra: object) -> dict:
@@ -89,3 +89,14 @@ def test_transfer_table_subset_rows_and_mean_only_for_fractions() -> None:
     assert transfer_table(rows, rows_shown=["teacher_depth"]) is None
     rows["must"]["depth"] = entry(2.5, "rmse")  # not a fraction: no mean
     assert "Mean" not in to_markdown(transfer_table(rows))
+
+
+def test_text_form_aligns_the_same_cells_for_a_terminal() -> None:
+    table = transfer_table({"supervised": {"classification": entry(0.60)},
+                            "must": {"classification": entry(0.713, delta=0.113)}}, caption="")
+    lines = to_text(table).splitlines()
+    assert lines[0] == "Pre-training                     classification (top-1 %)"
+    assert set(lines[1]) == {"-"} and len(lines[1]) == len(lines[0])
+    assert lines[2:] == ["Supervised (classification)                          60.0",
+                         "MuST (multi-task pseudo labels)              71.3 (+11.3)"]
+

@@ -22,7 +22,7 @@ from must.config import read_yaml
 from must.data.readers import DatasetConfig
 from must.label.labeler import LabelConfig, label_dataset
 from must.models import ModelConfig
-from must.stages.data import split_seed
+from must.world.splits import split_seed
 from must.stages.demo import TEACHER_DOMAINS
 from must.stages.student import SourceConfig, StudentConfig, run_student
 from must.stages.teach import TeachConfig, run_teach

@@ -91,7 +91,7 @@ def test_demo_runs_end_to_end_and_resumes(tmp_path: Path, capsys: pytest.Capture
     assert training_outputs(run) == outputs
 
     # Interrupted after the student's last checkpoint and one transfer cell short: both resume, and say so
-    preset.write_text(yaml.safe_dump(tiny_preset(run)))
+    preset.write_text(yaml.safe_dump(tiny_preset()))
     (run / "student" / "student.json").unlink()
     next((run / "transfer" / "must" / "depth").rglob("result.json")).unlink()
     capsys.readouterr()

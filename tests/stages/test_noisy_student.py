@@ -16,7 +16,8 @@ import yaml
 from must.label.manifest import read_manifest
 from must.stages.demo import TEACHER_DOMAINS
 from must.stages.student import STUDENT_RECORD, RandAugmentConfig, run_student
-from must.teacher import file_sha256, read_record
+from must.files import file_sha256
+from must.label.teachers import read_record
 
 from .conftest import (STAGES_GROUP, STUDENT_TRAIN, TINY, assert_finite_metrics, label_pool,
                        read_jsonl, student_config)

@@ -24,11 +24,11 @@ from must.config import ConfigError
 from must.data.readers import DataError, DatasetConfig
 from must.data.sample import Batch
 from must.models import ModelConfig, build_model
-from must.stages.pretrain import (METHODS, RECORD_NAME, DoerschMultiTaskModel, PretrainConfig,
+from must.stages.pretrain import (METHODS, RECORD_NAME, PretrainConfig,
                                   build_pretext_tasks, build_pretrain_model, load_lasso_matrix,
                                   run_pretrain, scheduled)
 from must.tasks import build_task
-from must.tasks.self_supervised.doersch import AlternateSchedule, harmonize
+from must.tasks.self_supervised.doersch import AlternateSchedule, DoerschMultiTaskModel, harmonize
 from must.train import checkpoint as checkpoints
 from must.train.config import TrainConfig
 from must.transfer.config import DownstreamTask, TransferConfig

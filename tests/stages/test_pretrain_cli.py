@@ -14,7 +14,7 @@ import pytest
 from must import config as config_lib
 from must.cli import main
 from must.stages.pretrain import RECORD_NAME, load_lasso_matrix
-from must.stages.pretrain_cli import build_config
+from must.stages.pretrain import build_config
 from must.world import generate
 
 TINY_OVERRIDES = ["image_size=32", "model.backbone=resnet18", "model.width=0.125", "model.fpn_channels=16",

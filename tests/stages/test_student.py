@@ -18,7 +18,7 @@ from must.config import ConfigError
 from must.label.manifest import read_manifest
 from must.stages.demo import TEACHER_DOMAINS
 from must.stages.student import STUDENT_RECORD, SourceConfig, launch_student, resolved_config, run_student
-from must.teacher import load_teacher, read_record
+from must.label.teachers import load_model_teacher, read_record
 from must.train.config import TrainConfig, WeightingConfig
 
 from .conftest import (SIZE, STAGES_GROUP, STUDENT_TRAIN, TINY, assert_finite_metrics, pool_set, read_jsonl,
@@ -75,7 +75,7 @@ def test_student_exports_a_teacher_per_task(student: Path, task: str) -> None:
     directory = student / "as_teacher" / task
     record = read_record(directory)
     assert record.task == task and record.model.init is None
-    teacher = load_teacher(directory)
+    teacher = load_model_teacher(directory, torch.device("cpu")).teacher
     assert teacher.checkpoint == (student / "checkpoint.pt").resolve()
     student_state = torch.load(student / "checkpoint.pt", map_location="cpu", weights_only=False)["model"]
     for key, value in teacher.model.state_dict().items():

@@ -17,7 +17,7 @@ from must.config import ConfigError
 from must.data.readers import DataError
 from must.stages.demo import TEACHER_DOMAINS
 from must.stages.teach import run_teach
-from must.teacher import load_teacher, read_record
+from must.label.teachers import load_model_teacher, read_record
 
 from .conftest import (STAGES_GROUP, TEACHER_RECIPES, TEACHER_STEPS, assert_finite_metrics, pool_set,
                        teach_config)
@@ -40,7 +40,7 @@ def test_teacher_writes_checkpoint_record_and_metrics(teachers: dict[str, Path],
     assert json.loads((directory / "metrics.json").read_text()) == {task: record.metrics}
     assert (directory / "config.yaml").exists()
 
-    teacher = load_teacher(directory)  # the record and the checkpoint agree
+    teacher = load_model_teacher(directory, torch.device("cpu")).teacher  # record and checkpoint agree
     assert teacher.task.name == task and not teacher.model.training
 
 

@@ -10,9 +10,6 @@ ties between images exist, so the gathered images must also come back in the set
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import torch
@@ -83,18 +80,13 @@ def main(out: str) -> None:
     distributed.teardown()
 
 
-def test_two_process_gloo_evaluation_equals_one_process(tmp_path: Path) -> None:
+def test_two_process_gloo_evaluation_equals_one_process(tmp_path: Path, run_torchrun) -> None:
     one_process = evaluate(rank=0, world_size=1)
     # precondition: rank 0's half alone scores differently (the failure this test guards against)
     assert evaluate(rank=0, world_size=2) != one_process
     script = tmp_path / "worker.py"
     script.write_text(f"import sys; sys.path.insert(0, {str(HERE)!r}); "
                       "import test_detection_metrics_distributed as t; t.main(sys.argv[1])")
-    environment = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
-    environment["OMP_NUM_THREADS"] = "1"
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-               str(script), str(tmp_path)]
-    run = subprocess.run(command, env=environment, capture_output=True, text=True, timeout=300)
-    assert run.returncode == 0, run.stderr[-3000:]
+    run_torchrun(script, tmp_path)
     for rank in range(2):
         assert json.loads((tmp_path / f"rank{rank}.json").read_text()) == one_process

@@ -425,19 +425,14 @@ DDP_PCGRAD = ("pcgrad", toy_config(steps=4, checkpoint_every=0, weighting=Weight
 
 
 @pytest.fixture(scope="module")
-def two_process_runs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def two_process_runs(tmp_path_factory: pytest.TempPathFactory, run_torchrun) -> Path:
     """One torchrun launch (2 gloo processes) for every DDP check of this file: the directory
     holding each run's outputs and each rank's final weights."""
     directory = tmp_path_factory.mktemp("ddp")
-    environment = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
-    environment["OMP_NUM_THREADS"] = "1"
     script = (f"import sys; sys.path.insert(0, {str(HERE)!r}); import test_engine; "
               "test_engine.main(sys.argv[1:])")
     (directory / "script.py").write_text(script)
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-               str(directory / "script.py"), "ddp", str(directory)]
-    run = subprocess.run(command, env=environment, capture_output=True, text=True, timeout=600)
-    assert run.returncode == 0, run.stderr[-3000:]
+    run_torchrun(directory / "script.py", "ddp", directory, timeout=600)
     return directory
 
 

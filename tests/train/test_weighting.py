@@ -8,9 +8,6 @@ The DDP toy lives here; the torchrun workers import this file to run it (see ``m
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -268,16 +265,11 @@ def expected_gather_toy_gradients() -> dict[str, Tensor]:
 
 
 @pytest.mark.slow
-def test_pcgrad_under_ddp_with_a_single_task_rank_finishes_with_the_expected_gradient(tmp_path: Path) -> None:
-    environment = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
-    environment["OMP_NUM_THREADS"] = "1"
+def test_pcgrad_under_ddp_with_a_single_task_rank_finishes_with_the_expected_gradient(tmp_path: Path, run_torchrun) -> None:
     script = tmp_path / "worker.py"
     script.write_text(f"import sys; sys.path.insert(0, {str(HERE)!r}); import test_weighting; "
                       "test_weighting.main(sys.argv[1:])")
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-               str(script), str(tmp_path)]
-    run = subprocess.run(command, env=environment, capture_output=True, text=True, timeout=240)
-    assert run.returncode == 0, run.stderr[-3000:]
+    run_torchrun(script, tmp_path, timeout=240)
     ranks = [torch.load(tmp_path / f"rank{rank}.pt") for rank in range(2)]
     expected = expected_gather_toy_gradients()
     for result in ranks:

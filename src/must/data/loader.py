@@ -22,6 +22,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from must import distributed
+from must.config import ConfigError
 from must.data.geometry import Geometry
 from must.data.sample import Batch, Sample
 from must.tasks.base import Task, by_name
@@ -55,7 +56,7 @@ def derive_seed(*values: int) -> int:
 def _check_sizes(sizes: Sequence[int]) -> list[int]:
     sizes = [int(size) for size in sizes]
     if not sizes or any(size < 0 for size in sizes) or sum(sizes) == 0:
-        raise ValueError(f"need at least one non-empty dataset, got sizes {sizes}")
+        raise ConfigError(f"need at least one non-empty dataset, got sizes {sizes}")
     return sizes
 
 
@@ -63,7 +64,7 @@ def _split_rank(batch_size: int, rank: int, world_size: int) -> int:
     if world_size < 1 or not 0 <= rank < world_size:
         raise ValueError(f"rank {rank} is outside a world of {world_size} processes")
     if batch_size < world_size or batch_size % world_size:
-        raise ValueError(f"global batch size {batch_size} does not split evenly over {world_size} processes")
+        raise ConfigError(f"global batch size {batch_size} does not split evenly over {world_size} processes")
     return batch_size // world_size
 
 
@@ -98,7 +99,7 @@ class ResumableBatchSampler(Sampler[list[Index]]):
         self.batch_size = batch_size
         self.per_rank = _split_rank(batch_size, rank, world_size)
         if drop_last and batch_size > self.locate.total:
-            raise ValueError(f"batch size {batch_size} exceeds the {self.locate.total} items available")
+            raise ConfigError(f"batch size {batch_size} exceeds the {self.locate.total} items available")
         if start_step < 0:
             raise ValueError(f"start_step must be >= 0, got {start_step}")
         self.seed, self.rank, self.world_size = seed, rank, world_size

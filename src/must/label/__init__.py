@@ -11,8 +11,8 @@ from must.label.dataset import PseudoLabels, WithPseudoLabels
 from must.label.labeler import LabelConfig, label_dataset
 from must.label.manifest import Manifest, read_manifest
 from must.label.shards import ShardError
-from must.label.teachers import (CallableTeacher, LabelingTeacher, ModelTeacher, TeacherError,
-                                 load_labeling_teacher)
+from must.label.open_teacher import load_labeling_teacher
+from must.label.teachers import CallableTeacher, LabelingTeacher, ModelTeacher, TeacherError
 
 __all__ = [
     "CallableTeacher", "LabelConfig", "LabelingTeacher", "Manifest", "ModelTeacher",

@@ -31,12 +31,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from must import config as config_lib
+from must.files import file_sha256
 from must.label.manifest import TeacherEntry
 from must.label.teachers import ADAPTER_NAME, LabelingTeacher, TeacherError, task_options
 from must.models.config import IMAGENET_MEAN, IMAGENET_STD
 from must.models.weights import CheckpointError, read_state_dict
 from must.tasks import ClassificationTask, DetectionTask, SegmentationTask, Task
-from must.teacher import file_sha256
 
 Family = Literal["torchvision_classification", "torchvision_detection",
                  "torchvision_segmentation", "timm_classification"]

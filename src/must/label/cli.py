@@ -14,12 +14,15 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Any
 
 from must import config as config_lib
 from must import distributed
 from must.config import ConfigError
 from must.data.readers.config import parse_dataset_spec
 from must.label.labeler import LabelConfig, label_dataset
+
+SUMMARY = "pseudo-label an image set with teachers (sec. 3.2)"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -34,28 +37,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="the image set, e.g. folder:/data/images, world:runs/x/world/pool, "
                              "coco:/data/coco (then data.split=val)")
     parser.add_argument("--out", required=True, type=Path, help="output directory")
-    parser.add_argument("--config", metavar="PRESET",
-                        help="YAML preset (a path or a shipped name); its 'label' section is used "
-                             "when it has one")
-    parser.add_argument("overrides", nargs="*", metavar="key.sub=value",
-                        help="LabelConfig overrides, e.g. batch_size=64 thresholds.detection=0.6")
+    config_lib.add_config_arguments(parser, LabelConfig, "label", "batch_size=64 thresholds.detection=0.6")
 
 
 def build_config(args: argparse.Namespace) -> LabelConfig:
-    data: dict = {}
-    if args.config:
-        preset = config_lib.read_yaml(args.config)
-        data = preset.get("label", preset) or {}
-    if args.teacher:
-        data = {**data, "teachers": list(args.teacher)}
-    if args.data:
-        data = config_lib.merge(data, {"data": parse_dataset_spec(args.data)})
-    data = config_lib.apply_overrides(data, args.overrides)
-    if not data.get("teachers"):
-        raise ConfigError("no teacher: pass --teacher DIR (repeat for several)")
-    if not data.get("data"):
-        raise ConfigError("no image set: pass --data FORMAT:ROOT")
-    return config_lib.from_dict(LabelConfig, data)
+    """Preset (its ``label`` section) -> ``--teacher`` / ``--data`` -> overrides, validated."""
+    def with_flags(data: dict[str, Any]) -> dict[str, Any]:
+        if args.teacher:
+            data = {**data, "teachers": list(args.teacher)}
+        if args.data:
+            data = config_lib.merge(data, {"data": parse_dataset_spec(args.data)})
+        resolved = config_lib.apply_overrides(data, args.overrides)  # say what is missing, by flag
+        if not resolved.get("teachers"):
+            raise ConfigError("no teacher: pass --teacher DIR (repeat for several)")
+        if not resolved.get("data"):
+            raise ConfigError("no image set: pass --data FORMAT:ROOT")
+        return data
+
+    return config_lib.load(LabelConfig, args.config, args.overrides, section="label", flags=with_flags)
 
 
 def run(args: argparse.Namespace) -> int:

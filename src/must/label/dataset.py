@@ -23,9 +23,9 @@ import torch
 from torch.utils.data import Dataset
 
 from must.data.sample import Sample
+from must.files import file_sha256
 from must.label.manifest import Manifest, read_manifest
 from must.label.shards import ShardError, decode_labels, entry_task, index_shard
-from must.teacher import file_sha256
 
 Verify = Literal["sha256", "size"]
 DENSE_TASKS = ("segmentation", "depth", "normals")
@@ -172,7 +172,7 @@ class WithPseudoLabels(Dataset[Sample]):
         for labels in self.pseudo:
             for task in labels.tasks:
                 if task in owners:
-                    raise ValueError(f"task '{task}' has pseudo labels in both {owners[task]} and "
+                    raise ShardError(f"task '{task}' has pseudo labels in both {owners[task]} and "
                                      f"{labels.directory}: keep one")
                 owners[task] = labels.directory
         self.tasks = tuple(dict.fromkeys([*getattr(dataset, "tasks", ()), *owners]))
@@ -187,7 +187,7 @@ class WithPseudoLabels(Dataset[Sample]):
         for labels in self.pseudo:
             for task, names in labels.classes.items():
                 if task in classes and list(classes[task]) != names:
-                    raise ValueError(f"{labels.directory}: {task} pseudo labels use classes "
+                    raise ShardError(f"{labels.directory}: {task} pseudo labels use classes "
                                      f"{names}, the dataset's real labels {list(classes[task])}")
                 classes.setdefault(task, names)
         return classes
@@ -200,7 +200,7 @@ class WithPseudoLabels(Dataset[Sample]):
                 selected.append(index)
             elif missing == "error":
                 absent = sum(1 for k in keys if any(k not in labels for labels in self.pseudo))
-                raise KeyError(f"no pseudo label for key '{key}' in {lacking[0]} ({absent} of "
+                raise ShardError(f"no pseudo label for key '{key}' in {lacking[0]} ({absent} of "
                                f"{len(keys)} keys lack one); label this dataset, or pass "
                                "missing='skip'")
         return selected
@@ -224,6 +224,6 @@ def _check_size(task: str, target: Any, sample: Sample, directory: Path) -> None
     """Dense pseudo labels are stored at the source image's size: they must match the image."""
     if task in DENSE_TASKS and isinstance(target, torch.Tensor):
         if tuple(target.shape[-2:]) != sample.size:
-            raise ValueError(f"{directory}: {task} pseudo label of '{sample.key}' is "
+            raise ShardError(f"{directory}: {task} pseudo label of '{sample.key}' is "
                              f"{tuple(target.shape[-2:])}, its image {sample.size}: labeled from "
                              "other images?")

@@ -41,16 +41,18 @@ from tqdm import tqdm
 
 from must import config as config_lib
 from must import distributed
+from must.config import ConfigError
 from must.data.geometry import Geometry
 from must.data.readers import DatasetConfig, DataError, ReaderDataset, open_dataset
+from must.files import remove_stale_temporaries, write_atomic
 from must.label.loading import (LoadedBatch, ResizedImages, ShardPlan, make_image_loader,
                                 plan_shards)
 from must.label.manifest import (Manifest, ShardRecord, SkippedImage, TeacherEntry, add_to_sums,
-                                 merge_sums, new_sums, summarize, write_json_atomic,
-                                 write_manifest)
-from must.label.shards import ShardWriter, encode_labels, remove_temporaries, shard_name
-from must.label.teachers import (LabelingTeacher, TeacherError, check_supported,
-                                 load_labeling_teacher)
+                                 manifest_json, merge_sums, new_sums, summarize, write_manifest)
+from must.label.open_teacher import check_supported, load_labeling_teacher
+from must.label.shards import ShardWriter, encode_labels, shard_name
+from must.label.teachers import LabelingTeacher, TeacherError
+from must.train.engine import resolve_precision
 
 Precision = Literal["auto", "fp32", "bf16"]
 RUN_NAME = "labeling.json"
@@ -217,10 +219,10 @@ def _claim_directory(out: Path, config: LabelConfig, entries: list[TeacherEntry]
         previous = json.loads(path.read_text()).get("fingerprint", {})
         differing = config_lib.differing_keys(previous, fingerprint)
         if differing:
-            raise ValueError(f"{out} holds pseudo labels of another labeling (differs in "
+            raise ConfigError(f"{out} holds pseudo labels of another labeling (differs in "
                              f"{', '.join(differing)}); use a new output directory or delete it")
     elif distributed.is_main_process():
-        write_json_atomic(path, {"fingerprint": fingerprint, "config": config_lib.to_dict(config)})
+        write_atomic(path, manifest_json({"fingerprint": fingerprint, "config": config_lib.to_dict(config)}))
         config_lib.save(config, out / "config.yaml")
 
 
@@ -242,7 +244,7 @@ def _label_shards(config: LabelConfig, out: Path, teachers: list[LabelingTeacher
     workers = default_workers() if config.workers is None else config.workers
     loader = iter(make_image_loader(images, shards, config.batch_size, workers,
                                     pin_memory=distributed.pins_memory(device)))
-    precision = _resolve_precision(config.precision, device)
+    precision = resolve_precision(config.precision, device, training=False)
     total = sum(shard.end - shard.start for shard in shards)
     skip_bad = config.skip_bad or config.data.skip_bad
     with tqdm(total=total, unit="img", desc="label", disable=not distributed.is_main_process(),
@@ -255,7 +257,7 @@ def _label_shard(config: LabelConfig, out: Path, teachers: list[LabelingTeacher]
                  loader: Iterator[LoadedBatch], device: torch.device, precision: str,
                  skip_bad: bool, progress: tqdm) -> None:
     path = out / shard_name(shard.index)
-    remove_temporaries(path)
+    remove_stale_temporaries(path)
     writer = ShardWriter(path)
     sums = {t.task.name: new_sums(t.task.name, t.num_classes) for t in teachers}
     skipped: list[SkippedImage] = []
@@ -280,8 +282,8 @@ def _label_shard(config: LabelConfig, out: Path, teachers: list[LabelingTeacher]
         writer.abort()
         raise
     record = ShardRecord(info.name, info.sha256, info.bytes, info.samples, shard.start, shard.end)
-    write_json_atomic(_sidecar(out, shard), {"shard": config_lib.to_dict(record), "statistics": sums,
-                                             "skipped": config_lib.to_dict(skipped)})
+    write_atomic(_sidecar(out, shard), manifest_json({"shard": config_lib.to_dict(record), "statistics": sums,
+                                                      "skipped": config_lib.to_dict(skipped)}))
     writer.publish()
 
 
@@ -290,12 +292,6 @@ def default_workers() -> int:
     every core a loader process competes with them and stalls the forward pass: on 2 cores,
     labeling ran at 0.82 of the bare forward with one worker and 0.86 with none."""
     return max(0, min(2, (os.cpu_count() or 1) - torch.get_num_threads()))
-
-
-def _resolve_precision(precision: str, device: torch.device) -> str:
-    if precision == "auto":
-        return "bf16" if distributed.native_bf16(device) else "fp32"
-    return precision
 
 
 def _pseudo_labels(teachers: list[LabelingTeacher], batch: LoadedBatch, config: LabelConfig,

@@ -14,7 +14,6 @@ floats in the same order whatever the process count) and summarized as means her
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +24,8 @@ from torch import Tensor
 
 from must import config as config_lib
 from must.data.sample import IGNORE_INDEX
+from must.files import write_atomic
+from must.label.shards import ShardError
 
 MANIFEST_NAME = "manifest.json"
 FORMAT_VERSION = 1
@@ -104,7 +105,7 @@ class Manifest:
 
 def write_manifest(manifest: Manifest, directory: Path) -> Path:
     path = Path(directory) / MANIFEST_NAME
-    write_json_atomic(path, config_lib.to_dict(manifest))
+    write_atomic(path, manifest_json(config_lib.to_dict(manifest)))
     return path
 
 
@@ -115,20 +116,19 @@ def read_manifest(directory: Path) -> Manifest:
     try:
         data = json.loads(path.read_text())
     except json.JSONDecodeError as error:
-        raise ValueError(f"{path}: not valid JSON: {error}") from None
+        raise ShardError(f"{path}: not valid JSON: {error}") from None
     version = data.get("format_version") if isinstance(data, dict) else None
     if version != FORMAT_VERSION:
-        raise ValueError(f"{path}: manifest format {version!r}, this version reads {FORMAT_VERSION}")
+        raise ShardError(f"{path}: manifest format {version!r}, this version reads {FORMAT_VERSION}")
     try:
         return config_lib.from_dict(Manifest, data)
     except config_lib.ConfigError as error:
-        raise ValueError(f"{path}: malformed manifest: {error}") from None
+        raise ShardError(f"{path}: malformed manifest: {error}") from None
 
 
-def write_json_atomic(path: Path, data: Any) -> None:
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    temporary.write_text(json.dumps(data, indent=1, sort_keys=False) + "\n")
-    os.replace(temporary, path)
+def manifest_json(data: Any) -> str:
+    """The text of the labeler's JSON files (manifest, run record, shard sidecars)."""
+    return json.dumps(data, indent=1, sort_keys=False) + "\n"
 
 
 # --- per-task statistics ----------------------------------------------------------------------

@@ -43,15 +43,17 @@ from PIL import Image
 from torch import Tensor
 
 from must.data.sample import IGNORE_INDEX
+from must.errors import MustError
+from must.files import file_sha256, temporary_sibling
 from must.label.tar import TarStream
-from must.teacher import file_sha256
 
 SHARD_PATTERN = "shard-{index:06d}.tar"
 _SAFE_KEY = re.compile(r"[A-Za-z0-9_\-/]")
 
 
-class ShardError(ValueError):
-    """A shard that is missing, truncated or does not match its manifest; names the shard."""
+class ShardError(MustError, ValueError):
+    """A shard that is missing, truncated or does not match its manifest, or pseudo labels that do
+    not fit the data they are read with; names the shard or label directory."""
 
 
 def shard_name(index: int) -> str:
@@ -232,7 +234,7 @@ class ShardWriter:
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
-        self.temporary = temporary_path(self.path)
+        self.temporary = temporary_sibling(self.path)
         self.samples = 0
         self._file = open(self.temporary, "wb")  # noqa: SIM115 - closed in finish / abort
         self._tar = TarStream(self._file, user="must", group="must", mode=0o444, mtime=0)
@@ -259,16 +261,6 @@ class ShardWriter:
         if not self._file.closed:
             self._file.close()
         self.temporary.unlink(missing_ok=True)
-
-
-def temporary_path(path: Path) -> Path:
-    return path.with_name(f".{path.name}.{os.getpid()}.tmp")
-
-
-def remove_temporaries(path: Path) -> None:
-    """Deletes temporary files an interrupted run left for shard ``path``."""
-    for stale in path.parent.glob(f".{path.name}.*.tmp"):
-        stale.unlink(missing_ok=True)
 
 
 MemberIndex = list[tuple[str, dict[str, tuple[int, int]]]]

@@ -7,7 +7,8 @@ prediction convention (what ``Task.predict`` returns: class probabilities ``[K]`
 dict with boxes in input pixels, segmentation probabilities ``[C, S, S]``, depth ``[S, S]``), so
 ``task.to_pseudo_label`` turns each into a label by the paper's rules (sec. 3.2).
 
-* :class:`ModelTeacher`: one of ours (a ``must teach`` directory: checkpoint.pt + teacher.json);
+* :class:`ModelTeacher`: one of ours (a ``must teach`` directory: checkpoint.pt + teacher.json,
+  a :class:`TeacherRecord`);
 * adapters for torchvision and timm models (:mod:`must.label.adapters`, an ``adapter.json``);
 * :class:`CallableTeacher`: any Python function, the documented escape hatch::
 
@@ -17,8 +18,10 @@ dict with boxes in input pixels, segmentation probabilities ``[C, S, S]``, depth
 
 from __future__ import annotations
 
+import json
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -26,18 +29,71 @@ import torch
 from torch import Tensor
 
 from must import config as config_lib
+from must.errors import MustError
+from must.files import CHECKPOINT_NAME, file_sha256, write_atomic
 from must.label.manifest import TeacherEntry
-from must.label.shards import CODECS
-from must.models import build_model, load_checkpoint
+from must.models import ModelConfig, MultiTaskModel, build_model, load_checkpoint
 from must.models.weights import CheckpointError
-from must.tasks import Task
-from must.teacher import (RECORD_NAME, Teacher, build_task_from_record,
-                          file_sha256, read_record)
+from must.tasks import Task, build_task
+
+RECORD_NAME = "teacher.json"
+
+
+@dataclass(frozen=True)
+class TeacherRecord:
+    """``teacher.json`` beside a teacher's ``checkpoint.pt``: which task with which options, the
+    model config, the image size, and the batch size and learning rate the teacher was trained
+    with, which the MuST loss rule needs later (sec. 3.3: w_i = b_s lr_it / (b_it lr_s))."""
+
+    task: str
+    task_options: dict[str, Any] = field(default_factory=dict)
+    """Constructor options of the task (e.g. ``num_classes``, ``class_names``)."""
+    model: ModelConfig = field(default_factory=ModelConfig)
+    image_size: int = 64
+    batch_size: int = 32
+    learning_rate: float = 0.1
+    steps: int = 0
+    metrics: dict[str, float] = field(default_factory=dict)
+    """The teacher's validation metrics."""
+    checkpoint: str = CHECKPOINT_NAME
+    """The weights, relative to the record's directory: a student exports one record per task
+    that all point at its one multi-task checkpoint (Noisy Student: the student labels next)."""
+
+
+@dataclass
+class Teacher:
+    """A teacher rebuilt from its directory (:func:`load_model_teacher`)."""
+
+    model: MultiTaskModel
+    task: Task
+    record: TeacherRecord
+    checkpoint: Path
+    checkpoint_sha256: str
+
+
+def save_record(record: TeacherRecord, directory: Path) -> None:
+    write_atomic(Path(directory) / RECORD_NAME, json.dumps(config_lib.to_dict(record), indent=2))
+
+
+def read_record(directory: Path) -> TeacherRecord:
+    path = Path(directory) / RECORD_NAME
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no teacher record (is {directory} a `must teach` output?)")
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise TeacherError(f"{path}: not valid JSON: {error}") from None
+    return config_lib.from_dict(TeacherRecord, data)
+
+
+def build_task_from_record(record: TeacherRecord) -> Task:
+    return build_task(record.task, **record.task_options)
+
 
 ADAPTER_NAME = "adapter.json"
 
 
-class TeacherError(ValueError):
+class TeacherError(MustError, ValueError):
     """A teacher that cannot label: wrong task, class list or checkpoint; names the teacher."""
 
 
@@ -79,7 +135,7 @@ def task_options(task: Task) -> dict[str, Any]:
 
 
 class ModelTeacher(LabelingTeacher):
-    """One of ours: a :class:`~must.teacher.Teacher` (model with one head, in eval mode)."""
+    """One of ours: a :class:`Teacher` (model with one head, in eval mode)."""
 
     def __init__(self, teacher: Teacher, directory: Path, input_size: int | None = None) -> None:
         self.teacher = teacher
@@ -109,7 +165,8 @@ class ModelTeacher(LabelingTeacher):
 
 
 def load_model_teacher(directory: Path, device: torch.device) -> ModelTeacher:
-    """Like :func:`must.teacher.load_teacher`, but a checkpoint whose head does not fit the record
+    """Rebuilds the teacher in ``directory`` (model and task from its record, weights from its
+    checkpoint), in eval mode on ``device``. A checkpoint whose head does not fit the record
     (another task, another class count) is an error instead of a randomly initialized head."""
     record = read_record(directory)
     task = build_task_from_record(record)
@@ -159,48 +216,3 @@ class CallableTeacher(LabelingTeacher):
                             num_classes=self.num_classes, task_options=task_options(self.task),
                             details={"function": getattr(self.fn, "__qualname__", repr(self.fn)),
                                      "version": self.version})
-
-
-def load_labeling_teacher(spec: str | Path, device: torch.device,
-                          input_size: int | None = None) -> LabelingTeacher:
-    """A teacher from a directory: ours (``teacher.json``) or an adapter (``adapter.json``).
-
-    ``spec`` may be ``TASK=DIR`` to state which task the teacher must be for: a directory holding
-    a teacher of another task is then an error rather than labels under the wrong name.
-    """
-    expected, directory = parse_teacher_spec(spec)
-    if (directory / RECORD_NAME).is_file():
-        teacher: LabelingTeacher = load_model_teacher(directory, device)
-    elif (directory / ADAPTER_NAME).is_file():
-        from must.label.adapters import load_adapter  # torchvision / timm only when needed
-
-        teacher = load_adapter(directory, device)
-    elif not directory.is_dir():
-        raise FileNotFoundError(f"teacher directory {directory} not found")
-    else:
-        raise TeacherError(f"teacher {directory}: neither {RECORD_NAME} (a `must teach` output) "
-                           f"nor {ADAPTER_NAME} (a torchvision / timm model) found")
-    if expected is not None and teacher.task.name != expected:
-        raise TeacherError(f"teacher {directory} is a '{teacher.task.name}' teacher, "
-                           f"not '{expected}' as asked")
-    if input_size is not None:
-        teacher.input_size = input_size
-    check_supported(teacher)
-    return teacher
-
-
-def parse_teacher_spec(spec: str | Path) -> tuple[str | None, Path]:
-    text = str(spec)
-    task, separator, rest = text.partition("=")
-    if separator and task in CODECS:
-        return task, Path(rest)
-    return None, Path(text)
-
-
-def check_supported(teacher: LabelingTeacher) -> None:
-    if teacher.task.name not in CODECS:
-        raise TeacherError(f"teacher '{teacher.name}': task '{teacher.task.name}' cannot be "
-                           f"pseudo-labeled; tasks with a label format: {', '.join(CODECS)}")
-    if teacher.input_size < 1:
-        raise TeacherError(f"teacher '{teacher.name}': input size must be positive, got "
-                           f"{teacher.input_size}")

@@ -18,7 +18,6 @@ never a silently random head.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -30,12 +29,12 @@ from torch import Tensor
 
 from must import config as config_lib
 from must.config import ConfigError
+from must.files import CHECKPOINT_NAME, file_sha256
 from must.models.config import ModelConfig
 from must.models.multitask import MultiTaskModel, build_model
 from must.models.weights import CheckpointError, load_checkpoint, read_state_dict
 from must.tasks import TASK_BUILDERS, Task, build_task
 
-CHECKPOINT_FILE = "checkpoint.pt"
 RECORDS: tuple[tuple[str, str], ...] = (("teacher.json", "teacher"), ("student.json", "student"),
                                         ("cell.json", "transfer"))
 """(record file, kind) in the order a directory is searched."""
@@ -79,11 +78,7 @@ class LoadedModel:
         return names
 
     def checkpoint_sha256(self) -> str:
-        digest = hashlib.sha256()
-        with open(self.checkpoint, "rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(block)
-        return digest.hexdigest()
+        return file_sha256(self.checkpoint)
 
 
 @dataclass(frozen=True)
@@ -133,7 +128,7 @@ def read_model_record(path: str | Path) -> ModelRecord:
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"model {path} not found (a model directory of `must teach`, "
-                                f"`must train` or `must transfer`, or its {CHECKPOINT_FILE})")
+                                f"`must train` or `must transfer`, or its {CHECKPOINT_NAME})")
     directory, checkpoint = (path.parent, path) if path.is_file() else (path, None)
     for name, kind in RECORDS:
         if (directory / name).is_file():
@@ -147,7 +142,7 @@ def read_model_record(path: str | Path) -> ModelRecord:
 def _teacher(data: dict[str, Any], path: Path) -> ModelRecord:
     task = _require(data, "task", str, path)
     options = data.get("task_options") or {}
-    checkpoint = (path.parent / str(data.get("checkpoint") or CHECKPOINT_FILE)).resolve()
+    checkpoint = (path.parent / str(data.get("checkpoint") or CHECKPOINT_NAME)).resolve()
     return ModelRecord("teacher", path, {task: dict(options)}, _model_config(data, path),
                        int(data.get("image_size", 64)), checkpoint, data)
 
@@ -156,7 +151,7 @@ def _student(data: dict[str, Any], path: Path) -> ModelRecord:
     tasks = _require(data, "tasks", Mapping, path)
     options = {str(name): dict(opts or {}) for name, opts in tasks.items()}
     return ModelRecord("student", path, options, _model_config(data, path),
-                       int(data.get("image_size", 64)), path.parent / CHECKPOINT_FILE, data)
+                       int(data.get("image_size", 64)), path.parent / CHECKPOINT_NAME, data)
 
 
 def _transfer(data: dict[str, Any], path: Path) -> ModelRecord:
@@ -164,7 +159,7 @@ def _transfer(data: dict[str, Any], path: Path) -> ModelRecord:
     downstream = data.get("downstream") if isinstance(data.get("downstream"), Mapping) else {}
     options = dict(downstream.get("task_options") or {})
     return ModelRecord("transfer", path, {task: options}, _model_config(data, path),
-                       int(downstream.get("image_size", 64)), path.parent / CHECKPOINT_FILE, data)
+                       int(downstream.get("image_size", 64)), path.parent / CHECKPOINT_NAME, data)
 
 
 _PARSERS = {"teacher": _teacher, "student": _student, "transfer": _transfer}

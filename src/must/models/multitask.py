@@ -153,12 +153,10 @@ def build_model(config: ModelConfig, tasks: Mapping[str, Task]) -> MultiTaskMode
     Self-supervised tasks get one head per distinct ``head_name`` (FixMatch shares the head of the
     task it wraps, built by that task when it is present) and are passed to the model as its
     ``view_tasks``."""
-    from must.tasks.self_supervised.base import SelfSupervisedTask  # must.tasks imports must.models
-
     backbone = build_backbone(config.backbone, config.width, config.norm, config.drop_path_rate)
     fpn = FeaturePyramid(backbone.stage_channels, config.fpn_channels)
     spec = feature_spec(backbone, fpn)
-    view_tasks = {name: task for name, task in tasks.items() if isinstance(task, SelfSupervisedTask)}
+    view_tasks = {name: task for name, task in tasks.items() if task.makes_views}
     heads = {name: task.build_head(spec) for name, task in tasks.items() if name not in view_tasks}
     for task in view_tasks.values():
         if task.head_name not in heads:

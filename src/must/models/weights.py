@@ -26,6 +26,8 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor, nn
 
+from must.errors import MustError
+
 if TYPE_CHECKING:  # multitask.py imports this module
     from must.models.multitask import MultiTaskModel
 
@@ -34,7 +36,7 @@ WRAPPER_PREFIXES = ("module.", "_orig_mod.")
 """Added by DistributedDataParallel and torch.compile; stripped from every key."""
 
 
-class CheckpointError(ValueError):
+class CheckpointError(MustError, ValueError):
     """A weight file that cannot be read or does not fit the model; the message names the file."""
 
 

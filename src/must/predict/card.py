@@ -5,14 +5,13 @@ SHA-256), validation metrics, and the commands to predict with it and to export 
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from must import config as config_lib
 from must.models.loading import ModelRecord, read_model_record
-from must.predict.writers import write_atomic
+from must.files import file_sha256, write_atomic
 
 CARD_NAME = "README.md"
 SHOWN_CLASSES = 30
@@ -24,7 +23,7 @@ def write_model_card(directory: str | Path) -> Path:
     record = read_model_record(directory)
     text = "\n".join(model_card(record, directory)) + "\n"
     path = directory / CARD_NAME
-    write_atomic(path, lambda temporary: temporary.write_text(text))
+    write_atomic(path, text)
     return path
 
 
@@ -62,14 +61,14 @@ def _training(record: ModelRecord, directory: Path) -> list[str]:
     data = record.data
     lines = [f"- steps: {data.get('steps', '?')}, batch size: {data.get('batch_size', '?')}, "
              f"learning rate: {data.get('learning_rate', '?')}",
-             f"- checkpoint: `{record.checkpoint.name}`, SHA-256 `{_sha256(record.checkpoint)}`"]
+             f"- checkpoint: `{record.checkpoint.name}`, SHA-256 `{file_sha256(record.checkpoint)}`"]
     resolved = config_lib.read_yaml(directory / "config.yaml") if (directory / "config.yaml").is_file() else {}
     for source in resolved.get("sources") or [{"data": resolved.get("data")}]:
         if isinstance(source, Mapping) and isinstance(source.get("data"), Mapping):
             lines.append(f"- data: `{_dataset(source['data'])}`")
             for pseudo in source.get("pseudo") or []:
                 manifest = Path(pseudo) / "manifest.json"
-                digest = _sha256(manifest) if manifest.is_file() else "missing"
+                digest = file_sha256(manifest) if manifest.is_file() else "missing"
                 lines.append(f"  - pseudo labels: `{pseudo}` (manifest.json SHA-256 `{digest}`)")
     val = resolved.get("val")
     if isinstance(val, Mapping) and "format" in val:
@@ -94,11 +93,3 @@ def _metrics(metrics: Mapping[str, Any]) -> list[str]:
         elif isinstance(value, (int, float)):
             rows.append(f"| {name} | {value:.4f} |")
     return ["| metric | value |", "| --- | --- |", *rows] if rows else ["(none recorded)"]
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()

@@ -9,7 +9,7 @@ from typing import Any
 from torch import Tensor
 
 from must.models.loading import LoadedModel
-from must.predict.writers import write_atomic
+from must.files import write_atomic
 from must.report.figure import COLUMNS, compose, draw_row
 
 PANEL = 192
@@ -22,4 +22,4 @@ def draw_panel(path: Path, image: Tensor, window: dict[str, Any], loaded: Loaded
     panels = draw_row(picture, window, loaded, normals, PANEL)  # type: ignore[arg-type]
     titles = [title for title, task in COLUMNS if task in window] + (["normals"] if normals else [])
     canvas = compose([(f"{Path(key).name}\n{key}", panels)], titles, PANEL)
-    write_atomic(path, lambda temporary: canvas.save(temporary, format="PNG"))
+    write_atomic(path, lambda file: canvas.save(file, format="PNG"))

@@ -30,7 +30,7 @@ from torch import Tensor, nn
 from must.config import ConfigError
 from must.models.features import Features
 from must.models.loading import LoadedModel, load_model
-from must.predict.writers import write_atomic
+from must.files import write_atomic, write_atomic_by_name
 
 ExportFormat = Literal["onnx", "torchscript"]
 InputKind = Literal["uint8", "float"]
@@ -99,10 +99,10 @@ def export_model(model: str | Path, out: str | Path, export_format: ExportFormat
     else:
         with torch.no_grad():
             traced = torch.jit.trace(module, example, strict=False)
-        write_atomic(path, lambda temporary: traced.save(str(temporary)))
+        write_atomic_by_name(path, lambda temporary: traced.save(str(temporary)))
     description = describe(loaded, module, path, export_format, left_out)
     text = json.dumps(description, indent=2) + "\n"
-    write_atomic(out / "export.json", lambda temporary: temporary.write_text(text))
+    write_atomic(out / "export.json", text)
     return ExportResult(path, description, left_out)
 
 
@@ -140,7 +140,7 @@ def _to_onnx(module: ExportModule, example: Tensor, path: Path) -> None:
                               dynamic_shapes={"images": {0: Dim("batch", min=1, max=65536)}},
                               verbose=False)
 
-    write_atomic(path, write)
+    write_atomic_by_name(path, write)
 
 
 def describe(loaded: LoadedModel, module: ExportModule, path: Path, export_format: str,

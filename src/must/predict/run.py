@@ -29,8 +29,9 @@ from must.data.readers import DatasetConfig, DataError, ReaderDataset, open_data
 from must.predict.draw import draw_panel
 from must.predict.images import FittedImages, category_ids, image_infos, image_loader
 from must.predict.predictor import Predictor, as_float, load
+from must.files import write_atomic
 from must.predict.writers import (WRITERS, ImageInfo, WriteOptions, merge_classifications,
-                                  merge_detections, outputs_of, write_atomic)
+                                  merge_detections, outputs_of)
 from must.tasks.segmentation import palette
 
 RUN_NAME = "predict.json"
@@ -229,4 +230,4 @@ def _finish(out: Path, infos: list[ImageInfo], tasks: list[str], summary: Predic
 
 
 def _write_json(path: Path, data: Any) -> None:
-    write_atomic(path, lambda temporary: temporary.write_text(json.dumps(data, indent=2) + "\n"))
+    write_atomic(path, json.dumps(data, indent=2) + "\n")

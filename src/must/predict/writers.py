@@ -16,17 +16,17 @@ Per image, under ``<out>/<task>/<key>`` (``key`` = the input's relative path wit
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 import torch
 from PIL import Image
 from torch import Tensor
 
+from must.files import write_atomic
 from must.tasks.segmentation import palette
 
 
@@ -55,33 +55,22 @@ def outputs_of(task: str, key: str, options: WriteOptions) -> list[str]:
     return [f"{task}/{key}{suffix}" for suffix in names[task]]
 
 
-def write_atomic(path: Path, write: Callable[[Path], None]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp{path.suffix}")
-    write(temporary)
-    temporary.replace(path)
-
-
-def _png(array: np.ndarray, colors: np.ndarray | None = None) -> Callable[[Path], None]:
-    def write(path: Path) -> None:
+def _png(array: np.ndarray, colors: np.ndarray | None = None) -> Callable[[BinaryIO], None]:
+    def write(file: BinaryIO) -> None:
         image = Image.fromarray(array)
         if colors is not None:
             image.putpalette(colors.reshape(-1).tolist())
-        image.save(path, format="PNG")
+        image.save(file, format="PNG")
 
     return write
 
 
-def _npy(array: np.ndarray) -> Callable[[Path], None]:
-    def write(path: Path) -> None:
-        with open(path, "wb") as handle:
-            np.save(handle, array, allow_pickle=False)
-
-    return write
+def _npy(array: np.ndarray) -> Callable[[BinaryIO], None]:
+    return lambda file: np.save(file, array, allow_pickle=False)
 
 
-def _json(data: Any) -> Callable[[Path], None]:
-    return lambda path: path.write_text(json.dumps(data))
+def _json(data: Any) -> str:
+    return json.dumps(data)
 
 
 def write_segmentation(out: Path, info: ImageInfo, ids: Tensor, options: WriteOptions) -> None:
@@ -157,6 +146,5 @@ def merge_detections(out: Path, images: Sequence[ImageInfo]) -> Path:
 def merge_classifications(out: Path, images: Sequence[ImageInfo]) -> Path:
     lines = [(out / f"classification/{info.key}.json").read_text() for info in images
              if (out / f"classification/{info.key}.json").is_file()]
-    write_atomic(out / "classification.jsonl",
-                 lambda path: path.write_text("".join(line + "\n" for line in lines)))
+    write_atomic(out / "classification.jsonl", "".join(line + "\n" for line in lines))
     return out / "classification.jsonl"

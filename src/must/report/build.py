@@ -18,12 +18,13 @@ import torch
 
 from must.config import ConfigError
 from must.data.readers.errors import DataError
+from must.files import CHECKPOINT_NAME, write_atomic
 from must.models import CheckpointError
 from must.report import figure as figure_lib
-from must.report.html import Picture, Section, page_html, page_markdown, write_text
+from must.report.html import Picture, Section, page_html, page_markdown
 from must.report.plots import plot_run_curves
 from must.report.results import collect_results, order_tasks, write_results
-from must.report.student import (CHECKPOINT_NAME, STUDENT_RECORD, LoadedModel, load_student,
+from must.report.student import (STUDENT_RECORD, LoadedModel, load_student,
                                  load_transfer_model)
 from must.report.tables import (baseline_note, selection_table, teacher_student_table, timings_table,
                                 transfer_table)
@@ -188,6 +189,6 @@ def write_report(run_dir: str | Path, out_dir: str | Path | None = None, device:
               "Higher is better for every number unless marked.")
     title, run, lead = "MuST report", str(results["run"]), lead_text(results)
     json_path = write_results(results, out_dir / "results.json")
-    markdown = write_text(out_dir / "report.md", page_markdown(title, run, lead, sections, footer))
-    page = write_text(out_dir / "index.html", page_html(title, run, lead, sections, footer))
+    markdown = write_atomic(out_dir / "report.md", page_markdown(title, run, lead, sections, footer))
+    page = write_atomic(out_dir / "index.html", page_html(title, run, lead, sections, footer))
     return Report(out_dir, results, page, markdown, json_path, figure_result, notes)

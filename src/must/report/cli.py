@@ -7,6 +7,8 @@ from pathlib import Path
 
 from must.config import ConfigError
 
+SUMMARY = "write the HTML / Markdown / JSON report"
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.description = (

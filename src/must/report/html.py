@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import html
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from must.report.tables import Table, to_html, to_markdown
 
@@ -126,11 +125,3 @@ def page_markdown(title: str, run: str, lead: str, sections: list[Section], foot
         lines += [f"- {note}" for note in section.notes] + ([""] if section.notes else [])
     return "\n".join(lines + [f"_{footer}_", ""])
 
-
-def write_text(path: Path, text: str) -> Path:
-    """Atomic write: a browser or reader never sees half a page."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_text(text, encoding="utf-8")
-    temporary.replace(path)
-    return path

@@ -36,6 +36,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from must.files import write_atomic
 from must.tasks import TASK_BUILDERS
 
 TASK_ORDER = ("classification", "detection", "segmentation", "depth", "normals")
@@ -315,8 +316,4 @@ def collect_results(run_dir: str | Path) -> dict[str, Any]:
 
 def write_results(results: Mapping[str, Any], path: Path) -> Path:
     """``results.json``, written atomically (a reader never sees half a file)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_text(json.dumps(results, indent=2, sort_keys=False) + "\n")
-    temporary.replace(path)
-    return path
+    return write_atomic(path, json.dumps(results, indent=2, sort_keys=False) + "\n")

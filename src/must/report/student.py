@@ -1,6 +1,6 @@
 """The trained student (and a transferred model) loaded back for drawing (MuST Figure 4).
 
-Mirrors :func:`must.teacher.load_teacher`: a record says which tasks with which options and which
+Mirrors :func:`must.label.teachers.load_model_teacher`: a record says which tasks with which options and which
 model config, the checkpoint holds the weights; the model is rebuilt, loaded and put in eval mode.
 """
 
@@ -15,11 +15,11 @@ from typing import Any
 import torch
 
 from must import config as config_lib
+from must.files import CHECKPOINT_NAME
 from must.models import CheckpointError, ModelConfig, MultiTaskModel, build_model, load_checkpoint
 from must.tasks import TASK_BUILDERS, Task, build_task
 
 STUDENT_RECORD = "student.json"
-CHECKPOINT_NAME = "checkpoint.pt"
 TRANSFER_RECORDS = ("cell.json", "transfer.json", "model.json", "record.json", "best.json")
 """Files in a transfer directory that may say which model config and task options it used."""
 

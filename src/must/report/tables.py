@@ -8,6 +8,8 @@
 * :func:`selection_table`: what the grid search chose per pre-training and task (MuST sec. 3.5).
 * :func:`timings_table`: seconds per pipeline stage.
 
+Each renders with :func:`to_markdown`, :func:`to_html` or :func:`to_text` (the demo's summary).
+
 Fractions in [0, 1] are shown as percentages with one decimal, as the paper prints them.
 """
 
@@ -231,6 +233,21 @@ def to_markdown(table: Table, level: int = 2) -> str:
                             + [" ---: "] * (len(header) - table.text_columns)) + "|"]
     lines += ["| " + " | ".join(cell(value) for value in row) + " |" for row in table.rows]
     return "\n".join(lines + ["", table.caption, ""])
+
+
+def to_text(table: Table) -> str:
+    """Aligned plain-text columns for a terminal (no emphasis), the caption below when there is one."""
+    header = [f"{name} ({sub})" if sub else name for name, sub in table.header]
+    rows = [[value.text + (f" ({value.delta})" if value.delta is not None else "") for value in row]
+            for row in table.rows]
+    widths = [max(len(line[column]) for line in [header, *rows]) for column in range(len(header))]
+
+    def line(cells: list[str]) -> str:
+        return "  ".join(cell.ljust(width) if column < table.text_columns else cell.rjust(width)
+                         for column, (cell, width) in enumerate(zip(cells, widths))).rstrip()
+
+    lines = [line(header), "-" * len(line(header)), *map(line, rows)]
+    return "\n".join(lines + ([table.caption] if table.caption else []))
 
 
 def to_html(table: Table) -> str:

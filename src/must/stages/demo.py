@@ -9,6 +9,7 @@ demo resumes where it stopped.
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import functools
 import json
@@ -27,13 +28,14 @@ from must.data.readers import DatasetConfig
 from must.data.readers.fashion_mnist import DEFAULT_ROOT as FASHION_MNIST_ROOT
 from must.label.labeler import LabelConfig
 from must.label.manifest import MANIFEST_NAME
-from must.models import ModelConfig
-from must.stages.data import WorldDataConfig, generate_world
+from must.files import CHECKPOINT_NAME
+from must.models import ModelConfig, demo_model
+from must.world.splits import WorldDataConfig, generate_world
 from must.stages.pretrain import PretrainConfig
 from must.stages.student import RandAugmentConfig, SourceConfig, StudentConfig
-from must.stages.teach import TeachConfig, demo_model, run_teach
+from must.stages.teach import TeachConfig, run_teach
 from must.train.config import TrainConfig, WeightingConfig
-from must.train.engine import CHECKPOINT_NAME, resolve_precision
+from must.train.engine import resolve_precision
 from must.transfer.config import DownstreamTask, default_suite, with_settings
 
 TEACHER_DOMAINS = {"classification": "objects", "detection": "clutter", "segmentation": "scenes",
@@ -453,29 +455,18 @@ def run_demo(preset: str, out: Path, overrides: Sequence[str] = ()) -> int:
 
 
 def print_summary(run: Path) -> None:
-    """The demo's table: transfer score per pre-training and downstream task (paper Table 2)."""
+    """The demo's table: transfer score per pre-training and downstream task (paper Table 2), as
+    the report's :func:`~must.report.tables.transfer_table` builds it."""
     results_path = run / "report" / "results.json"
     if not results_path.exists():
         print(f"\nrun directory: {run}")
         return
-    from must.report.results import order_inits, order_tasks
+    from must.report.tables import to_text, transfer_table
 
     results = json.loads(results_path.read_text())
-    transfer = results.get("transfer", {})
-    tasks = order_tasks({task for row in transfer.values() for task in row})
-    inits = order_inits(transfer)
-    width = max([len("pre-training"), *map(len, inits)]) + 2
-    means = results.get("transfer_mean", {})
-    header = f"{'pre-training':<{width}}" + "".join(f"{task:>16}" for task in tasks) + (
-        f"{'mean':>10}" if means else "")
-    print("\n" + header + "\n" + "-" * len(header))
-    for init in inits:
-        row = transfer[init]
-        cells = "".join(f"{100 * row[t]['value']:>16.1f}" if t in row else f"{'-':>16}" for t in tasks)
-        mean = f"{100 * means[init]:>10.1f}" if init in means else (f"{'-':>10}" if means else "")
-        print(f"{init:<{width}}{cells}{mean}")
-    metric_names = {t: next(iter(r[t]["metric"] for r in transfer.values() if t in r)) for t in tasks}
-    print("metrics (x100, higher is better): " + ", ".join(f"{t}={m}" for t, m in metric_names.items()))
+    table = transfer_table(results.get("transfer", {}))
+    if table is not None:
+        print("\n" + to_text(table))
     pairs = results.get("teacher_vs_student", {})
     if pairs:
         print("teacher vs student (validation): " + ", ".join(
@@ -484,3 +475,22 @@ def print_summary(run: Path) -> None:
     if "total" in timings:
         print(f"total time: {timings['total'] / 60:.1f} min")
     print(f"report: {run / 'report' / 'index.html'}")
+
+
+SUMMARY = "the whole pipeline on the embedded world"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.description = (
+        "Run the whole pipeline on the embedded procedural world: generate data, train teachers, "
+        "pseudo-label the shared pool, train the student, transfer, report.")
+    parser.add_argument("--preset", default="demo",
+                        help="tiny (every stage in about two minutes; its numbers mean nothing), "
+                             "demo (minutes on a CPU), study, paper, or a YAML path")
+    parser.add_argument("--out", type=Path, default=Path("runs/demo"), help="run directory")
+    parser.add_argument("overrides", nargs="*", metavar="key.sub=value",
+                        help="config overrides, e.g. train.steps=200 model.width=0.5")
+
+
+def run(args: argparse.Namespace) -> int:
+    return run_demo(args.preset, args.out, args.overrides)

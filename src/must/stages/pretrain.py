@@ -15,36 +15,42 @@ The output is the engine's ``checkpoint.pt`` in the :class:`~must.models.MultiTa
 (``backbone.*``, ``fpn.*``, ``heads.*``; ``lasso.*`` with the lasso), so
 ``ModelConfig(init=...)`` / ``must transfer --init`` loads backbone + FPN from it and drops the
 pretext heads; plus ``pretrain.json`` (method, task options, model, recipe, last losses).
+
+    must pretrain --method simclr --data folder:/data/unlabeled --out runs/x/pretrain/simclr
+    must pretrain --method multi --data world:runs/demo/data/pool/train --out runs/x/pretrain/multi \\
+        schedule=joint lasso=0.001 harmonize=true tasks=[relative_position,colorization,exemplar]
+    torchrun --nproc_per_node=4 -m must.cli pretrain ...      # DDP
+
+Rerunning the same command resumes from ``--out/checkpoint.pt``.
 """
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import json
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import torch
-from torch import Tensor, nn
 
 from must import config as config_lib
 from must import distributed
 from must.data.loader import make_loader
-from must.data.readers import DatasetConfig, open_dataset
+from must.data.readers import DatasetConfig, open_dataset, parse_dataset_spec
 from must.data.sample import Batch
-from must.models import ModelConfig, MultiTaskModel, build_model
-from must.models.features import Features
-from must.models.lasso import LassoMixing
-from must.stages.teach import demo_model
+from must.files import write_atomic
+from must.models import ModelConfig, MultiTaskModel, build_model, demo_model
 from must.tasks import construct, pretext_builders
 from must.tasks.self_supervised import SelfSupervisedTask
-from must.tasks.self_supervised.doersch import Schedule, build_schedule, harmonize, lasso_features
+from must.tasks.self_supervised.doersch import (DoerschMultiTaskModel, Schedule, ScheduledWeighting,
+                                                build_schedule)
 from must.train import checkpoint as checkpoints
 from must.train.config import TrainConfig
 from must.train.engine import FitResult, fit
-from must.train.weighting import Weighting, build_weighting
+from must.train.weighting import build_weighting
 
 RECORD_NAME = "pretrain.json"
 METHODS = ("simclr", "pirl", "rotation", "jigsaw", "relative_position", "colorization", "exemplar", "multi")
@@ -121,60 +127,6 @@ def build_pretext_tasks(config: PretrainConfig, image_count: int) -> dict[str, S
     return tasks
 
 
-class DoerschMultiTaskModel(MultiTaskModel):
-    """A :class:`MultiTaskModel` with Doersch & Zisserman's lasso (each task reads its own
-    mixture of C2..C5 in place of C5, :func:`~must.tasks.self_supervised.doersch.lasso_features`)
-    and harmonized inputs, in the checkpoint layout every stage loads (``lasso.*`` beside
-    ``backbone.*``, ``fpn.*``, ``heads.*``). The task-side counterpart of
-    :class:`must.tasks.self_supervised.doersch.DoerschModel`, which wraps any trunk."""
-
-    def __init__(self, model: MultiTaskModel, lasso_weight: float | None, harmonized: bool) -> None:
-        super().__init__(model.backbone, model.fpn, model.heads, model.mean.flatten().tolist(),
-                         model.std.flatten().tolist(), model.view_tasks, model.sync_bn)
-        spec = self.spec
-        self.lasso = None if lasso_weight is None else LassoMixing(
-            self.task_names, spec.stage_channels, spec.c5_channels, lasso_weight,
-            unit_names=("c2", "c3", "c4", "c5"))
-        self.harmonized = harmonized
-
-    def features(self, images: Tensor) -> Features:
-        return super().features(harmonize(images) if self.harmonized else images)
-
-    def task_features(self, name: str, features: Features) -> Features:
-        return features if self.lasso is None else lasso_features(features, self.lasso, name)
-
-    def penalty(self, name: str) -> Tensor:
-        """The L1 term of task ``name``'s row of the lasso matrix (zero without a lasso)."""
-        if self.lasso is None:
-            return self.mean.new_zeros(())
-        return self.lasso.l1_weight * self.lasso.alpha[self.lasso.task_index(name)].abs().sum()
-
-
-class ScheduledWeighting(Weighting):
-    """The configured weighting, with each task's loss plus its lasso penalty, scaled so that an
-    optimizer update follows the schedule's objective: alternating, the engine averages the
-    ``cycles x heads`` accumulated iterations, and ``factor`` = heads restores Doersch &
-    Zisserman's *sum* of the task losses (sec. 3), the same objective joint training has."""
-
-    def __init__(self, inner: Weighting, factor: float, penalty: Callable[[str], Tensor] | None) -> None:
-        super().__init__(inner.task_names)
-        self.inner = inner
-        self.factor = factor
-        self.penalty = penalty  # the model's method: not a submodule, its lasso is the model's
-
-    def backward(self, losses: Mapping[str, Tensor], shared_parameters: Sequence[nn.Parameter],
-                 scale: float = 1.0) -> Tensor:
-        if self.penalty is not None:
-            losses = {name: loss + self.penalty(name) for name, loss in losses.items()}
-        return self.inner.backward(losses, shared_parameters, scale * self.factor)
-
-    def weights(self) -> dict[str, float]:
-        return self.inner.weights()
-
-    def synchronize_gradients(self, shared_parameters: Sequence[nn.Parameter]) -> None:
-        self.inner.synchronize_gradients(shared_parameters)
-
-
 def scheduled(batches: Iterator[Batch], schedule: Schedule, first: int) -> Iterator[Batch]:
     """Keeps, in micro-batch ``first + i``, only the targets of the schedule's active tasks (the
     same on every rank: the schedule is a function of the micro-batch index)."""
@@ -249,9 +201,7 @@ def write_record(out: Path, config: PretrainConfig, tasks: Mapping[str, SelfSupe
               "batch_size": config.train.batch_size, "learning_rate": config.train.lr,
               "steps": result.step, "losses": result.losses or last_logged_losses(out),
               "checkpoint": result.checkpoint.name}
-    temporary = out / (RECORD_NAME + ".tmp")
-    temporary.write_text(json.dumps(record, indent=2))
-    temporary.replace(out / RECORD_NAME)
+    write_atomic(out / RECORD_NAME, json.dumps(record, indent=2))
 
 
 def last_logged_losses(out: Path) -> dict[str, float]:
@@ -279,3 +229,39 @@ def load_lasso_matrix(checkpoint: Path) -> dict[str, Any] | None:
         return None
     tasks = list(state.get("extra", {}).get("pretrain", {}).get("tasks", {}))
     return {"tasks": tasks, "units": ["c2", "c3", "c4", "c5"], "alpha": torch.as_tensor(alpha).tolist()}
+
+
+SUMMARY = "self-supervised pre-training (SimCLR, pretext tasks, multi-task)"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.description = (
+        "Self-supervised pre-training of the ResNet-FPN trunk on unlabeled images: SimCLR, PIRL, "
+        "rotation, jigsaw, relative position, colorization, exemplar, or `multi` (Doersch & "
+        "Zisserman 2017: several pretext heads, schedule=alternate|joint, lasso=L1 weight, "
+        "harmonize=true). Writes checkpoint.pt (load it with `must transfer --init`: backbone + FPN), "
+        "pretrain.json, metrics.jsonl, events/ and config.yaml into --out; resumes from "
+        "--out/checkpoint.pt.")
+    parser.add_argument("--method", required=True, choices=METHODS)
+    parser.add_argument("--data", metavar="FORMAT:ROOT",
+                        help="the images (labels ignored), e.g. folder:DIR, world:DIR, imagefolder:DIR")
+    parser.add_argument("--out", required=True, type=Path, help="output directory, e.g. runs/x/pretrain/simclr")
+    config_lib.add_config_arguments(parser, PretrainConfig, "pretrain", "train.steps=1000 schedule=joint")
+
+
+def build_config(args: argparse.Namespace) -> PretrainConfig:
+    """Preset (its ``pretrain`` section) -> ``--method`` / ``--data`` -> overrides, validated."""
+    def with_flags(data: dict[str, Any]) -> dict[str, Any]:
+        data = config_lib.merge(data, {"method": args.method})
+        return config_lib.merge(data, {"data": parse_dataset_spec(args.data)}) if args.data else data
+
+    return config_lib.load(PretrainConfig, args.config, args.overrides, section="pretrain", flags=with_flags)
+
+
+def run(args: argparse.Namespace) -> int:
+    config = build_config(args)
+    result = run_pretrain(config, args.out)
+    if distributed.is_main_process():
+        losses = ", ".join(f"{key}={value:.4f}" for key, value in result.losses.items() if key.startswith("loss"))
+        print(f"pretrain '{config.method}' -> {result.checkpoint} ({result.step} steps): {losses}")
+    return 0

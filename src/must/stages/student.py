@@ -11,8 +11,10 @@ round's teacher.
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,15 +23,16 @@ from must import config as config_lib
 from must import distributed
 from must.data.loader import make_eval_loader, make_loader
 from must.data.noise import PhotometricRandAugment
-from must.data.readers import DatasetConfig, open_dataset
-from must.models import ModelConfig, build_model
+from must.data.readers import DatasetConfig, open_dataset, parse_dataset_spec
+from must.files import write_atomic
+from must.label.teachers import TeacherRecord, read_record, save_record
+from must.models import ModelConfig, build_model, demo_model
 from must.predict.card import write_model_card
-from must.stages.teach import demo_model, final_evaluation
 from must.tasks import TASK_BUILDERS, Task, build_tasks
-from must.teacher import TeacherRecord, read_record, save_record
 from must.train import checkpoint as checkpoints
 from must.train.config import TeacherRecipe, TrainConfig, WeightingConfig
 from must.train.engine import evaluate_tasks, fit, resolve_precision
+from must.train.evaluation import final_evaluation
 
 STUDENT_RECORD = "student.json"
 
@@ -229,9 +232,7 @@ def write_student_record(out: Path, options: dict[str, dict[str, Any]], config: 
     record = {"tasks": options, "model": config_lib.to_dict(config.model), "image_size": config.image_size,
               "batch_size": train.batch_size, "learning_rate": train.lr, "steps": train.steps,
               "metrics": metrics}
-    temporary = out / (STUDENT_RECORD + ".tmp")
-    temporary.write_text(json.dumps(record, indent=2))
-    temporary.replace(out / STUDENT_RECORD)
+    write_atomic(out / STUDENT_RECORD, json.dumps(record, indent=2))
     for name, task_options in options.items():
         if name not in TASK_BUILDERS:  # a self-supervised head labels nothing: no teacher record
             continue
@@ -240,3 +241,52 @@ def write_student_record(out: Path, options: dict[str, dict[str, Any]], config: 
                                   image_size=config.image_size, batch_size=train.batch_size,
                                   learning_rate=train.lr, steps=train.steps, metrics=metrics.get(name, {}),
                                   checkpoint="../../checkpoint.pt"), out / "as_teacher" / name)
+
+
+SUMMARY = "train the multi-task student (sec. 3.3-3.4)"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.description = (
+        "Train the multi-task student (MuST sec. 3.3-3.4) on datasets carrying real labels and the "
+        "pseudo labels of `must label`, with the MuST loss weights from the teachers' recorded batch "
+        "sizes and learning rates. Noisy Student options: randaugment.num_ops=2, "
+        "model.drop_path_rate=0.2, tasks.classification.dropout=0.3. Several datasets: put "
+        "`sources: [{data: {...}, pseudo: [...]}, ...]` in a --config YAML.")
+    parser.add_argument("--teacher", action="append", default=[], metavar="DIR",
+                        help="a teacher directory (repeat): the student's tasks and loss weights")
+    parser.add_argument("--data", metavar="FORMAT:ROOT", help="the (unlabeled) image set that was labeled")
+    parser.add_argument("--pseudo", action="append", default=[], metavar="DIR",
+                        help="a `must label` output for --data (repeat)")
+    parser.add_argument("--val", action="append", default=[], metavar="TASK=FORMAT:ROOT",
+                        help="validation data with real labels for a task (repeat)")
+    parser.add_argument("--init", metavar="CHECKPOINT", help="start from a checkpoint (ours, torchvision or timm)")
+    parser.add_argument("--out", required=True, type=Path, help="output directory, e.g. runs/x/student")
+    config_lib.add_config_arguments(parser, StudentConfig, "student", "train.steps=200 model.width=0.5")
+
+
+def with_flags(args: argparse.Namespace) -> Callable[[dict[str, Any]], dict[str, Any]]:
+    """The flags of ``must train`` put into a preset's data: teachers replace the preset's,
+    ``--data`` / ``--pseudo`` add a source, ``--val`` sets a task's validation set."""
+    def update(data: dict[str, Any]) -> dict[str, Any]:
+        if args.teacher:
+            data["teachers"] = [str(Path(t)) for t in args.teacher]
+        if args.data:
+            source = {"data": parse_dataset_spec(args.data, "--data"), "pseudo": list(args.pseudo)}
+            data["sources"] = [*data.get("sources", []), source]
+        for item in args.val:
+            task, _, dataset = item.partition("=")
+            if not task:
+                raise config_lib.ConfigError(f"--val expects TASK=FORMAT:ROOT, got '{item}'")
+            data.setdefault("val", {})[task] = parse_dataset_spec(dataset, "--val")
+        if args.init:
+            data.setdefault("model", {})["init"] = args.init
+        return data
+    return update
+
+
+def run(args: argparse.Namespace) -> int:
+    config = config_lib.load(StudentConfig, args.config, args.overrides, section="student",
+                             flags=with_flags(args))
+    announce_student(args.out, run_student(config, args.out))
+    return 0

@@ -7,32 +7,25 @@ rule reads later (sec. 3.3).
 
 from __future__ import annotations
 
-import dataclasses
+import argparse
 import json
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
-from torch import nn
-
 from must import config as config_lib
 from must import distributed
-from must.data.loader import make_eval_loader, make_loader
-from must.data.readers import DatasetConfig, ReaderDataset, open_dataset
-from must.models import ModelConfig, build_model
-from must.tasks import Task, build_task
+from must.data.loader import make_loader
+from must.data.readers import FORMATS, DatasetConfig, open_for_task, parse_dataset_spec
+from must.files import write_atomic
+from must.label.teachers import TeacherRecord, save_record
+from must.models import ModelConfig, build_model, demo_model
 from must.predict.card import write_model_card
-from must.teacher import TeacherRecord, save_record
+from must.tasks import TASK_BUILDERS, build_task, task_options_from_data
 from must.train import checkpoint as checkpoints
 from must.train.config import TrainConfig
-from must.train.engine import Evaluate, FitResult, evaluate_tasks, fit, resolve_precision
-
-
-def demo_model() -> ModelConfig:
-    """A narrow ResNet-18 FPN that trains in minutes on 2 CPU cores (widths 16..128)."""
-    return ModelConfig(backbone="resnet18", width=0.25, fpn_channels=32)
+from must.train.engine import fit
+from must.train.evaluation import final_evaluation, make_evaluator
 
 
 @dataclass(frozen=True)
@@ -50,47 +43,6 @@ class TeachConfig:
     scale_range: tuple[float, float] = (0.5, 2.0)
     """MuST sec. 3.4 / supp.: scale jitter [0.5, 2.0] for every teacher and the student."""
     eval_batch_size: int = 64
-
-
-def task_options_from_data(task_name: str, dataset: ReaderDataset,
-                           extra: Mapping[str, Any]) -> dict[str, Any]:
-    """Class count and names for tasks that have classes, from the dataset; plus ``extra``."""
-    options: dict[str, Any] = {}
-    classes = dataset.classes.get(task_name)
-    if classes:
-        options.update(num_classes=len(classes), class_names=list(classes))
-    options.update(extra)
-    return options
-
-
-def open_for_task(config: DatasetConfig, task_name: str) -> ReaderDataset:
-    try:
-        return open_dataset(dataclasses.replace(config, tasks=(task_name,)))
-    except config_lib.ConfigError as error:  # say which dataset: a run may name several
-        raise config_lib.ConfigError(f"{config.format} dataset {config.root}: {error}") from None
-
-
-def final_evaluation(result: FitResult, evaluate: Evaluate | None) -> dict[str, float]:
-    """The run's final scores; a rerun whose checkpoint was already final trains and evaluates
-    nothing in ``fit``, so its model is scored here (else the records would lose their metrics)."""
-    if result.evaluation or evaluate is None:
-        return dict(result.evaluation)
-    return dict(evaluate(result.ema if result.ema is not None else result.model, result.step))
-
-
-def make_evaluator(task: Task, dataset: ReaderDataset | None, image_size: int, batch_size: int,
-                   workers: int, device: torch.device, precision: str):
-    """The engine's ``evaluate(model, step)`` over one labeled validation set."""
-    if dataset is None:
-        return None
-    loader = make_eval_loader([dataset], {task.name: task}, batch_size, image_size, workers)
-    resolved = resolve_precision(precision, device)
-
-    def evaluate(model: nn.Module, step: int) -> dict[str, float]:
-        results = evaluate_tasks(model, {task.name: task}, iter(loader), device, resolved)
-        return {f"{task.name}/{name}": value for name, value in results.get(task.name, {}).items()}
-
-    return evaluate
 
 
 def run_teach(config: TeachConfig, out: Path) -> TeacherRecord:
@@ -127,7 +79,40 @@ def run_teach(config: TeachConfig, out: Path) -> TeacherRecord:
     if distributed.is_main_process():
         save_record(record, out)
         write_model_card(out)
-        metrics_file = out / "metrics.json"  # DESIGN.md's layout: the validation scores alone
-        metrics_file.with_suffix(".tmp").write_text(json.dumps({task.name: metrics}, indent=2))
-        metrics_file.with_suffix(".tmp").replace(metrics_file)
+        write_atomic(out / "metrics.json", json.dumps({task.name: metrics}, indent=2))  # the scores alone
     return record
+
+
+SUMMARY = "train a single-task teacher (MuST sec. 3.1)"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.description = (
+        "Train a single-task teacher on a labeled dataset (MuST sec. 3.1): the student's ResNet-FPN "
+        "with one head, scale jitter [0.5, 2.0]. Writes checkpoint.pt, teacher.json (metrics, batch "
+        "size, learning rate), metrics.jsonl, events/ and config.yaml into --out. Resumes from "
+        "--out/checkpoint.pt when present.")
+    parser.epilog = f"dataset formats: {', '.join(sorted(FORMATS))}"
+    parser.add_argument("--task", required=True, choices=sorted(TASK_BUILDERS))
+    parser.add_argument("--data", metavar="FORMAT:ROOT", help="training data, e.g. world:DIR, imagefolder:DIR")
+    parser.add_argument("--val", metavar="FORMAT:ROOT", help="validation data (same forms as --data)")
+    parser.add_argument("--out", required=True, type=Path, help="output directory, e.g. runs/x/teachers/TASK")
+    config_lib.add_config_arguments(parser, TeachConfig, "teach", "train.steps=200 model.width=0.5")
+
+
+def dataset_overrides(flag: str, key: str, value: str | None) -> list[str]:
+    """``--data FORMAT:ROOT`` -> ``data.format=FORMAT data.root=ROOT``."""
+    if value is None:
+        return []
+    return [f"{key}.{name}={item}" for name, item in parse_dataset_spec(value, flag).items()]
+
+
+def run(args: argparse.Namespace) -> int:
+    overrides = [f"task={args.task}", *dataset_overrides("--data", "data", args.data),
+                 *dataset_overrides("--val", "val", args.val), *args.overrides]
+    config = config_lib.load(TeachConfig, args.config, overrides, section="teach")
+    record = run_teach(config, args.out)
+    if distributed.from_environment().is_main:  # under torchrun every rank returns the same record
+        print(f"teacher '{record.task}' -> {args.out}: " +
+              ", ".join(f"{k}={v:.4f}" for k, v in record.metrics.items()))
+    return 0

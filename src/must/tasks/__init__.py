@@ -13,6 +13,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from must.config import ConfigError
+from must.data.readers.reader_dataset import ReaderDataset
 from must.tasks.base import Task, require_known
 from must.tasks.classification import ClassificationTask
 from must.tasks.depth import DepthTask
@@ -105,6 +106,17 @@ def build_tasks(options: Mapping[str, Mapping[str, Any]]) -> dict[str, Task]:
     return {name: tasks[name] for name in options}
 
 
+def task_options_from_data(task_name: str, dataset: ReaderDataset,
+                           extra: Mapping[str, Any]) -> dict[str, Any]:
+    """Class count and names for tasks that have classes, from the dataset; plus ``extra``."""
+    options: dict[str, Any] = {}
+    classes = dataset.classes.get(task_name)
+    if classes:
+        options.update(num_classes=len(classes), class_names=list(classes))
+    options.update(extra)
+    return options
+
+
 __all__ = ["TASK_BUILDERS", "ClassificationTask", "DepthTask", "DetectionTask", "NormalsTask",
            "SegmentationTask", "Task", "build_task", "build_tasks", "check_options", "check_task_options",
-           "construct", "pretext_builders", "task_option_names"]
+           "construct", "pretext_builders", "task_option_names", "task_options_from_data"]

@@ -48,6 +48,9 @@ class Task(ABC):
     """Key of this task's head, targets and losses (e.g. ``"segmentation"``)."""
     primary_metric: str
     """The ``compute()`` key reported in tables (higher is better), e.g. ``"miou"``."""
+    makes_views: bool = False
+    """Whether the task makes its own targets from the image (self-supervised: the model runs it on
+    its views, not on the batch images)."""
 
     @abstractmethod
     def build_head(self, spec: FeatureSpec) -> nn.Module: ...

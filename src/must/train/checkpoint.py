@@ -8,9 +8,7 @@ intact. RNG states are gathered from every process, so each rank resumes with it
 
 from __future__ import annotations
 
-import os
 import random
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -18,22 +16,12 @@ import numpy as np
 import torch
 
 from must import distributed
+from must.files import write_atomic
 
 
 def save_atomically(state: dict[str, Any], path: str | Path) -> None:
     """``torch.save`` to a temporary sibling, fsync, then ``os.replace`` over ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "wb") as file:
-            torch.save(state, file)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    write_atomic(path, lambda file: torch.save(state, file), durable=True)
 
 
 def load(path: str | Path, device: torch.device | str = "cpu") -> dict[str, Any]:

@@ -25,6 +25,7 @@ from must import distributed
 from must.config import to_dict
 from must.data.loader import derive_seed
 from must.data.sample import Batch
+from must.files import CHECKPOINT_NAME
 from must.tasks.base import Task, by_name
 from must.train import checkpoint as checkpoints
 from must.train.config import TrainConfig
@@ -36,7 +37,6 @@ from must.train.weighting import Weighting, build_weighting
 Precision = Literal["fp32", "bf16"]
 Evaluate = Callable[[nn.Module, int], Mapping[str, float]]
 
-CHECKPOINT_NAME = "checkpoint.pt"
 
 
 class NonFiniteLossError(RuntimeError):
@@ -65,7 +65,7 @@ class FitResult:
     """The last evaluation results."""
 
 
-def resolve_precision(precision: str, device: torch.device) -> Precision:
+def resolve_precision(precision: str, device: torch.device, training: bool = True) -> Precision:
     """``auto``: bf16 autocast on CUDA devices that compute it natively
     (:func:`must.distributed.native_bf16`), fp32 everywhere else.
 
@@ -74,11 +74,12 @@ def resolve_precision(precision: str, device: torch.device) -> Precision:
     (README). But torch 2.14.1's oneDNN (v3.12) has returned garbage (huge or NaN) bf16 weight
     gradients for a 3x3 stride-2 convolution on a 1x1 input: FPN's P6 / P7 on small images, which
     therefore always run in fp32, and the backbone's last stage on images of 16 px or less. So
-    ``auto`` stays fp32 on CPU; an explicit ``bf16`` is allowed, with a warning (once per run).
+    ``auto`` stays fp32 on CPU; an explicit ``bf16`` is allowed, with a warning (once per run)
+    when ``training`` (inference, e.g. the labeler's teachers, computes no weight gradient).
     """
     if precision == "auto":
         return "bf16" if distributed.native_bf16(device) else "fp32"
-    if precision == "bf16" and device.type == "cpu":
+    if precision == "bf16" and device.type == "cpu" and training:
         _warn_cpu_bf16()
     return precision  # type: ignore[return-value]
 

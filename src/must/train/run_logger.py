@@ -19,6 +19,8 @@ from pathlib import Path
 from torch import Tensor
 from tqdm import tqdm
 
+from must.files import write_atomic
+
 METRICS_NAME = "metrics.jsonl"
 EVENTS_NAME = "events"
 
@@ -48,9 +50,7 @@ def truncate_records(path: Path, last_step: int) -> None:
             continue
         if record.get("step", 0) <= last_step:
             kept.append(line)
-    temporary = path.with_suffix(".jsonl.tmp")
-    temporary.write_text("".join(line + "\n" for line in kept))
-    os.replace(temporary, path)
+    write_atomic(path, "".join(line + "\n" for line in kept))
 
 
 class RunLogger:

@@ -15,13 +15,13 @@ from __future__ import annotations
 import argparse
 import dataclasses
 from pathlib import Path
-from typing import Any
 
 from must import config as config_lib
 from must.config import ConfigError
 from must.data.readers.fashion_mnist import DEFAULT_ROOT as FASHION_MNIST_ROOT
 from must.transfer.config import WORLD_SPLITS, TransferConfig, default_suite
 
+SUMMARY = "fine-tune checkpoints on downstream tasks, grid search (sec. 4)"
 NO_INIT = ("none", "scratch")
 
 
@@ -54,9 +54,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--fashion", default=FASHION_MNIST_ROOT,
                         help=f"Fashion-MNIST idx folder (default {FASHION_MNIST_ROOT}; when absent "
                              "classification uses the world's image classes)")
-    parser.add_argument("--config", metavar="PRESET", help="YAML preset: a path or a shipped name")
-    parser.add_argument("overrides", nargs="*", metavar="key.sub=value",
-                        help="e.g. workers=2 model.width=0.5 tasks.depth.lrs=[0.05,0.1]")
+    config_lib.add_config_arguments(parser, TransferConfig, "transfer",
+                                     "workers=2 model.width=0.5 tasks.depth.lrs=[0.05,0.1]")
 
 
 def row_name(init: str | None) -> str:
@@ -71,11 +70,8 @@ def build_config(args: argparse.Namespace) -> TransferConfig:
     world = args.world or args.out / "data" / "transfer"
     base = TransferConfig(init=init, init_name=args.name or row_name(init), mode=args.mode,
                           tasks=default_suite(world, args.fashion))
-    data: dict[str, Any] = config_lib.to_dict(base)
-    if args.config:
-        preset = config_lib.read_yaml(args.config)
-        data = config_lib.merge(data, preset.get("transfer", preset) or {})
-    config = config_lib.from_dict(TransferConfig, config_lib.apply_overrides(data, args.overrides))
+    config = config_lib.load(TransferConfig, args.config, args.overrides, section="transfer",
+                             defaults=config_lib.to_dict(base))
     if args.tasks:
         chosen = [name.strip() for name in args.tasks.split(",") if name.strip()]
         unknown = [name for name in chosen if name not in config.tasks]
@@ -112,8 +108,8 @@ def with_grid(config: TransferConfig, steps: tuple[int, ...] | None, lrs: tuple[
 def ensure_world(config: TransferConfig, world: Path) -> None:
     """Generates the world's transfer splits the tasks read from ``world`` when missing, with the
     demo's counts, size and per-split seeds (so ``must demo`` finds the same data)."""
-    from must.stages.data import WorldDataConfig, split_seed
     from must.world import generate, is_complete
+    from must.world.splits import WorldDataConfig, split_seed
 
     roots = {Path(dataset.root) for spec in config.tasks.values()
              for dataset in (spec.train, spec.val, spec.test) if dataset is not None and dataset.format == "world"}

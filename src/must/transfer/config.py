@@ -21,8 +21,7 @@ from must import config as config_lib
 from must import distributed
 from must.data.readers import DatasetConfig
 from must.data.readers.fashion_mnist import DEFAULT_ROOT as FASHION_MNIST_ROOT
-from must.models import ModelConfig
-from must.stages.teach import demo_model
+from must.models import ModelConfig, demo_model
 from must.train.config import TrainConfig
 
 Mode = Literal["finetune", "linear"]

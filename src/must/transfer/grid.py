@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +24,7 @@ from typing import Any
 
 from must.config import ConfigError, differing_keys
 from must.distributed import Job
+from must.files import write_atomic
 
 RESULT_NAME = "result.json"
 IDENTITY_NAME = "cell.json"
@@ -62,11 +62,9 @@ def best_name(mode: str) -> str:
     return "best.json" if mode == "finetune" else f"best_{mode}.json"
 
 
-def write_json_atomically(path: Path, data: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    temporary.write_text(json.dumps(data, indent=2) + "\n")
-    os.replace(temporary, path)
+def json_text(data: Any) -> str:
+    """The text of the grid's JSON files (cell identity, results, best choice)."""
+    return json.dumps(data, indent=2) + "\n"
 
 
 def check_identity(directory: Path, identity: Mapping[str, Any]) -> None:
@@ -79,7 +77,7 @@ def check_identity(directory: Path, identity: Mapping[str, Any]) -> None:
             raise ConfigError(f"{directory} holds a grid cell made with another config (differs in: "
                               f"{', '.join(changed)}); use another --out or --name, or delete it")
         return
-    write_json_atomically(path, dict(identity))
+    write_atomic(path, json_text(dict(identity)))
 
 
 def read_result(directory: Path) -> dict[str, Any] | None:
@@ -128,11 +126,9 @@ def write_grid(task_dir: Path, records: Sequence[Mapping[str, Any]], mode: str) 
             except json.JSONDecodeError:
                 continue
     lines = kept + [json.dumps(dict(record)) for record in records]
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    temporary.write_text("".join(line + "\n" for line in lines))
-    os.replace(temporary, path)
+    write_atomic(path, "".join(line + "\n" for line in lines))
     best = select_best(records)
-    write_json_atomically(task_dir / best_name(mode), best)
+    write_atomic(task_dir / best_name(mode), json_text(best))
     return best
 
 

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 
 import torch
 
+from must.config import ConfigError
 from must.data.loader import derive_seed
 from must.data.readers import ReaderDataset
 from must.data.sample import Sample
@@ -39,7 +40,7 @@ def hold_out(dataset: ReaderDataset, fraction: float, seed: int,
     count = len(dataset)
     held = round(count * fraction)
     if not 0 < held < count:
-        raise ValueError(f"{dataset.name}: holding out {fraction:.0%} of {count} items leaves an empty "
+        raise ConfigError(f"{dataset.name}: holding out {fraction:.0%} of {count} items leaves an empty "
                          "train or val split")
     generator = torch.Generator().manual_seed(derive_seed(seed, count))
     order = torch.randperm(count, generator=generator)

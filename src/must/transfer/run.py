@@ -21,17 +21,17 @@ from typing import Any
 from must import config as config_lib
 from must import distributed
 from must.data.loader import make_loader
-from must.data.readers import ReaderDataset
+from must.data.readers import ReaderDataset, open_for_task
+from must.files import CHECKPOINT_NAME, file_sha256, write_atomic
 from must.data.sample import Batch
 from must.models import MultiTaskModel, build_model
-from must.stages.teach import make_evaluator, open_for_task, task_options_from_data
-from must.tasks import Task, build_task, check_task_options
-from must.teacher import file_sha256
+from must.tasks import Task, build_task, check_task_options, task_options_from_data
 from must.train import checkpoint as checkpoints
-from must.train.engine import CHECKPOINT_NAME, fit
+from must.train.engine import fit
+from must.train.evaluation import make_evaluator
 from must.transfer.config import DownstreamTask, TransferConfig
 from must.transfer.grid import (RESULT_NAME, Cell, check_identity, for_rank, grid_cells,
-                                read_result, write_grid, write_json_atomically)
+                                json_text, read_result, write_grid)
 from must.transfer.holdout import hold_out
 from must.transfer.probe import freeze_trunk
 
@@ -139,7 +139,7 @@ def train_cell(config: TransferConfig, root: Path, init_sha256: str | None, prog
     }
     if spec.substitutes is not None:  # the column measures other data than its name says
         record["substitutes"] = spec.substitutes
-    write_json_atomically(directory / RESULT_NAME, record)
+    write_atomic(directory / RESULT_NAME, json_text(record))
     if not config.keep_checkpoints:
         (directory / CHECKPOINT_NAME).unlink(missing_ok=True)
     return record

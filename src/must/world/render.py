@@ -17,7 +17,9 @@ from functools import cache
 import numpy as np
 
 from must.world.appearance import LOOKS
-from must.world.scene import CATEGORIES, MAX_FLOOR_DISTANCE, Camera, Scene, SceneObject, Surface
+from must.world.domains import get_domain
+from must.world.scene import (CATEGORIES, MAX_FLOOR_DISTANCE, Camera, Scene, SceneObject, Surface,
+                              sample_scene, scene_rng)
 from must.world.shapes import SHAPES
 from must.world.textures import lookup, texture
 
@@ -298,3 +300,26 @@ def _assemble(scene: Scene, rgb: Array, t: Array, kind: Array, owner: Array, nor
 
 
 SEGMENTATION_CLASSES: tuple[str, ...] = STUFF + CATEGORIES
+
+
+def render_image(domain: str, seed: int, index: int, size: int) -> WorldImage:
+    """Image ``index`` of the dataset ``(domain, seed)`` at ``size`` x ``size`` pixels. Depends on
+    nothing but its arguments: the same call gives the same bytes in any process."""
+    return _render(domain, seed, index, size)[1]
+
+
+def make_scene(domain: str, seed: int, index: int, size: int) -> Scene:
+    """The scene behind :func:`render_image` (camera, light, objects), e.g. for inspection."""
+    return _render(domain, seed, index, size)[0]
+
+
+def _render(domain: str, seed: int, index: int, size: int) -> tuple[Scene, WorldImage]:
+    preset, rng = get_domain(domain, index), scene_rng(domain, seed, index)
+    # Every object is placed in view, but one could in principle hide entirely behind another;
+    # then the image has no class, and the scene is drawn again from the same generator.
+    for _ in range(16):
+        scene = sample_scene(preset, size, rng)
+        image = render_scene(scene)
+        if image.label >= 0:
+            return scene, image
+    raise RuntimeError(f"no visible object in 16 scenes of {domain} seed {seed} index {index}")

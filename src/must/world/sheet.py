@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from must.world.domains import DOMAINS
-from must.world.render import SEGMENTATION_CLASSES, WorldImage
+from must.world.render import SEGMENTATION_CLASSES, WorldImage, render_image
 from must.world.scene import CATEGORIES
 
 
@@ -55,8 +55,6 @@ def sample_sheet(out_png: Path, domains: list[str] | None = None, per_domain: in
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from matplotlib.patches import Rectangle
-
-    from must.world import render_image
 
     domains = list(DOMAINS) if domains is None else domains
     columns = 4 * per_domain

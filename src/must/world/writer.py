@@ -23,7 +23,6 @@ import dataclasses
 import io
 import json
 import multiprocessing
-import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -33,8 +32,10 @@ from PIL import Image
 from pycocotools import mask as mask_utils
 from tqdm import tqdm
 
+from must.config import ConfigError
+from must.files import write_atomic
 from must.world.domains import DOMAINS, get_domain
-from must.world.render import SEGMENTATION_CLASSES, STUFF
+from must.world.render import SEGMENTATION_CLASSES, STUFF, render_image
 from must.world.scene import CATEGORIES, focal_length
 
 FORMAT_VERSION = 1
@@ -45,14 +46,6 @@ DEPTH_SCALE = 1000.0
 
 def image_key(domain: str, index: int) -> str:
     return f"{domain}-{index:06d}"
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Writes ``data`` to ``path`` through a temporary file and a rename (never a torn file)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    temporary.write_bytes(data)
-    os.replace(temporary, path)
 
 
 def png_bytes(array: np.ndarray) -> bytes:
@@ -76,8 +69,6 @@ def _files(key: str, category: str) -> dict[str, str]:
 
 def write_image(out: Path, domain: str, seed: int, index: int, size: int) -> dict[str, Any]:
     """Renders image ``index`` and writes all its files, then its record; returns the record."""
-    from must.world import render_image
-
     image = render_image(domain, seed, index, size)
     key = image_key(domain, index)
     files = _files(key, CATEGORIES[image.label])
@@ -180,7 +171,7 @@ def generate(domain: str, out: Path, count: int, size: int = 64, seed: int = 0,
         if path.exists():
             found = {name: json.loads(path.read_text()).get(name) for name in _IDENTITY}
             if found != identity:
-                raise ValueError(f"{out} already holds another world dataset ({found}); "
+                raise ConfigError(f"{out} already holds another world dataset ({found}); "
                                  f"asked for {identity}: use another directory")
     keys = [image_key(domain, index) for index in range(count)]
     records = {index: _done(out, key) for index, key in enumerate(keys)}

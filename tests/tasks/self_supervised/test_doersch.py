@@ -1,15 +1,16 @@
 """Doersch & Zisserman 2017: alternating and joint schedules, harmonization, the lasso model on a
-tiny trunk trained both ways with pretext and evaluation tasks."""
+narrow ResNet-FPN trained both ways with pretext and evaluation tasks."""
 
 import pytest
 import torch
 
+from must.models import ModelConfig, build_model
 from must.models.lasso import LassoMixing
 from must.tasks.classification import ClassificationTask
 from must.tasks.self_supervised.colorization import rgb_to_lab
 from must.tasks.self_supervised.doersch import (
     AlternateSchedule,
-    DoerschModel,
+    DoerschMultiTaskModel,
     JointSchedule,
     build_schedule,
     harmonize,
@@ -64,34 +65,45 @@ def test_lasso_features_replace_c5(trunk) -> None:
     assert mixed.stages["c2"] is features.stages["c2"] and mixed.pyramid is features.pyramid
 
 
-def build(trunk, lasso_weight: float | None = 1e-3, harmonized: bool = False) -> DoerschModel:
+GRAY_NORMALIZATION = {"mean": (0.5, 0.5, 0.5), "std": (0.25, 0.25, 0.25)}
+"""The same per channel: a gray input stays gray after the model's normalization."""
+
+
+def build(lasso_weight: float | None = 1e-3, harmonized: bool = False) -> DoerschMultiTaskModel:
     tasks = [RotationTask(view_size=32, hidden_dim=32),
              RelativePositionTask(view_size=48, patch_size=14, gap=2, jitter=1, embedding_dim=16,
                                   hidden_dim=32),
              ClassificationTask(4)]
-    return DoerschModel(trunk, trunk.spec, tasks, lasso_weight=lasso_weight, harmonize=harmonized)
+    torch.manual_seed(0)
+    config = ModelConfig(backbone="resnet18", width=0.125, fpn_channels=16, **GRAY_NORMALIZATION)
+    model = build_model(config, {task.name: task for task in tasks})
+    return DoerschMultiTaskModel(model, lasso_weight, harmonized)
 
 
-def batch(model: DoerschModel, photos: list[torch.Tensor]) -> tuple[torch.Tensor, dict]:
+def batch(model: DoerschMultiTaskModel, photos: list[torch.Tensor]) -> tuple[torch.Tensor, dict]:
     generator = torch.Generator().manual_seed(0)
     targets = {}
     for name in ("rotation", "relative_position"):
-        task = model.tasks[name]
+        task = model.view_tasks[name]
         targets[name] = task.collate([task.make_views(photo, generator) for photo in photos])
-    targets["classification"] = model.tasks["classification"].collate([torch.tensor(i) for i in range(4)])
+    targets["classification"] = CLASSIFICATION.collate([torch.tensor(i) for i in range(4)])
     return torch.stack(photos).float() / 255, targets
 
 
-def total_loss(model: DoerschModel, images, targets, names) -> tuple[torch.Tensor, dict[str, float]]:
+CLASSIFICATION = ClassificationTask(4)
+
+
+def total_loss(model: DoerschMultiTaskModel, images, targets, names) -> tuple[torch.Tensor, dict[str, float]]:
     outputs = model(images, targets, tasks=names)
-    parts = {name: model.tasks[name].loss(outputs[name], targets[name])["loss"] for name in names}
+    tasks = {**model.view_tasks, "classification": CLASSIFICATION}
+    parts = {name: tasks[name].loss(outputs[name], targets[name])["loss"] for name in names}
     values = {name: float(value.detach()) for name, value in parts.items()}
-    return sum(parts.values()) + model.penalty(), values
+    return sum(parts[name] + model.penalty(name) for name in names), values
 
 
 @pytest.mark.parametrize("schedule_name", ["alternate", "joint"])
-def test_trains_with_lasso(schedule_name: str, photos, trunk) -> None:
-    model = build(trunk)
+def test_trains_with_lasso(schedule_name: str, photos) -> None:
+    model = build()
     images, targets = batch(model, photos)
     schedule = build_schedule(schedule_name, list(TASKS))
     optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
@@ -108,8 +120,8 @@ def test_trains_with_lasso(schedule_name: str, photos, trunk) -> None:
         assert after[name] < 0.8 * before[name], (name, before, after)
 
 
-def test_only_the_active_row_learns_from_its_task(photos, trunk) -> None:
-    model = build(trunk, lasso_weight=0.0)
+def test_only_the_active_row_learns_from_its_task(photos) -> None:
+    model = build(lasso_weight=0.0)
     images, targets = batch(model, photos)
     loss, _ = total_loss(model, images, targets, ("relative_position",))
     loss.backward()
@@ -120,24 +132,23 @@ def test_only_the_active_row_learns_from_its_task(photos, trunk) -> None:
     assert model.lasso.matrix.shape == (3, 4) and model.lasso.unit_names == ["c2", "c3", "c4", "c5"]
 
 
-def test_harmonized_model_feeds_lightness_only(photos, trunk) -> None:
-    model = build(trunk, lasso_weight=None, harmonized=True)
+def test_harmonized_model_feeds_lightness_only(photos) -> None:
+    model = build(lasso_weight=None, harmonized=True)
     seen = []
-    features = trunk.features
-    trunk.features = lambda images: seen.append(images) or features(images)
+    model.backbone.register_forward_pre_hook(lambda module, inputs: seen.append(inputs[0]))
     images, targets = batch(model, photos)
     model(images, targets)
-    assert len(seen) == 3 and model.penalty() == 0
+    assert len(seen) == 3 and all(model.penalty(name) == 0 for name in TASKS)
     for inputs in seen:
         assert torch.equal(inputs[:, 0], inputs[:, 1]) and torch.equal(inputs[:, 1], inputs[:, 2])
 
 
-def test_views_leave_running_statistics_to_the_evaluation_task(photos, trunk) -> None:
+def test_views_leave_running_statistics_to_the_evaluation_task(photos) -> None:
     """Running averages follow the evaluation task's images when it is in the pass; a pass of
     pretext tasks alone updates them."""
-    model = build(trunk, lasso_weight=None).train()
+    model = build(lasso_weight=None).train()
     images, targets = batch(model, photos)
-    norm = trunk.layers[0][1]
+    norm = model.backbone.bn1
     initial = {name: value.clone() for name, value in model.state_dict().items()}
     model(images, targets, tasks=["classification"])
     supervised_only = norm.running_mean.clone()
@@ -146,4 +157,4 @@ def test_views_leave_running_statistics_to_the_evaluation_task(photos, trunk) ->
     assert torch.equal(norm.running_mean, supervised_only)
     model.load_state_dict(initial)
     model(images, targets, tasks=["rotation", "relative_position"])
-    assert not torch.equal(norm.running_mean, initial["trunk.layers.0.1.running_mean"])
+    assert not torch.equal(norm.running_mean, initial["backbone.bn1.running_mean"])

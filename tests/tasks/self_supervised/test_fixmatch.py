@@ -12,7 +12,8 @@ from must.data.sample import TaskBatch
 from must.tasks.classification import ClassificationTask
 from must.tasks.depth import DepthTask
 from must.tasks.segmentation import SegmentationTask
-from must.tasks.self_supervised.fixmatch import GEOMETRIC_OPERATIONS, FixMatchTask, PhotometricRandAugment
+from must.data.noise import OPERATIONS
+from must.tasks.self_supervised.fixmatch import FixMatchTask
 
 
 def test_loss_hand_worked() -> None:
@@ -51,11 +52,13 @@ def test_wraps_the_supervised_head(trunk) -> None:
         FixMatchTask(DepthTask())
 
 
-def test_photometric_randaugment_never_moves_pixels() -> None:
-    space = PhotometricRandAugment._AUGMENTATION_SPACE
-    assert set(GEOMETRIC_OPERATIONS) <= set(v2.RandAugment._AUGMENTATION_SPACE)  # names still valid
-    assert not set(space) & set(GEOMETRIC_OPERATIONS)
-    assert set(space) | set(GEOMETRIC_OPERATIONS) == set(v2.RandAugment._AUGMENTATION_SPACE)
+def test_dense_strong_views_use_randaugments_photometric_operations_only() -> None:
+    """The dense strong view draws from :mod:`must.data.noise`: every RandAugment operation but
+    those that move pixels."""
+    geometric = {"shearx", "sheary", "translatex", "translatey", "rotate"}
+    randaugment = {name.lower() for name in v2.RandAugment._AUGMENTATION_SPACE}
+    assert geometric <= randaugment  # the names still match torchvision's
+    assert set(OPERATIONS) == randaugment - geometric
 
 
 def test_dense_views_stay_aligned(photos: list[torch.Tensor]) -> None:

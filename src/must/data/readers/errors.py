@@ -8,8 +8,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from must.errors import MustError
 
-class DataError(ValueError):
+
+class DataError(MustError, ValueError):
     """Bad input data. ``path`` is the offending file, ``problem`` says what is wrong with it."""
 
     def __init__(self, path: str | Path, problem: str) -> None:

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -97,3 +98,11 @@ def open_dataset(config: DatasetConfig) -> ReaderDataset:
         raise ConfigError(f"format '{config.format}' provides "
                           f"{', '.join(provided) or 'no tasks (unlabeled images)'}; not {unknown}")
     return FORMATS[config.format].open(config)
+
+
+def open_for_task(config: DatasetConfig, task_name: str) -> ReaderDataset:
+    """The dataset ``config`` describes, reading the labels of ``task_name`` only."""
+    try:
+        return open_dataset(dataclasses.replace(config, tasks=(task_name,)))
+    except ConfigError as error:  # say which dataset: a run may name several
+        raise ConfigError(f"{config.format} dataset {config.root}: {error}") from None

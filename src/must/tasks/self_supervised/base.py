@@ -70,6 +70,8 @@ FeaturesFn = Callable[[Tensor], Features]
 class SelfSupervisedTask(Task):
     """A task whose targets are views made from the image (see the module docstring)."""
 
+    makes_views = True
+
     @property
     def head_name(self) -> str:
         """Key of the head this task trains in the model's ``heads`` (its own name by default)."""

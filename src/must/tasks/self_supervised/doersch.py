@@ -8,13 +8,14 @@ jointly, with lasso layer selection and harmonized inputs.
   meaning that the overall loss is a sum of the losses of different tasks");
   :class:`JointSchedule`: every task on every batch. A training loop does, per step ``s``::
 
-      outputs = model(images, targets, tasks=schedule.active(s))
-      loss = sum(task losses) + model.penalty()
+      active = schedule.active(s)
+      outputs = model(images, targets, tasks=active)
+      loss = sum(task losses + model.penalty(task) for task in active)
       (loss * schedule.loss_scale).backward()
       if schedule.is_update_step(s): optimizer.step(); optimizer.zero_grad()
 
-* D3, lasso: :class:`DoerschModel` feeds every head a :class:`~must.models.lasso.LassoMixing` of
-  the trunk's stages C2..C5 (each projected to C5's width and resized to C5's size) in place of
+* D3, lasso: :class:`DoerschMultiTaskModel` feeds every head a
+  :class:`~must.models.lasso.LassoMixing` of the trunk's stages C2..C5 (each projected to C5's width and resized to C5's size) in place of
   C5, so every head that reads C5 (relative position, exemplar, rotation, jigsaw, SimCLR, PIRL,
   classification...) reads its own learned combination. Pixel heads (colorization) read the FPN,
   which already mixes levels; the lasso does not change their input. The paper mixes the 23
@@ -22,7 +23,8 @@ jointly, with lasso layer selection and harmonized inputs.
   (``ResNetBackbone.forward_with_blocks``), the stage-level version is what ``Features`` offers.
 * D4, harmonization: :func:`harmonize`: every input (image or view) converted to Lab, ``a`` and
   ``b`` dropped, ``L`` replicated to three channels (sec. 4.3: relative position's preprocessing
-  replaced by colorization's). ``DoerschModel(harmonize=True)`` applies it to every trunk input.
+  replaced by colorization's). ``DoerschMultiTaskModel(harmonized=True)`` applies it to every
+  trunk input.
 * D1, motion segmentation (Pathak et al. 2017) needs video (motion masks from optical flow between
   frames); no reader here yields video, so the task is not provided. With a video source it would
   be one more :class:`SelfSupervisedTask`: frame -> segmentation target from the flow's motion mask.
@@ -32,18 +34,17 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Protocol
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from must.data.sample import TaskBatch
-from must.models.features import Features, FeatureSpec
+from must.models.features import Features
 from must.models.lasso import LassoMixing
-from must.models.running_statistics import running_statistics_frozen
-from must.tasks.base import Task, by_name, require_known
-from must.tasks.self_supervised.base import FeaturesFn, SelfSupervisedTask
+from must.models.multitask import MultiTaskModel
+from must.tasks.base import require_known
 from must.tasks.self_supervised.colorization import lightness_image
+from must.train.weighting import Weighting
 
 
 def harmonize(images: Tensor) -> Tensor:
@@ -114,10 +115,6 @@ def build_schedule(name: str, task_names: Sequence[str], **options: Any) -> Sche
     return require_known(name, SCHEDULES, "schedule")(task_names, **options)
 
 
-class Trunk(Protocol):
-    def features(self, images: Tensor) -> Features: ...
-
-
 def lasso_features(features: Features, lasso: LassoMixing, task: str) -> Features:
     """``features`` with C5 replaced by ``task``'s lasso combination of C2..C5 (C5's width and size)."""
     c5 = features.stages["c5"]
@@ -126,67 +123,54 @@ def lasso_features(features: Features, lasso: LassoMixing, task: str) -> Feature
     return Features(features.image_size, stages, features.pyramid)
 
 
-class DoerschModel(nn.Module):
-    """``trunk`` (anything with ``features(images) -> Features``, e.g. a
-    :class:`~must.models.multitask.MultiTaskModel`) + one head per task, optionally with lasso
-    selection (``lasso_weight`` not ``None``) and harmonized inputs.
+class DoerschMultiTaskModel(MultiTaskModel):
+    """A :class:`MultiTaskModel` with Doersch & Zisserman's lasso (each task reads its own
+    mixture of C2..C5 in place of C5, :func:`~must.tasks.self_supervised.doersch.lasso_features`)
+    and harmonized inputs, in the checkpoint layout every stage loads (``lasso.*`` beside
+    ``backbone.*``, ``fpn.*``, ``heads.*``)."""
 
-    ``forward(images, targets, tasks) -> {task: output}`` like ``MultiTaskModel``: self-supervised
-    tasks run ``forward_views`` on their views, other tasks (evaluation tasks, SPEC D3 "also on
-    evaluation tasks") their head on the features of ``images``. When evaluation tasks are in the
-    pass, the trunk's batch-norm running averages follow their images only (the views normalize
-    by their own batch without updating them); in a views-only pass they follow the views.
-    """
+    def __init__(self, model: MultiTaskModel, lasso_weight: float | None, harmonized: bool) -> None:
+        super().__init__(model.backbone, model.fpn, model.heads, model.mean.flatten().tolist(),
+                         model.std.flatten().tolist(), model.view_tasks, model.sync_bn)
+        spec = self.spec
+        self.lasso = None if lasso_weight is None else LassoMixing(
+            self.task_names, spec.stage_channels, spec.c5_channels, lasso_weight,
+            unit_names=("c2", "c3", "c4", "c5"))
+        self.harmonized = harmonized
 
-    def __init__(self, trunk: nn.Module, spec: FeatureSpec, tasks: Sequence[Task],
-                 lasso_weight: float | None = None, harmonize: bool = False) -> None:
-        super().__init__()
-        self.trunk = trunk
-        self.tasks = by_name(list(tasks))
-        self.heads = nn.ModuleDict()
-        for task in tasks:
-            head_name = task.head_name if isinstance(task, SelfSupervisedTask) else task.name
-            if head_name not in self.heads:
-                self.heads[head_name] = task.build_head(spec)
-        self.lasso: LassoMixing | None = None
-        if lasso_weight is not None:
-            if len(spec.stage_channels) != 4:
-                raise ValueError("the lasso needs the channels of C2..C5 (FeatureSpec.stage_channels)")
-            self.lasso = LassoMixing(list(self.tasks), spec.stage_channels, spec.c5_channels, lasso_weight,
-                                     unit_names=("c2", "c3", "c4", "c5"))
-        self.harmonize = harmonize
+    def features(self, images: Tensor) -> Features:
+        return super().features(harmonize(images) if self.harmonized else images)
 
-    def features_for(self, task: str, track_statistics: bool = True) -> FeaturesFn:
-        """The trunk as ``task`` sees it: harmonized input, lasso-mixed C5; with
-        ``track_statistics=False`` its batch norms keep their running averages
-        (:func:`~must.models.running_statistics.running_statistics_frozen`)."""
-        def features(images: Tensor) -> Features:
-            with running_statistics_frozen(self.trunk, frozen=not track_statistics):
-                result = self.trunk.features(harmonize(images) if self.harmonize else images)
-            return lasso_features(result, self.lasso, task) if self.lasso is not None else result
-        return features
+    def task_features(self, name: str, features: Features) -> Features:
+        return features if self.lasso is None else lasso_features(features, self.lasso, name)
 
-    def forward(self, images: Tensor | None, targets: Mapping[str, TaskBatch] | None = None,
-                tasks: Sequence[str] | None = None) -> dict[str, Any]:
-        names = list(self.tasks) if tasks is None else list(tasks)
-        supervised = any(not isinstance(require_known(name, self.tasks, "task"), SelfSupervisedTask)
-                         for name in names)
-        outputs: dict[str, Any] = {}
-        for name in names:
-            task = self.tasks[name]
-            target = targets.get(name) if targets else None
-            if isinstance(task, SelfSupervisedTask):
-                # Running averages follow the evaluation tasks' images when they are in the pass.
-                features_fn = self.features_for(name, track_statistics=not supervised)
-                outputs[name] = task.forward_views(self.heads[task.head_name], features_fn, target)
-            else:
-                if images is None:
-                    raise ValueError(f"task '{name}' reads the batch images, but none were given")
-                outputs[name] = self.heads[name](self.features_for(name)(images), target)
-        return outputs
-
-    def penalty(self) -> Tensor:
-        """The lasso's L1 term (zero without a lasso)."""
+    def penalty(self, name: str) -> Tensor:
+        """The L1 term of task ``name``'s row of the lasso matrix (zero without a lasso)."""
         if self.lasso is None:
-            return torch.zeros((), device=next(self.parameters()).device)
-        return self.lasso.penalty()
+            return self.mean.new_zeros(())
+        return self.lasso.l1_weight * self.lasso.alpha[self.lasso.task_index(name)].abs().sum()
+
+
+class ScheduledWeighting(Weighting):
+    """The configured weighting, with each task's loss plus its lasso penalty, scaled so that an
+    optimizer update follows the schedule's objective: alternating, the engine averages the
+    ``cycles x heads`` accumulated iterations, and ``factor`` = heads restores Doersch &
+    Zisserman's *sum* of the task losses (sec. 3), the same objective joint training has."""
+
+    def __init__(self, inner: Weighting, factor: float, penalty: Callable[[str], Tensor] | None) -> None:
+        super().__init__(inner.task_names)
+        self.inner = inner
+        self.factor = factor
+        self.penalty = penalty  # the model's method: not a submodule, its lasso is the model's
+
+    def backward(self, losses: Mapping[str, Tensor], shared_parameters: Sequence[nn.Parameter],
+                 scale: float = 1.0) -> Tensor:
+        if self.penalty is not None:
+            losses = {name: loss + self.penalty(name) for name, loss in losses.items()}
+        return self.inner.backward(losses, shared_parameters, scale * self.factor)
+
+    def weights(self) -> dict[str, float]:
+        return self.inner.weights()
+
+    def synchronize_gradients(self, shared_parameters: Sequence[nn.Parameter]) -> None:
+        self.inner.synchronize_gradients(shared_parameters)

@@ -32,6 +32,7 @@ from torch import Tensor, nn
 from torchmetrics.aggregation import MeanMetric
 from torchvision.transforms import v2
 
+from must.data.noise import MAX_MAGNITUDE, PhotometricRandAugment
 from must.data.sample import TaskBatch
 from must.models.features import FeatureSpec
 from must.tasks.base import Task
@@ -45,17 +46,6 @@ from must.tasks.self_supervised.base import (
     square_view,
     to_unit,
 )
-
-GEOMETRIC_OPERATIONS = ("ShearX", "ShearY", "TranslateX", "TranslateY", "Rotate")
-"""RandAugment operations that move pixels (names as in torchvision's RandAugment)."""
-
-
-class PhotometricRandAugment(v2.RandAugment):
-    """RandAugment restricted to operations that change colours, not positions."""
-
-    _AUGMENTATION_SPACE = {name: entry for name, entry in v2.RandAugment._AUGMENTATION_SPACE.items()
-                           if name not in GEOMETRIC_OPERATIONS}
-
 
 def weak_transform(size: int) -> v2.Compose:
     """Flip, then a shift of up to 12.5% of ``size`` in each direction: reflection padding and a
@@ -127,9 +117,11 @@ class FixMatchTask(SelfSupervisedTask):
     def strong(self, image: Tensor) -> Tensor:
         """RandAugment with a random magnitude (FixMatch's RA), then Cutout; photometric-only for
         dense tasks. Draws from the global generator (run inside :func:`seeded`)."""
-        augment = PhotometricRandAugment if self.dense else v2.RandAugment
-        magnitude = int(torch.randint(0, 31, ()))  # torchvision's 31 magnitude bins
-        image = augment(num_ops=self.num_ops, magnitude=magnitude)(image)
+        magnitude = int(torch.randint(0, MAX_MAGNITUDE + 1, ()))  # torchvision's 31 magnitude bins
+        if self.dense:
+            image = PhotometricRandAugment(self.num_ops, magnitude)(image, torch.default_generator)
+        else:
+            image = v2.RandAugment(num_ops=self.num_ops, magnitude=magnitude)(image)
         return cutout()(image) if self.use_cutout else image
 
     def make_views(self, image: Tensor, generator: torch.Generator,

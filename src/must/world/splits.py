@@ -1,4 +1,4 @@
-"""The demo's data stage: every domain of the procedural world, split into train / val / test.
+"""Every domain of the procedural world, split into train / val / test, as the pipeline reads it.
 
 Each split is generated with its own seed (derived from the world seed and the split name), so
 splits never share images, and each is an ordinary dataset directory that the readers open
@@ -9,6 +9,8 @@ from __future__ import annotations
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from must.world.writer import generate
 
 
 @dataclass(frozen=True)
@@ -35,8 +37,6 @@ def split_seed(seed: int, domain: str, split: str) -> int:
 
 def generate_world(config: WorldDataConfig, root: Path) -> dict[str, dict[str, Path]]:
     """Generates (or completes) every split; returns domain -> split -> directory."""
-    from must.world import generate
-
     paths: dict[str, dict[str, Path]] = {}
     for domain, splits in config.splits.items():
         for split, count in splits.items():
