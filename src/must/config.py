@@ -3,7 +3,7 @@
 Every stage has a frozen dataclass config. A config is built from a YAML preset (a file path, or
 the name of a preset shipped in ``must/configs/``) plus command-line overrides, validated field by
 field: an unknown key or a value of the wrong type is refused with a message naming the key and
-the valid choices. The resolved config is written next to the run's outputs (STYLE.md, practice 4).
+the valid choices. The resolved config is written next to the run's outputs.
 """
 
 from __future__ import annotations

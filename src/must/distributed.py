@@ -1,4 +1,4 @@
-"""The one place for devices and processes (STYLE.md, practice 6).
+"""The one place for devices and processes.
 
 Reads torchrun's environment (RANK, WORLD_SIZE, LOCAL_RANK), initializes the process group
 (gloo on CPU; NCCL, with gloo for host tensors, on CUDA), and answers rank / world-size /

@@ -1,4 +1,4 @@
-"""Pseudo labels at scale (MuST sec. 3.2, SPEC M2, M8): teachers label a shared image set into
+"""Pseudo labels at scale (MuST sec. 3.2): teachers label a shared image set into
 WebDataset shards with a manifest; the student reads them back by key.
 
 * :func:`label_dataset` / :class:`LabelConfig`: the labeler (``must label``);

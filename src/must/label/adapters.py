@@ -1,5 +1,5 @@
 """Teachers the user already has: torchvision and timm models with weights from a local file
-(MuST sec. 3.1, SPEC M1), one small adapter per family.
+(MuST sec. 3.1), one small adapter per family.
 
 Each adapter builds the architecture without downloading anything (``weights=None``,
 ``weights_backbone=None``, ``pretrained=False``), loads the state dict from a local file
@@ -236,7 +236,7 @@ FAMILIES: dict[str, FamilyAdapter] = {
                                               _segment),
     "timm_classification": FamilyAdapter("classification", _timm_builder, _classify),
 }
-"""Adapter family -> how to build, load and read it (one explicit dict, STYLE.md practice 3)."""
+"""Adapter family -> how to build, load and read it (one explicit dict)."""
 
 
 def _target_task(task: str, names: list[str]) -> Task:

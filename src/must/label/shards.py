@@ -1,4 +1,4 @@
-"""Pseudo labels on disk: WebDataset tar shards with deterministic bytes (MuST sec. 3.2, SPEC M2).
+"""Pseudo labels on disk: WebDataset tar shards with deterministic bytes (MuST sec. 3.2).
 
 One sample per image; its members are ``<key>.<entry>`` with one or more entries per task:
 
@@ -189,7 +189,7 @@ CODECS: dict[str, Codec] = {
     "depth": Codec(_dense_encoder("depth"), _dense_decoder("depth")),
     "normals": Codec(_dense_encoder("normals"), _dense_decoder("normals")),
 }
-"""Task -> how its pseudo label is stored (one explicit dict, STYLE.md practice 3)."""
+"""Task -> how its pseudo label is stored (one explicit dict)."""
 
 
 def codec(task: str) -> Codec:

@@ -1,5 +1,5 @@
 """What the labeler runs: a teacher of one task, whatever made it (MuST sec. 3.1: "a teacher may
-also be a model the user already has", SPEC M1).
+also be a model the user already has").
 
 Every teacher is a :class:`LabelingTeacher`: a task, a square input size, and
 ``predict(images float [B, 3, S, S] in [0, 1]) -> one prediction per image`` in the task's

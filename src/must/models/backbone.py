@@ -1,6 +1,6 @@
 """Backbones returning C2..C5 at strides 4, 8, 16, 32 (MuST sec. 3.3: "ResNet ... with FPN").
 
-Backbones are picked by name from one explicit family dict (STYLE.md, practice 3):
+Backbones are picked by name from one explicit family dict:
 
 * ``resnet18`` / ``resnet34`` / ``resnet50`` / ``resnet101`` / ``resnet152``: torchvision's
   ResNet (He et al. 2016). ``width`` < 1 gives a narrow ResNet (every stage and the stem scaled)

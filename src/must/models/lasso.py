@@ -1,5 +1,5 @@
 """Lasso layer selection (Doersch & Zisserman 2017, "Multi-task Self-Supervised Visual Learning",
-sec. 4.2), SPEC D3.
+sec. 4.2).
 
 Each task head reads its own linear combination of the outputs of the trunk's residual units::
 

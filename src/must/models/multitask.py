@@ -5,7 +5,7 @@ batch; every head reads the same :class:`~must.models.features.Features`. A spec
 (MuST sec. 3.1) is the same class with one head; the student has one head per task. The FPN runs
 only when a head reads the pyramid: a classification teacher (pooled C5) computes none.
 
-Self-supervised tasks (SPEC B1: pretext targets beside ground truth and pseudo labels) bring their
+Self-supervised tasks (pretext targets beside ground truth and pseudo labels) bring their
 own images, the views the loader made: the model hands them its trunk and their head
 (``task.forward_views(head, features_fn, target)``, see :mod:`must.tasks.self_supervised.base`)
 instead of calling the head on the batch's features.

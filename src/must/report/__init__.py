@@ -1,4 +1,4 @@
-"""``must report``: the paper's tables, training curves and Figure 4 for one run (SPEC M9, M10)."""
+"""``must report``: the paper's tables, training curves and Figure 4 for one run."""
 
 from must.report.build import Report, write_report
 from must.report.results import collect_results

@@ -56,7 +56,7 @@ STUDY_TABLES = (
 has at least two of a table's rows besides ``supervised``."""
 LINEAR_CAPTION = (
     "As above, but the pre-trained backbone is frozen and only the new head is trained: a linear "
-    "probe of the features (SPEC D5, Doersch & Zisserman 2017).")
+    "probe of the features (Doersch & Zisserman 2017).")
 
 
 @dataclass

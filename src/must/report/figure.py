@@ -1,4 +1,4 @@
-"""Paper Figure 4 (SPEC M9): every prediction of one student, for a few images, side by side.
+"""Paper Figure 4: every prediction of one student, for a few images, side by side.
 
 One row per image; columns: the student's class, its boxes, its segmentation overlay, its depth
 map, all from a single forward pass of the student (MuST Figure 4: "a single model"), then the

@@ -1,11 +1,11 @@
-"""Every number the report shows, collected from one run directory (SPEC M10).
+"""Every number the report shows, collected from one run directory.
 
-The run directory is the one every stage writes (DESIGN.md)::
+The run directory is the one every stage writes::
 
     teachers/<task>/{teacher.json, metrics.jsonl}      specialized teachers (MuST sec. 3.1)
     student/{student.json, metrics.jsonl}              the multi-task student (sec. 3.3)
     transfer/<init>/<task>/{grid.jsonl, best.json}     fine-tuning grid search (sec. 3.5 / 4)
-    transfer/<init>/<task>/best_linear.json            linear probe of the same init (SPEC D5)
+    transfer/<init>/<task>/best_linear.json            linear probe of the same init
     timings.json                                       {"stage": seconds}
 
 :func:`collect_results` turns them into one JSON-ready dict, the content of ``results.json``::
@@ -16,7 +16,7 @@ The run directory is the one every stage writes (DESIGN.md)::
                                  it stands in for, when the suite's own was missing)}
     transfer_mean[init]       = the mean of the row's values, for rows with every column of the
                                 table (all higher-is-better): the single score Table 3's ladder reads
-    linear_probe[init][task]  = the same for the frozen-trunk probe (SPEC D5): ``best_linear.json``
+    linear_probe[init][task]  = the same for the frozen-trunk probe: ``best_linear.json``
                                 (``must transfer --mode linear``), present only when some exist
     teacher_vs_student[task]  = {"metric", "teacher", "student", "delta"}   (paper Table 4)
     teachers / student        = every validation metric found, {task: {metric: value}}

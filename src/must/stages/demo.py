@@ -1,9 +1,9 @@
-"""``must demo``: the whole MuST pipeline on the embedded procedural world (SPEC B3).
+"""``must demo``: the whole MuST pipeline on the embedded procedural world.
 
 generate data -> train the four teachers (sec. 3.1) -> pseudo-label the shared ``pool`` (sec. 3.2)
 -> train the multi-task student (sec. 3.3-3.4) -> transfer every pre-training under comparison to
-every downstream task (sec. 3.5) -> write the report. Everything lands in one run directory in
-DESIGN.md's layout; a stage whose outputs exist for the same config is skipped, so an interrupted
+every downstream task (sec. 3.5) -> write the report. Everything lands in one run directory (the
+README's layout); a stage whose outputs exist for the same config is skipped, so an interrupted
 demo resumes where it stopped.
 """
 
@@ -93,7 +93,7 @@ class StudentVariant:
     (labels them first: ``pseudo/<domain>``)."""
     pool_images: int | None = None
     """Learn from the first this many ``pool`` images only (None = all): the same steps on less
-    unlabeled data (MuST Table 4 / SPEC M8: more unlabeled images, a better student)."""
+    unlabeled data (MuST Table 4: more unlabeled images, a better student)."""
 
     def __post_init__(self) -> None:
         if not (self.pool or self.labeled):

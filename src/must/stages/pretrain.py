@@ -1,5 +1,5 @@
 """``must pretrain``: self-supervised pre-training of the ResNet-FPN trunk on unlabeled images
-(SPEC S1, S2, D1-D4; the "self-supervised pre-training (SimCLR)" row of M10's comparisons).
+(the "self-supervised pre-training (SimCLR)" row of the paper's comparisons).
 
 One method trains one pretext head on the shared trunk through the one training engine: SimCLR,
 PIRL, rotation, jigsaw, relative position, colorization or exemplar (their tasks live in

@@ -1,4 +1,4 @@
-"""``must train``: the multi-task student (MuST sec. 3.3-3.4; Noisy Student, SPEC S3).
+"""``must train``: the multi-task student (MuST sec. 3.3-3.4; Noisy Student).
 
 Several datasets are merged and sampled uniformly; each image carries the labels it really has and
 the pseudo labels of every other task (``must label`` shards joined by key); an image without
@@ -60,7 +60,7 @@ class StudentConfig:
     tasks: dict[str, dict[str, Any]] = field(default_factory=dict)
     """Extra tasks or option overrides (e.g. ``classification: {dropout: 0.3}``); self-supervised
     tasks too (``simclr: {}``, ``fixmatch_classification: {threshold: 0.9}``), trained beside the
-    real and pseudo labels in the same run (SPEC B1; with the MuST rule give them a weight:
+    real and pseudo labels in the same run (with the MuST rule give them a weight:
     ``train.weighting.weights.simclr=1.0``)."""
     val: dict[str, DatasetConfig] = field(default_factory=dict)
     """Per task, a validation set with real labels."""
@@ -88,7 +88,7 @@ def student_tasks(config: StudentConfig) -> tuple[dict[str, Task], dict[str, dic
         options[name] = {**options.get(name, {}), **extra}
     if not options:
         raise config_lib.ConfigError("train: no tasks: give teachers=[...] or tasks={...}")
-    return build_tasks(options), options, records  # self-supervised tasks too (SPEC B1)
+    return build_tasks(options), options, records  # self-supervised tasks too
 
 
 def weighting_with_teachers(train: TrainConfig, records: dict[str, TeacherRecord]) -> TrainConfig:
@@ -164,8 +164,8 @@ def make_multi_evaluator(tasks: dict[str, Task], val: dict[str, DatasetConfig], 
 def launch_student(config: StudentConfig, out: Path, processes: int = 1) -> None:
     """``run_student`` in ``processes`` DDP processes (``must train`` under torchrun, the cores or
     GPUs split among them: :func:`must.distributed.launch`), for a caller that is not distributed
-    itself (``must demo``); 1 = in this process. On a 2-core CPU 2 processes x 1 thread stepped the
-    demo student 1.26x faster than 1 process x 2 threads (137 vs 109 images/s, same config)."""
+    itself (``must demo``); 1 = in this process. Several one-thread processes use a CPU's cores
+    better than one process of as many threads (``benchmarks/ddp.py``)."""
     processes = distributed.process_count(processes)
     if processes <= 1:
         run_student(config, out)

@@ -82,7 +82,7 @@ class Task(ABC):
 
 
 def by_name(tasks: list[Task]) -> dict[str, Task]:
-    """Tasks keyed by name; a duplicate name is an error (STYLE.md, practice 3)."""
+    """Tasks keyed by name; a duplicate name is an error."""
     result: dict[str, Task] = {}
     for task in tasks:
         if task.name in result:

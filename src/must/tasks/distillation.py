@@ -1,4 +1,4 @@
-"""Knowledge distillation as a task (SPEC S4): Hinton et al. 2015 soft targets with temperature,
+"""Knowledge distillation as a task: Hinton et al. 2015 soft targets with temperature,
 and teacher-free distillation / label smoothing (Yuan et al. 2020, "Revisiting Knowledge
 Distillation via Label Smoothing Regularization").
 

@@ -1,13 +1,13 @@
 """RoIAlign for the Fast R-CNN head: torchvision's, with a faster form for small feature maps.
 
-torchvision's CPU ``roi_align`` backward is a serial loop: on the embedded world's 64-pixel
-images it took a third of a detection training step (90 of 320 ms at batch 32). RoIAlign with a
+torchvision's CPU ``roi_align`` backward is a serial loop, a large part of a detection training
+step on small images. RoIAlign with a
 fixed sampling ratio is separable: each output bin averages bilinear samples, and a bilinear
 sample is a row weight times a column weight. So for one RoI, ``out = Wy @ F @ Wx^T`` with
 ``Wy`` (bins x H) and ``Wx`` (bins x W) holding the averaged interpolation weights, two matrix
 products whose backward is two more. That costs ``H * W / (bins * 16)`` times the direct kernel's
-multiply-adds, a win on maps up to ``SMALL_MAP`` pixels (measured 6x faster fwd+bwd on 16x16,
-3x on 32x32) and a loss beyond, where torchvision's kernel runs. The weights follow torchvision's
+multiply-adds, a win on maps up to ``SMALL_MAP`` pixels and a loss beyond, where torchvision's
+kernel runs. The weights follow torchvision's
 rules exactly (``aligned=False``; samples beyond ``[-1, size]`` count zero; clamping at the
 border), tested against ``torchvision.ops.roi_align`` values and gradients.
 """

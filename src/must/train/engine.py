@@ -1,4 +1,4 @@
-"""The one training loop (DESIGN.md "Training"): teachers, the multi-task student, transfer and
+"""The one training loop: teachers, the multi-task student, transfer and
 self-supervised pre-training all call :func:`fit`.
 
 Per optimizer step: ``accumulate`` micro-batches, each ``model(images, targets)`` -> per-task
@@ -69,9 +69,8 @@ def resolve_precision(precision: str, device: torch.device, training: bool = Tru
     """``auto``: bf16 autocast on CUDA devices that compute it natively
     (:func:`must.distributed.native_bf16`), fp32 everywhere else.
 
-    On CPU bf16 was measured 1.3-1.4x faster (ResNet-18 train step at 64x64, widths 0.25 and 1,
-    AMD EPYC with AVX512-BF16), and the demo preset trains in bf16 with the same metrics as fp32
-    (README). But torch 2.14.1's oneDNN (v3.12) has returned garbage (huge or NaN) bf16 weight
+    On CPUs with bf16 instructions bf16 autocast trains faster (``benchmarks/``), and the demo
+    preset trains in bf16. But torch 2.14.1's oneDNN (v3.12) has returned garbage (huge or NaN) bf16 weight
     gradients for a 3x3 stride-2 convolution on a 1x1 input: FPN's P6 / P7 on small images, which
     therefore always run in fp32, and the backbone's last stage on images of 16 px or less. So
     ``auto`` stays fp32 on CPU; an explicit ``bf16`` is allowed, with a warning (once per run)

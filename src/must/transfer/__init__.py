@@ -1,4 +1,4 @@
-"""Transfer evaluation (MuST sec. 3.5, supplementary sec. 2.3; SPEC M6, D5): fine-tune or linearly
+"""Transfer evaluation (MuST sec. 3.5, supplementary sec. 2.3): fine-tune or linearly
 probe any checkpoint on downstream tasks with a grid search over learning rate x training steps."""
 
 from must.transfer.config import DownstreamTask, TransferConfig, default_suite, world_splits

@@ -41,7 +41,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                                        "scratch without --init, else the checkpoint's folder name")
     parser.add_argument("--out", required=True, type=Path, help="run directory, e.g. runs/demo")
     parser.add_argument("--mode", choices=("finetune", "linear"), default="finetune",
-                        help="finetune (end to end) or linear (frozen backbone + FPN, SPEC D5)")
+                        help="finetune (end to end) or linear (frozen backbone + FPN)")
     parser.add_argument("--tasks", help="comma-separated subset of the suite's tasks")
     parser.add_argument("--steps", metavar="N[,N...]",
                         help="training steps of every chosen task's grid, e.g. 20 for a quick look "

@@ -1,5 +1,5 @@
 """What ``must transfer`` runs: the downstream tasks, their grids, and the checkpoint under test
-(MuST sec. 3.5 / supplementary sec. 2.3; SPEC M6, D5).
+(MuST sec. 3.5 / supplementary sec. 2.3).
 
 Supplementary sec. 2.3: "we initialize the parameters in the ResNet and FPN backbone with a
 pre-trained model and randomly initialize the rest of the layers. We perform end-to-end fine-tuning
@@ -32,9 +32,8 @@ WORLD_SPLITS = ("train", "val", "test")
 SMALL_IMAGE_OPTIONS: dict[str, dict[str, Any]] = {
     "detection": {"box_batch_size_per_image": 32, "representation_size": 256}}
 """Task options for 64 px images with a handful of objects each: 32 sampled RoIs per image and a
-256-wide box-head fc instead of 128 and 1024 make a training step 2.7x cheaper (batch 16, demo
-model; the Fast R-CNN head, not the backbone, dominates at this size) and lose nothing measurable
-here."""
+256-wide box-head fc instead of 128 and 1024 make a training step much cheaper (the Fast R-CNN
+head, not the backbone, dominates at this size)."""
 
 
 @dataclass(frozen=True)
@@ -124,7 +123,7 @@ class TransferConfig:
     """Column name -> downstream task; results go to ``<out>/transfer/<init_name>/<name>/``."""
     mode: Mode = "finetune"
     """``finetune``: every layer trains (MuST sec. 3.5). ``linear``: backbone + FPN frozen with
-    eval-mode norms, only the head trains (Doersch & Zisserman 2017 sec. 4; SPEC D5)."""
+    eval-mode norms, only the head trains (Doersch & Zisserman 2017 sec. 4)."""
     model: ModelConfig = field(default_factory=demo_model)
     """Architecture; must match ``init`` (its ``init`` field is ignored: the top-level one wins)."""
     device: str = "auto"

@@ -1,4 +1,4 @@
-"""Frozen-trunk evaluation: the linear probe (SPEC D5; Doersch & Zisserman 2017 sec. 4 evaluate
+"""Frozen-trunk evaluation: the linear probe (Doersch & Zisserman 2017 sec. 4 evaluate
 their representations "by training only a linear classifier on top of the frozen network" as well
 as by fine-tuning).
 

@@ -1,5 +1,5 @@
 """``must transfer``: fine-tune a checkpoint on every downstream task, one grid search per task
-(MuST sec. 3.5, supplementary sec. 2.3; SPEC M6), or probe it with its trunk frozen (SPEC D5).
+(MuST sec. 3.5, supplementary sec. 2.3), or probe it with its trunk frozen.
 
 Per grid cell: backbone + FPN from the checkpoint (or random, from scratch), a new randomly
 initialized head, ``steps`` steps of SGD with cosine decay and weight decay 1e-4 through the one

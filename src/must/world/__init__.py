@@ -1,7 +1,7 @@
 """The procedural 3-D world: the embedded default dataset, with exact labels for every task.
 
 Scenes of textured, lit objects on a floor between walls, ray cast in NumPy from a seeded
-generator (SPEC B3). Each domain preset stands in for one of the paper's datasets (MuST sec. 4.1):
+generator. Each domain preset stands in for one of the paper's datasets (MuST sec. 4.1):
 ``objects`` (classification, ImageNet-like), ``clutter`` (detection, Objects365-like), ``scenes``
 (segmentation, COCO-like), ``depth`` (depth), ``pool`` (the shared unlabeled set) and ``transfer``
 (a shifted domain for the downstream tasks, surface normals included).

@@ -6,7 +6,7 @@ image set, and measures transfer on other datasets. Each preset below is a distr
 scenes playing one of those roles; ``transfer`` is deliberately shifted (textures, light, camera)
 so that downstream fine-tuning measures generality rather than memory of the source domains.
 
-The presets live in one explicit dict, :data:`DOMAINS` (STYLE.md, practice 3).
+The presets live in one explicit dict, :data:`DOMAINS`.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Writing a domain of the world to disk in the formats users bring (SPEC "Data formats").
+"""Writing a domain of the world to disk in the formats users bring.
 
 Layout of ``out/`` (``<key>`` = ``<domain>-<index:06d>``)::
 

@@ -1,4 +1,4 @@
-"""The config of one dataset: which format, where, which split and tasks (STYLE.md practice 4).
+"""The config of one dataset: which format, where, which split and tasks.
 
 Built from YAML with :func:`must.config.from_dict`, e.g.::
 

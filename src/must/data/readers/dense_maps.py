@@ -1,6 +1,6 @@
 """Per-pixel maps stored one file per image: segmentation ids, depth, surface normals, instances.
 
-Conventions on disk (SPEC "Data formats"; targets as in :mod:`must.data.sample`):
+Conventions on disk (targets as in :mod:`must.data.sample`):
 
 * segmentation: 8-bit PNG (grayscale or palette: the palette index is the class), ``255`` =
   ignore (PASCAL VOC ``SegmentationClass``, the world's ``masks/``);

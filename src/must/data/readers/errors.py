@@ -1,6 +1,6 @@
 """The one error every reader raises for bad input, naming the file and what is wrong.
 
-SPEC "Data formats a user brings": corrupt or inconsistent inputs get a clear error naming the
+Corrupt or inconsistent inputs get a clear error naming the
 file and the problem, or, where the user asks for it (``skip_bad``), are skipped and counted.
 """
 

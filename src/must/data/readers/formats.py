@@ -1,5 +1,5 @@
 """The one entry point: :func:`open_dataset` picks a reader from an explicit dict of formats
-(STYLE.md practice 3: an unknown name fails with the list of valid ones)."""
+(an unknown name fails with the list of valid ones)."""
 
 from __future__ import annotations
 

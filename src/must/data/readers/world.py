@@ -1,4 +1,4 @@
-"""The embedded procedural world's directory, read through the standard formats (SPEC B3).
+"""The embedded procedural world's directory, read through the standard formats.
 
 Layout written by :mod:`must.world` (one directory per domain and split)::
 

@@ -1,4 +1,4 @@
-"""Self-supervised and semi-supervised methods as tasks (SPEC D1-D4, S1, S2, S5; B1).
+"""Self-supervised and semi-supervised methods as tasks.
 
 Each method is one file with the :class:`~must.tasks.base.Task` interface extended by
 ``make_views`` / ``forward_views`` (:mod:`.base` explains the extension and how the model calls
@@ -32,7 +32,7 @@ SELF_SUPERVISED_TASKS: dict[str, Callable[..., SelfSupervisedTask]] = {
     "exemplar": ExemplarTask,
     "fixmatch": FixMatchTask,  # FixMatchTask(base=<a classification or segmentation task>, ...)
 }
-"""Constructor per method name (STYLE.md practice 3: one explicit dict per family)."""
+"""Constructor per method name (one explicit dict per family)."""
 
 __all__ = [
     "SELF_SUPERVISED_TASKS",

@@ -1,5 +1,5 @@
 """Self-supervised tasks: the :class:`~must.tasks.base.Task` interface for targets that the image
-itself provides (SPEC D1, S1, S2, S5; B1: one student trains on ground truth, pseudo labels and
+itself provides (one student trains on ground truth, pseudo labels and
 pretext targets in one run).
 
 A pretext task needs *new images* (two crops, four rotations, nine tiles...) that must go through

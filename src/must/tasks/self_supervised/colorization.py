@@ -1,5 +1,5 @@
 """Colorization (Zhang, Isola & Efros 2016, "Colorful Image Colorization"; Larsson et al. 2016),
-SPEC D1 and S1; also the Lab conversion used by Doersch & Zisserman's harmonization (D4).
+Also the Lab conversion used by Doersch & Zisserman's harmonization (D4).
 
 * views:  the image in CIE Lab; input = the lightness ``L`` replicated to 3 channels (encoded as
           the neutral grey of that lightness, see :func:`lightness_image`), target = the ``ab``

@@ -1,5 +1,5 @@
 """Multi-task self-supervised learning (Doersch & Zisserman 2017, "Multi-task Self-Supervised
-Visual Learning"), SPEC D1-D4: several pretext heads on one trunk, trained by alternating or
+Visual Learning"): several pretext heads on one trunk, trained by alternating or
 jointly, with lasso layer selection and harmonized inputs.
 
 * D2, schedules: :class:`AlternateSchedule`: one task active per iteration, gradients of a whole

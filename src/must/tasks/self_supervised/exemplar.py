@@ -1,5 +1,5 @@
 """Exemplar networks: instance discrimination by classification (Dosovitskiy et al. 2014,
-"Discriminative Unsupervised Feature Learning with Convolutional Neural Networks"), SPEC D1.
+"Discriminative Unsupervised Feature Learning with Convolutional Neural Networks").
 
 Every image is its own "surrogate class" (sec. 2): the network sees randomly transformed copies of
 it (translation and scaling via a random resized crop, rotation up to 20 degrees, contrast /

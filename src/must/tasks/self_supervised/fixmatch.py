@@ -1,5 +1,5 @@
 """FixMatch (Sohn et al. 2020, "FixMatch: Simplifying Semi-Supervised Learning with Consistency
-and Confidence"), SPEC S5, for classification and for semantic segmentation.
+and Confidence"), for classification and for semantic segmentation.
 
 On an unlabeled image the model's prediction on a *weakly* augmented view becomes a pseudo label
 where its confidence reaches ``threshold`` (tau = 0.95), and the model is trained to predict it on a

@@ -1,5 +1,5 @@
 """Jigsaw puzzles (Noroozi & Favaro 2016, "Unsupervised Learning of Visual Representations by
-Solving Jigsaw Puzzles"), SPEC S1.
+Solving Jigsaw Puzzles").
 
 * views:  a random square of the image resized to ``view_size``, cut into a 3x3 grid of cells;
           from each cell a smaller tile at a random offset (the gap stops the network from

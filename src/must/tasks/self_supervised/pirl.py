@@ -1,4 +1,4 @@
-"""PIRL, Pretext-Invariant Representation Learning (Misra & van der Maaten 2020), SPEC S2.
+"""PIRL, Pretext-Invariant Representation Learning (Misra & van der Maaten 2020).
 
 The representation of an image ``f(v_I)`` and of its jigsaw-transformed version ``g(v_{I^t})``
 should both match the image's memory-bank entry ``m_I`` and differ from other images' entries

@@ -1,5 +1,5 @@
 """Relative position / context prediction (Doersch, Gupta & Efros 2015, "Unsupervised Visual
-Representation Learning by Context Prediction"), SPEC D1 and S1.
+Representation Learning by Context Prediction").
 
 * views:  two patches of a 3x3 arrangement on a random square of the image resized to
           ``view_size``: the centre one and one of its 8 neighbours. Neighbouring patches are

@@ -1,5 +1,5 @@
 """Rotation prediction (Gidaris et al. 2018, "Unsupervised Representation Learning by Predicting
-Image Rotations"), SPEC S1.
+Image Rotations").
 
 * views:  a random square of the image resized to ``view_size`` and rotated by 0, 90, 180 and
           270 degrees (counter-clockwise); label ``k`` for ``k * 90`` degrees. By default all four

@@ -1,5 +1,5 @@
 """SimCLR (Chen et al. 2020, "A Simple Framework for Contrastive Learning of Visual
-Representations"), SPEC S2 and M10's self-supervised baseline.
+Representations").
 
 * views:  two independent augmentations of the image (sec. 3, appendix A): random resized crop
           (scale 0.08-1) + horizontal flip, colour jitter (strength ``s``: brightness, contrast,
