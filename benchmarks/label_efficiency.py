@@ -33,7 +33,8 @@ from must.data.readers import DatasetConfig, open_dataset
 from must.data.readers.files import load_image
 from must.label import LabelConfig, label_dataset
 from must.label.labeler import default_workers
-from must.label.teachers import LabelingTeacher, load_labeling_teacher
+from must.label.open_teacher import load_labeling_teacher
+from must.label.teachers import LabelingTeacher
 from must.models import ModelConfig, build_model
 from must.tasks import build_task
 from must.files import CHECKPOINT_NAME

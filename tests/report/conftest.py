@@ -57,6 +57,13 @@ def save_model(tasks: dict[str, dict[str, Any]], path: Path) -> None:
     torch.save({"model": model.state_dict(), "step": 10}, path)
 
 
+def save_cell(task: str, options: dict[str, Any], directory: Path) -> None:
+    """A ``must transfer`` grid cell: its checkpoint and the part of ``cell.json`` the loader reads."""
+    save_model({task: options}, directory / "checkpoint.pt")
+    write_json(directory / "cell.json", {"task": task, "model": config_lib.to_dict(MODEL),
+                                         "downstream": {"task_options": options, "image_size": 32}})
+
+
 def best_record(init: str, task: str, value: float, mode: str = "finetune") -> dict[str, Any]:
     return {"init": init, "task": task, "metric": METRICS[task], "value": value, "val_value": value + 0.01,
             "lr": 0.1, "steps": 200, "mode": mode}
@@ -114,7 +121,7 @@ def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     run = tmp_path_factory.mktemp("runs") / "fake"
     write_transfer(run)
     write_teachers_and_student(run)
-    save_model({"normals": {}}, run / "transfer" / "must" / "normals" / "checkpoint.pt")
+    save_cell("normals", {}, run / "transfer" / "must" / "normals")
     write_json(run / "timings.json", TIMINGS)
     write_images(run / "data" / "pool" / "train", 3, seed=1)
     write_images(run / "data" / "transfer" / "test", 3, seed=2)
@@ -143,5 +150,5 @@ def expected() -> Expected:
 def files() -> SimpleNamespace:
     """The writers above, for tests that build their own run (test modules cannot import conftest
     under ``--import-mode=importlib``)."""
-    return SimpleNamespace(write_json=write_json, best_record=best_record, write_jsonl=write_jsonl, save_model=save_model,
+    return SimpleNamespace(write_json=write_json, best_record=best_record, write_jsonl=write_jsonl, save_model=save_model, save_cell=save_cell,
                            write_images=write_images, write_teachers_and_student=write_teachers_and_student)

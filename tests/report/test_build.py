@@ -138,7 +138,8 @@ def test_figure4_normals_come_from_the_chosen_grid_cell(run_dir: Path, tmp_path:
     shutil.copytree(run_dir, run)
     normals = run / "transfer" / "must" / "normals"
     (normals / "cells" / "lr0.1-steps200").mkdir(parents=True)
-    (normals / "checkpoint.pt").rename(normals / "cells" / "lr0.1-steps200" / "checkpoint.pt")
+    for name in ("checkpoint.pt", "cell.json"):
+        (normals / name).rename(normals / "cells" / "lr0.1-steps200" / name)
     result = write_report(run, figure_images=1, panel=48)
     assert not any("normals" in note for note in result.notes)
     assert result.figure is not None and "normals*" in result.figure.columns

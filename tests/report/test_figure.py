@@ -22,7 +22,7 @@ def test_figure_with_normals_column(run_dir: Path, tmp_path: Path, student: Any)
     images, notes = find_figure_images(run_dir, 2, student.image_size)
     assert notes == [] and [(image.source, image.key) for image in images] == [
         ("pool", "img-000"), ("pool", "img-001"), ("transfer", "img-000"), ("transfer", "img-001")]
-    normals = load_transfer_model(run_dir / "transfer" / "must" / "normals", "normals", student.config)
+    normals = load_transfer_model(run_dir / "transfer" / "must" / "normals", "normals")
     calls = []
     hook = student.model.register_forward_hook(lambda *args: calls.append(1))
     try:

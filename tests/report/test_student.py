@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from must import config as config_lib
+from must.config import ConfigError
 from must.models import CheckpointError
 from must.report.student import load_student, load_transfer_model
 
@@ -55,18 +56,22 @@ def test_missing_or_bad_records(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="student.json"):
         load_student(tmp_path)
     (tmp_path / "student.json").write_text("{not json")
-    with pytest.raises(ValueError, match="not valid JSON"):
+    with pytest.raises(CheckpointError, match="not valid JSON"):
         load_student(tmp_path)
     (tmp_path / "student.json").write_text(json.dumps({"model": {}}))
-    with pytest.raises(ValueError, match="no 'tasks'"):
+    with pytest.raises(CheckpointError, match="no 'tasks'"):
         load_student(tmp_path)
 
 
-def test_transfer_model_uses_its_record_or_the_fallback(tmp_path: Path, files: Any, expected: Any) -> None:
-    files.save_model({"normals": {"hidden_channels": 8}}, tmp_path / "checkpoint.pt")
-    with pytest.raises(CheckpointError):  # default options build a head of another width
-        load_transfer_model(tmp_path, "normals", expected.model)
-    files.write_json(tmp_path / "transfer.json", {"model": config_lib.to_dict(expected.model),
-                                                   "task_options": {"hidden_channels": 8}})
-    loaded = load_transfer_model(tmp_path, "normals", expected.model)
-    assert list(loaded.tasks) == ["normals"] and not loaded.model.training
+def test_transfer_model_is_built_from_its_cell_record(tmp_path: Path, files: Any, expected: Any) -> None:
+    files.save_cell("normals", {"hidden_channels": 8}, tmp_path)
+    loaded = load_transfer_model(tmp_path, "normals")
+    assert list(loaded.tasks) == ["normals"] and not loaded.model.training and loaded.kind == "transfer"
+    with pytest.raises(ConfigError, match="no task"):
+        load_transfer_model(tmp_path, "depth")
+    files.write_json(tmp_path / "cell.json", {"task": "normals", "model": config_lib.to_dict(expected.model),
+                                               "downstream": {}})
+    with pytest.raises(CheckpointError):  # the default options build a head of another width
+        load_transfer_model(tmp_path, "normals")
+
+

@@ -30,11 +30,12 @@ from torch import Tensor
 
 from must import config as config_lib
 from must.errors import MustError
-from must.files import CHECKPOINT_NAME, file_sha256, write_atomic
+from must.files import CHECKPOINT_NAME, write_atomic
 from must.label.manifest import TeacherEntry
-from must.models import ModelConfig, MultiTaskModel, build_model, load_checkpoint
+from must.models import ModelConfig, MultiTaskModel
+from must.models.loading import load_model
 from must.models.weights import CheckpointError
-from must.tasks import Task, build_task
+from must.tasks import Task
 
 RECORD_NAME = "teacher.json"
 
@@ -84,10 +85,6 @@ def read_record(directory: Path) -> TeacherRecord:
     except json.JSONDecodeError as error:
         raise TeacherError(f"{path}: not valid JSON: {error}") from None
     return config_lib.from_dict(TeacherRecord, data)
-
-
-def build_task_from_record(record: TeacherRecord) -> Task:
-    return build_task(record.task, **record.task_options)
 
 
 ADAPTER_NAME = "adapter.json"
@@ -165,26 +162,20 @@ class ModelTeacher(LabelingTeacher):
 
 
 def load_model_teacher(directory: Path, device: torch.device) -> ModelTeacher:
-    """Rebuilds the teacher in ``directory`` (model and task from its record, weights from its
+    """Rebuilds the teacher in ``directory`` through the one model loader
+    (:func:`must.models.loading.load_model`: model and task from its record, weights from its
     checkpoint), in eval mode on ``device``. A checkpoint whose head does not fit the record
-    (another task, another class count) is an error instead of a randomly initialized head."""
+    (another task, another class count) is an error instead of a randomly initialized head;
+    other heads are fine (a multi-task student can teach one task: Noisy Student's iteration)."""
     record = read_record(directory)
-    task = build_task_from_record(record)
-    model = build_model(config_lib.replace(record.model, init=None), {task.name: task})
-    checkpoint = (Path(directory) / record.checkpoint).resolve()  # a student's export points at ../../
     try:
-        report = load_checkpoint(model, checkpoint, heads=True)
+        loaded = load_model(directory, device, tasks=[record.task])
     except CheckpointError as error:
-        raise TeacherError(f"teacher {directory}: {error}") from None
-    # other heads are fine (a multi-task student can teach one task, Noisy Student's iteration)
-    problems = report.missing + [entry for entry in report.skipped
-                                 if entry.startswith(f"heads.{task.name}.")]
-    if problems:
-        raise TeacherError(
-            f"teacher {directory}: {checkpoint} does not hold a trained '{task.name}' head as "
-            f"{RECORD_NAME} says (wrong task or class count?): {'; '.join(problems[:4])}")
-    model.to(device).eval()
-    return ModelTeacher(Teacher(model, task, record, checkpoint, file_sha256(checkpoint)), directory)
+        raise TeacherError(f"teacher {directory}: no trained '{record.task}' head as {RECORD_NAME} "
+                           f"says: {error}") from None
+    teacher = Teacher(loaded.model, loaded.tasks[record.task], record, loaded.checkpoint,
+                      loaded.checkpoint_sha256())
+    return ModelTeacher(teacher, directory)
 
 
 class CallableTeacher(LabelingTeacher):

@@ -16,10 +16,8 @@ from typing import Any
 
 import torch
 
-from must.config import ConfigError
-from must.data.readers.errors import DataError
+from must.errors import MustError
 from must.files import CHECKPOINT_NAME, write_atomic
-from must.models import CheckpointError
 from must.report import figure as figure_lib
 from must.report.html import Picture, Section, page_html, page_markdown
 from must.report.plots import plot_run_curves
@@ -30,8 +28,8 @@ from must.report.tables import (baseline_note, selection_table, teacher_student_
                                 transfer_table)
 from must.transfer.grid import best_cell_directory
 
-LOAD_ERRORS = (FileNotFoundError, ValueError, KeyError, TypeError, CheckpointError, ConfigError, DataError)
-"""What a half-written or foreign run directory can make the loaders raise."""
+LOAD_ERRORS = (FileNotFoundError, MustError)
+"""What a half-written or foreign run directory makes the loaders raise (anything else is a bug)."""
 TRANSFER_CAPTION = (
     "Each row is one pre-trained checkpoint, each column a downstream task it was fine-tuned on end "
     "to end (MuST sec. 3.5: backbone + FPN from the checkpoint, new heads, cosine schedule, grid "
@@ -97,7 +95,7 @@ def load_normals_model(run_dir: Path, student: LoadedModel, device: torch.device
                      "(the student has no normals head; normals are never a pre-training task)")
         return None
     try:
-        return load_transfer_model(directory, "normals", student.config, device)
+        return load_transfer_model(directory, "normals", device)
     except LOAD_ERRORS as error:
         notes.append(f"normals model not drawn: {error}")
         return None
