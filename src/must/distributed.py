@@ -144,6 +144,20 @@ def setup(device: torch.device | None = None, timeout_minutes: float = 30.0) -> 
     return info
 
 
+@contextlib.contextmanager
+def joined_group(device: torch.device | None = None, timeout_minutes: float = 30.0) -> Iterator[None]:
+    """Joins torchrun's process group for the duration when launched by torchrun and nobody has
+    joined it yet (a verb run alone), and leaves it afterwards; inside a caller's group, nothing."""
+    owns = from_environment().distributed and not dist.is_initialized()
+    if owns:
+        setup(device, timeout_minutes)
+    try:
+        yield
+    finally:
+        if owns:
+            teardown()
+
+
 def teardown() -> None:
     global _GATHER_GROUP
     if dist.is_available() and dist.is_initialized():

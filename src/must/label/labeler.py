@@ -26,7 +26,6 @@ How it runs:
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
@@ -43,7 +42,7 @@ from must import config as config_lib
 from must import distributed
 from must.config import ConfigError
 from must.data.geometry import Geometry
-from must.data.readers import DatasetConfig, DataError, ReaderDataset, open_dataset
+from must.data.readers import DatasetConfig, ReaderDataset, open_images
 from must.files import remove_stale_temporaries, write_atomic
 from must.label.loading import (LoadedBatch, ResizedImages, ShardPlan, make_image_loader,
                                 plan_shards)
@@ -108,9 +107,9 @@ def label_dataset(config: LabelConfig, out: Path,
     """
     out = Path(out)
     device = distributed.pick_device(config.device)
-    with _process_group(device):
+    with distributed.joined_group(device, BARRIER_TIMEOUT_MINUTES):
         rank, world = distributed.rank(), distributed.world_size()
-        dataset = _open(config)
+        dataset = open_images(config.data, config.skip_bad, "label")
         teachers = _load_teachers(config, device, extra_teachers, dataset)
         entries = [_entry(teacher, config) for teacher in teachers]
         with distributed.main_process_first():
@@ -124,27 +123,6 @@ def label_dataset(config: LabelConfig, out: Path,
             path = write_manifest(_manifest(config, out, entries, dataset, shards), out)
         distributed.barrier()
     return path
-
-
-@contextlib.contextmanager
-def _process_group(device: torch.device) -> Iterator[None]:
-    """Joins torchrun's group when launched by it and nobody has yet; leaves it afterwards."""
-    owns = distributed.from_environment().distributed and not distributed.is_initialized()
-    if owns:
-        distributed.setup(device, timeout_minutes=BARRIER_TIMEOUT_MINUTES)
-    try:
-        yield
-    finally:
-        if owns:
-            distributed.teardown()
-
-
-def _open(config: LabelConfig) -> ReaderDataset:
-    data = config_lib.replace(config.data, skip_bad=config.skip_bad or config.data.skip_bad)
-    dataset = open_dataset(data)
-    if len(dataset) == 0:
-        raise DataError(config.data.root, "no images to label")
-    return dataset
 
 
 def _load_teachers(config: LabelConfig, device: torch.device, extra: Sequence[LabelingTeacher],

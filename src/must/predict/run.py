@@ -11,10 +11,8 @@ model's predictions is an error, not a silent mix.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,7 +23,7 @@ from tqdm import tqdm
 from must import config as config_lib
 from must import distributed
 from must.config import ConfigError
-from must.data.readers import DatasetConfig, DataError, ReaderDataset, open_dataset
+from must.data.readers import DatasetConfig, ReaderDataset, open_images
 from must.predict.draw import draw_panel
 from must.predict.images import FittedImages, category_ids, image_infos, image_loader
 from must.predict.predictor import Predictor, as_float, load
@@ -81,10 +79,10 @@ def predict_dataset(model: str | Path, config: PredictConfig, out: str | Path) -
     """Predicts every image of ``config.data`` with ``model`` into ``out``."""
     out = Path(out)
     device = distributed.pick_device(config.device)
-    with _process_group(device):
+    with distributed.joined_group(device):
         predictor = load(model, device, config.tasks or None)
         tasks = list(predictor.tasks)
-        dataset = _open(config)
+        dataset = open_images(config.data, config.skip_bad, "predict")
         infos = image_infos(dataset, Path(config.data.root))
         options = _write_options(predictor, dataset, config)
         with distributed.main_process_first():
@@ -99,27 +97,6 @@ def predict_dataset(model: str | Path, config: PredictConfig, out: str | Path) -
             summary.outputs = _finish(out, infos, tasks, summary, dataset, config, options)
         distributed.barrier()
     return summary
-
-
-@contextlib.contextmanager
-def _process_group(device: torch.device) -> Iterator[None]:
-    """Joins torchrun's group when launched by it and nobody has yet; leaves it afterwards."""
-    owns = distributed.from_environment().distributed and not distributed.is_initialized()
-    if owns:
-        distributed.setup(device)
-    try:
-        yield
-    finally:
-        if owns:
-            distributed.teardown()
-
-
-def _open(config: PredictConfig) -> ReaderDataset:
-    data = config_lib.replace(config.data, skip_bad=config.skip_bad or config.data.skip_bad)
-    dataset = open_dataset(data)
-    if len(dataset) == 0:
-        raise DataError(config.data.root, "no images to predict")
-    return dataset
 
 
 def _write_options(predictor: Predictor, dataset: ReaderDataset, config: PredictConfig) -> WriteOptions:

@@ -12,7 +12,7 @@ from must.data.readers.config import DatasetConfig, parse_dataset_spec
 from must.data.readers.dense_maps import DenseFolders, DenseMapSource
 from must.data.readers.errors import DataError, DataWarning
 from must.data.readers.fashion_mnist import FashionMNIST
-from must.data.readers.formats import FORMATS, open_dataset, open_for_task
+from must.data.readers.formats import FORMATS, open_dataset, open_for_task, open_images
 from must.data.readers.image_folder import ImageFolder
 from must.data.readers.reader_dataset import ReaderDataset
 from must.data.readers.unlabeled import UnlabeledFolder
@@ -24,5 +24,5 @@ __all__ = [
     "ComposedDataset", "DataError", "DataWarning", "DatasetConfig", "parse_dataset_spec", "DenseFolders",
     "DenseMapSource", "FashionMNIST", "ImageEntry", "ImageFolder", "LabelSource",
     "ReaderDataset", "TargetSource", "UnlabeledFolder", "VocDataset", "WorldDataset",
-    "open_dataset", "open_for_task",
+    "open_dataset", "open_for_task", "open_images",
 ]

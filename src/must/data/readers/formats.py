@@ -100,6 +100,16 @@ def open_dataset(config: DatasetConfig) -> ReaderDataset:
     return FORMATS[config.format].open(config)
 
 
+def open_images(config: DatasetConfig, skip_bad: bool, purpose: str) -> ReaderDataset:
+    """The images a labeler or predictor runs over: ``skip_bad`` counts and skips unreadable
+    ones (either here or in ``config``); an empty set is a :class:`DataError` ("no images to
+    ``purpose``")."""
+    dataset = open_dataset(dataclasses.replace(config, skip_bad=skip_bad or config.skip_bad))
+    if len(dataset) == 0:
+        raise DataError(config.root, f"no images to {purpose}")
+    return dataset
+
+
 def open_for_task(config: DatasetConfig, task_name: str) -> ReaderDataset:
     """The dataset ``config`` describes, reading the labels of ``task_name`` only."""
     try:
