@@ -76,7 +76,7 @@ def test_help_says_how_long_the_default_suite_takes(capsys: pytest.CaptureFixtur
     with pytest.raises(SystemExit):
         main(["transfer", "--help"])
     out = " ".join(capsys.readouterr().out.split())
-    assert "about 2 minutes per --init on 2 CPU cores" in out and "--steps N[,N...]" in out
+    assert "about 1 minute per --init on 2 idle CPU cores" in out and "--steps N[,N...]" in out
 
 
 def test_steps_shortens_a_real_run(tmp_path: Path, world_root: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -485,7 +485,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "Run the whole pipeline on the embedded procedural world: generate data, train teachers, "
         "pseudo-label the shared pool, train the student, transfer, report.")
     parser.add_argument("--preset", default="demo",
-                        help="tiny (every stage in about two minutes; its numbers mean nothing), "
+                        help="tiny (every stage in well under a minute; its numbers mean nothing), "
                              "demo (minutes on a CPU), study, paper, or a YAML path")
     parser.add_argument("--out", type=Path, default=Path("runs/demo"), help="run directory")
     parser.add_argument("overrides", nargs="*", metavar="key.sub=value",

@@ -33,8 +33,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "<out>/transfer/<name>/<task>/{grid.jsonl, best.json} (best_linear.json with --mode linear). "
         "Finished grid cells are skipped and interrupted ones resume. Under torchrun each rank "
         "trains every N-th cell. The default suite (5 tasks, one cell each, 1,200 steps in all) takes "
-        "about 2 minutes per --init on 2 CPU cores (the demo's transfer stage: 20 such cells in "
-        "204 s, two at a time in bf16); --steps 20 makes it a smoke test.")
+        "about 1 minute per --init on 2 idle CPU cores (the demo's transfer stage: 20 such cells in "
+        "209 s, two at a time in bf16); --steps 20 makes it a smoke test.")
     parser.add_argument("--init", required=True, metavar="CKPT|none",
                         help="our checkpoint.pt, a torchvision / timm ResNet weight file, or none")
     parser.add_argument("--name", help="row name (scratch, supervised, simclr, must, ...); default: "
