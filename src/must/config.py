@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import types
 import typing
 from collections.abc import Callable, Mapping, Sequence
@@ -122,6 +123,19 @@ def to_dict(config: Any) -> Any:
     if isinstance(config, Path):
         return str(config)
     return config
+
+
+def refuse_other_run(record: Path, fingerprint: Mapping[str, Any], holds: str) -> bool:
+    """Whether ``record`` (a run's JSON record with a ``"fingerprint"``) exists; one whose
+    fingerprint differs from ``fingerprint`` is a :class:`ConfigError` naming the differing keys
+    ("<dir> holds <holds> (differs in ...)"), so a rerun never mixes two runs' outputs."""
+    if not record.is_file():
+        return False
+    differing = differing_keys(json.loads(record.read_text()).get("fingerprint", {}), fingerprint)
+    if differing:
+        raise ConfigError(f"{record.parent} holds {holds} (differs in {', '.join(differing)}); "
+                          f"use a new output directory or delete it")
+    return True
 
 
 def differing_keys(saved: Any, wanted: Any, prefix: str = "") -> list[str]:

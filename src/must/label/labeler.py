@@ -40,7 +40,6 @@ from tqdm import tqdm
 
 from must import config as config_lib
 from must import distributed
-from must.config import ConfigError
 from must.data.geometry import Geometry
 from must.data.readers import DatasetConfig, ReaderDataset, open_images
 from must.files import remove_stale_temporaries, write_atomic
@@ -193,13 +192,8 @@ def _claim_directory(out: Path, config: LabelConfig, entries: list[TeacherEntry]
     out.mkdir(parents=True, exist_ok=True)
     fingerprint = _fingerprint(config, entries, dataset)
     path = out / RUN_NAME
-    if path.is_file():
-        previous = json.loads(path.read_text()).get("fingerprint", {})
-        differing = config_lib.differing_keys(previous, fingerprint)
-        if differing:
-            raise ConfigError(f"{out} holds pseudo labels of another labeling (differs in "
-                             f"{', '.join(differing)}); use a new output directory or delete it")
-    elif distributed.is_main_process():
+    if not config_lib.refuse_other_run(path, fingerprint, "pseudo labels of another labeling") \
+            and distributed.is_main_process():
         write_atomic(path, manifest_json({"fingerprint": fingerprint, "config": config_lib.to_dict(config)}))
         config_lib.save(config, out / "config.yaml")
 

@@ -120,13 +120,7 @@ def _claim_directory(out: Path, model: str | Path, predictor: Predictor, config:
     """Writes ``predict.json``, ``images.json``, ``categories.json`` and ``classes.json`` (first
     run), or checks that the existing run is this one."""
     fingerprint = _fingerprint(model, predictor, config, dataset)
-    path = out / RUN_NAME
-    if path.is_file():
-        previous = json.loads(path.read_text()).get("fingerprint", {})
-        differing = config_lib.differing_keys(previous, fingerprint)
-        if differing:
-            raise ConfigError(f"{out} holds predictions of another run (differs in "
-                              f"{', '.join(differing)}); use a new --out or delete it")
+    if config_lib.refuse_other_run(out / RUN_NAME, fingerprint, "predictions of another run"):
         return
     if not distributed.is_main_process():
         return
@@ -145,7 +139,7 @@ def _claim_directory(out: Path, model: str | Path, predictor: Predictor, config:
     _write_json(out / "classes.json", classes)
     record = {"fingerprint": fingerprint, "model": str(model), "checkpoint": str(predictor.loaded.checkpoint),
               "kind": predictor.loaded.kind, "config": config_lib.to_dict(config)}
-    _write_json(path, record)
+    _write_json(out / RUN_NAME, record)
 
 
 def _done(out: Path, info: ImageInfo, tasks: list[str], config: PredictConfig,
