@@ -97,11 +97,11 @@ class StudentVariant:
 
     def __post_init__(self) -> None:
         if not (self.pool or self.labeled):
-            raise ValueError("a student variant needs pool=true or labeled=true")
+            raise config_lib.ConfigError("a student variant needs pool=true or labeled=true")
         if self.pool_images is not None and (self.pool_images < 1 or not self.pool):
-            raise ValueError("pool_images needs pool=true and a positive count")
+            raise config_lib.ConfigError("pool_images needs pool=true and a positive count")
         if self.pseudo_on_labeled and not self.labeled:
-            raise ValueError("pseudo_on_labeled needs labeled=true")
+            raise config_lib.ConfigError("pseudo_on_labeled needs labeled=true")
 
 
 @dataclass(frozen=True)
@@ -125,7 +125,7 @@ class TransferPlan:
         valid = [f.name for f in dataclasses.fields(DownstreamTask)]
         unknown = sorted(set(self.every_task) - set(valid))
         if unknown:
-            raise ValueError(f"every_task: unknown setting(s) {unknown}; valid: {', '.join(valid)}")
+            raise config_lib.ConfigError(f"every_task: unknown setting(s) {unknown}; valid: {', '.join(valid)}")
 
 
 @dataclass(frozen=True)

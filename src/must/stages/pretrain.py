@@ -94,20 +94,22 @@ class PretrainConfig:
             raise config_lib.ConfigError(f"unknown pretrain method '{self.method}'; choose one of: "
                                          f"{', '.join(METHODS)}")
         if self.tasks and self.method != "multi":
-            raise ValueError(f"tasks lists the heads of method 'multi'; method '{self.method}' is one task")
+            raise config_lib.ConfigError(f"tasks lists the heads of method 'multi'; method '{self.method}' "
+                                         f"is one task")
         unknown = [name for name in self.tasks if name not in pretext_builders()]
         if unknown:
-            raise ValueError(f"unknown pretext task(s) {unknown}; choose from: {', '.join(pretext_builders())}")
+            raise config_lib.ConfigError(f"unknown pretext task(s) {unknown}; choose from: "
+                                         f"{', '.join(pretext_builders())}")
         if len(set(self.tasks)) != len(self.tasks):
-            raise ValueError(f"tasks listed twice: {list(self.tasks)}")
+            raise config_lib.ConfigError(f"tasks listed twice: {list(self.tasks)}")
         if self.cycles_per_update < 1:
-            raise ValueError(f"cycles_per_update must be >= 1, got {self.cycles_per_update}")
+            raise config_lib.ConfigError(f"cycles_per_update must be >= 1, got {self.cycles_per_update}")
         if self.lasso is not None and self.lasso < 0:
-            raise ValueError(f"lasso (its L1 weight) must be >= 0 or null, got {self.lasso}")
+            raise config_lib.ConfigError(f"lasso (its L1 weight) must be >= 0 or null, got {self.lasso}")
         unused = sorted(set(self.task_options) - set(self.task_names))
         if unused:
-            raise ValueError(f"task_options for task(s) {unused} that method '{self.method}' does not "
-                             f"train; its tasks: {', '.join(self.task_names)}")
+            raise config_lib.ConfigError(f"task_options for task(s) {unused} that method '{self.method}' does not "
+                                         f"train; its tasks: {', '.join(self.task_names)}")
 
     @property
     def task_names(self) -> tuple[str, ...]:
