@@ -2,8 +2,9 @@
 (the "self-supervised pre-training (SimCLR)" row of the paper's comparisons).
 
 One method trains one pretext head on the shared trunk through the one training engine: SimCLR,
-PIRL, rotation, jigsaw, relative position, colorization or exemplar (their tasks live in
-:mod:`must.tasks.self_supervised`; the loader makes their views of every image). ``multi`` is
+PIRL, rotation, jigsaw, relative position, colorization, exemplar or motion segmentation (their
+tasks live in :mod:`must.tasks.self_supervised`; the loader makes their views of every image;
+motion segmentation learns from the frames of video clips and their motion masks, ``video:DIR``). ``multi`` is
 Doersch & Zisserman 2017 ("Multi-task Self-Supervised Visual Learning"): several pretext heads on
 one trunk (sec. 3), trained by alternating, one head per iteration with the gradients of a whole
 cycle accumulated before each update (:class:`~must.tasks.self_supervised.doersch.AlternateSchedule`,
@@ -47,13 +48,14 @@ from must.tasks import construct, pretext_builders
 from must.tasks.self_supervised import SelfSupervisedTask
 from must.tasks.self_supervised.doersch import (DoerschMultiTaskModel, Schedule, ScheduledWeighting,
                                                 build_schedule)
+from must.tasks.self_supervised.motion_segmentation import require_motion_masks
 from must.train import checkpoint as checkpoints
 from must.train.config import TrainConfig
 from must.train.engine import FitResult, fit
 from must.train.weighting import build_weighting
 
 RECORD_NAME = "pretrain.json"
-METHODS = ("simclr", "pirl", "rotation", "jigsaw", "relative_position", "colorization", "exemplar", "multi")
+METHODS = ("simclr", "pirl", "rotation", "jigsaw", "relative_position", "colorization", "exemplar", "motion_segmentation", "multi")
 DOERSCH_TASKS = ("relative_position", "colorization", "exemplar")
 """``multi``'s default heads: Doersch & Zisserman's image tasks (motion segmentation needs video)."""
 DATA_SIZED_OPTIONS = {"exemplar": "num_instances", "pirl": "bank_size"}
@@ -65,7 +67,7 @@ MAX_INSTANCES = 65536
 @dataclass(frozen=True)
 class PretrainConfig:
     method: Literal["simclr", "pirl", "rotation", "jigsaw", "relative_position", "colorization",
-                    "exemplar", "multi"] = "simclr"
+                    "exemplar", "motion_segmentation", "multi"] = "simclr"
     tasks: tuple[str, ...] = ()
     """``multi`` only: its pretext tasks (default: relative_position, colorization, exemplar)."""
     task_options: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -160,6 +162,7 @@ def run_pretrain(config: PretrainConfig, out: Path) -> FitResult:
     if config.data is None:
         raise config_lib.ConfigError("pretrain: no images given (--data FORMAT:ROOT)")
     dataset = open_dataset(config.data)  # bad data or options fail before anything is written
+    require_motion_masks(config.task_names, dataset)
     tasks = build_pretext_tasks(config, len(dataset))
     device = distributed.pick_device(config.train.device)
     distributed.setup(device)
@@ -237,7 +240,8 @@ SUMMARY = "self-supervised pre-training (SimCLR, pretext tasks, multi-task)"
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.description = (
         "Self-supervised pre-training of the ResNet-FPN trunk on unlabeled images: SimCLR, PIRL, "
-        "rotation, jigsaw, relative position, colorization, exemplar, or `multi` (Doersch & "
+        "rotation, jigsaw, relative position, colorization, exemplar, motion segmentation (needs "
+        "clips with motion masks: --data video:DIR), or `multi` (Doersch & "
         "Zisserman 2017: several pretext heads, schedule=alternate|joint, lasso=L1 weight, "
         "harmonize=true). Writes checkpoint.pt (load it with `must transfer --init`: backbone + FPN), "
         "pretrain.json, metrics.jsonl, events/ and config.yaml into --out; resumes from "

@@ -16,6 +16,8 @@ where each pixel's surface point is, the labels are exact rather than estimated:
   is zero unless the camera moves; the sky is at infinity, so a translating camera leaves it
   still.
 
+Which objects move depends on their category (round things roll, :attr:`VideoPreset.mobile`), so
+that, as with people, animals and cars in real video, one frame says what is likely to move.
 Objects translate in the floor plane (velocity ``[vx, vy, 0]``, so they keep resting on it),
 the camera along any 3-D direction without turning. A clip depends only on ``(seed, index,
 size)`` (:func:`make_clip`), like every image of the world.
@@ -48,8 +50,14 @@ class VideoPreset:
     """The image domain each clip's first frame is drawn from."""
     frames: int
     """Default number of frames of a clip."""
+    mobile: tuple[str, ...]
+    """Categories that usually move (round things roll): what moves depends on what an object is,
+    as people, animals and cars move in real video, so a single frame says what will move."""
+    mobile_probability: float
+    """Chance that an object of a ``mobile`` category moves."""
     moving_probability: float
-    """Chance that an object moves (at least one object of every clip does)."""
+    """Chance that any other object moves. At least one object of every clip moves (the largest
+    in view, if no other does)."""
     speed: Range
     """Object speed in bounding radii per frame (so the apparent motion scales with the
     apparent size, which every preset controls)."""
@@ -62,7 +70,9 @@ VIDEO_DOMAINS: dict[str, VideoPreset] = {
     "video": VideoPreset(
         name="video", description="short clips of rooms in which some objects move (and sometimes "
         "the camera), with exact motion masks and optical flow, for motion segmentation",
-        scene_domain="scenes", frames=8, moving_probability=0.5, speed=(0.15, 0.35),
+        scene_domain="scenes", frames=8,
+        mobile=("sphere", "cylinder", "torus", "capsule", "egg"), mobile_probability=0.85,
+        moving_probability=0.15, speed=(0.15, 0.35),
         camera_motion_probability=0.3, camera_speed=(0.005, 0.02)),
 }
 """Video domains by name (one explicit dict, beside :data:`~must.world.domains.DOMAINS`)."""
@@ -107,15 +117,18 @@ def _heading(rng: np.random.Generator) -> Array:
     return np.array([math.cos(angle), math.sin(angle), 0.0])
 
 
-def _velocities(scene: Scene, preset: VideoPreset, visible: int, rng: np.random.Generator) -> Array:
-    """Object velocities; the object ``visible`` (the largest in view) moves in every clip."""
+def _velocities(scene: Scene, preset: VideoPreset, largest: int, rng: np.random.Generator) -> Array:
+    """Object velocities in the floor plane; ``largest`` (the object with most pixels in view)
+    moves when no other does."""
     velocities = np.zeros((len(scene.objects), 3))
     for k, obj in enumerate(scene.objects):
-        moves = rng.uniform() < preset.moving_probability or k == visible
+        chance = preset.mobile_probability if obj.shape_name in preset.mobile else preset.moving_probability
+        moves = rng.uniform() < chance
         heading, speed = _heading(rng), rng.uniform(*preset.speed)
-        if moves:
-            radius = SHAPES[obj.shape_name].bound_radius * obj.scale
-            velocities[k] = heading * speed * radius
+        velocities[k] = heading * speed * SHAPES[obj.shape_name].bound_radius * obj.scale * moves
+    if not velocities.any():
+        obj = scene.objects[largest]
+        velocities[largest] = _heading(rng) * preset.speed[0] * SHAPES[obj.shape_name].bound_radius * obj.scale
     return velocities
 
 
