@@ -128,3 +128,14 @@ def test_a_tiny_model_learns_the_worlds_motion_masks(clips: Path, trunk, train) 
     assert values["iou"] > 0.4 and values["pixel_accuracy"] > 1 - moving + 0.02, (values, moving)
     values, moving = scores(views(1))
     assert values["iou"] > 2 * moving, (values, moving)
+
+
+def test_positive_weight_weighs_the_moving_pixels() -> None:
+    logits = torch.tensor([[[2.0, -1.0], [0.5, -3.0]]])
+    mask = torch.tensor([[[1, 0], [1, 0]]], dtype=torch.uint8)
+    p, y = torch.sigmoid(logits.double()), mask.double()
+    naive = -(3.0 * y * torch.log(p) + (1 - y) * torch.log(1 - p)).mean()
+    loss = MotionSegmentationTask(positive_weight=3.0).view_loss({"logits": logits, "mask": mask})["loss"]
+    assert math.isclose(float(loss), float(naive), rel_tol=1e-6)
+    with pytest.raises(ValueError, match="positive_weight"):
+        MotionSegmentationTask(positive_weight=0.0)
