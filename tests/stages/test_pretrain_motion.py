@@ -73,3 +73,15 @@ def test_images_without_motion_masks_are_refused(tmp_path: Path) -> None:
             run_pretrain(config(DatasetConfig(format="world", root=str(world)), method, tasks=tasks),
                          tmp_path / method)
         assert not (tmp_path / method).exists()
+
+
+def test_frames_mixed_with_still_images(clips: Path, tmp_path: Path) -> None:
+    """``more_data``: still images (no masks, so no motion views) and the clips' frames in one
+    stream, as Doersch & Zisserman train the image tasks on images and motion segmentation on video."""
+    stills = generate("scenes", tmp_path / "scenes", count=4, size=32, seed=0, progress=False)
+    out = tmp_path / "mixed"
+    run_pretrain(config(DatasetConfig(format="world", root=str(stills)), "multi", tasks=FOUR, schedule="joint",
+                        task_options=OPTIONS, more_data=(DatasetConfig(format="video", root=str(clips)),)), out)
+    record = json.loads((out / RECORD_NAME).read_text())
+    assert record["tasks"]["exemplar"]["num_instances"] == 4 + 9  # one class per image of the union
+    assert all(math.isfinite(record["losses"][f"loss/{task}"]) for task in FOUR)

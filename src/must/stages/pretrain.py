@@ -83,6 +83,11 @@ class PretrainConfig:
     """Feed every trunk input as Lab lightness replicated to RGB (sec. 4.3)."""
     data: DatasetConfig | None = None
     """The unlabeled images (any format: its labels are ignored)."""
+    more_data: tuple[DatasetConfig, ...] = ()
+    """Further image sets mixed with ``data`` (sampled uniformly over the union, MuST sec. 3.4), e.g.
+    clips with motion masks (``format: video``) beside still images: motion segmentation learns from
+    the frames, the other tasks from every image (Doersch & Zisserman sec. 3 train the image tasks
+    on ImageNet, motion segmentation on video)."""
     model: ModelConfig = field(default_factory=demo_model)
     train: TrainConfig = field(default_factory=lambda: TrainConfig(steps=300, batch_size=32, lr=0.05))
     """``batch_size`` is the batch of one iteration (every head sees full batches); ``steps``
@@ -161,9 +166,10 @@ def run_pretrain(config: PretrainConfig, out: Path) -> FitResult:
     ``metrics.jsonl``, ``events/``."""
     if config.data is None:
         raise config_lib.ConfigError("pretrain: no images given (--data FORMAT:ROOT)")
-    dataset = open_dataset(config.data)  # bad data or options fail before anything is written
-    require_motion_masks(config.task_names, dataset)
-    tasks = build_pretext_tasks(config, len(dataset))
+    # bad data or options fail before anything is written
+    datasets = [open_dataset(spec) for spec in (config.data, *config.more_data)]
+    require_motion_masks(config.task_names, datasets)
+    tasks = build_pretext_tasks(config, sum(len(dataset) for dataset in datasets))
     device = distributed.pick_device(config.train.device)
     distributed.setup(device)
     out.mkdir(parents=True, exist_ok=True)
@@ -180,7 +186,7 @@ def run_pretrain(config: PretrainConfig, out: Path) -> FitResult:
     weighting = ScheduledWeighting(inner, schedule.loss_scale * schedule.steps_per_update, penalty)
 
     def batches_from(first: int) -> Iterator[Batch]:
-        stream = make_loader([dataset], tasks, train.micro_batch_size, train.seed, config.image_size,
+        stream = make_loader(datasets, tasks, train.micro_batch_size, train.seed, config.image_size,
                              start_step=first, workers=train.workers, scale_range=config.scale_range,
                              device=device)
         return scheduled(stream, schedule, first)

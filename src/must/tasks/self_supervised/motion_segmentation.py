@@ -20,6 +20,7 @@ So the task reads its views from the *sample* (:meth:`sample_views`), not only f
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -153,10 +154,11 @@ class MotionSegmentationTask(SelfSupervisedTask):
         return {"name": self.name, "kind": "self_supervised", "view_size": self.view_size}
 
 
-def require_motion_masks(task_names: list[str] | tuple[str, ...], dataset: ReaderDataset) -> None:
+def require_motion_masks(task_names: Sequence[str], datasets: Sequence[ReaderDataset]) -> None:
     """Refuses to train motion segmentation on images that carry no motion masks (its loss would
     be zero at every step)."""
-    if TASK in task_names and TASK not in dataset.tasks:
-        raise ConfigError(f"task '{TASK}' learns from motion masks derived from video, and "
-                          f"{dataset.name} has none; give clips with masks (--data video:DIR, e.g. "
-                          "from `must world video`)")
+    if TASK in task_names and not any(TASK in dataset.tasks for dataset in datasets):
+        names = ", ".join(dataset.name for dataset in datasets)
+        raise ConfigError(f"task '{TASK}' learns from motion masks derived from video, and {names} "
+                          "has none; give clips with masks (--data video:DIR or more_data, e.g. from "
+                          "`must world video`)")
