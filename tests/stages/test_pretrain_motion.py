@@ -85,3 +85,15 @@ def test_frames_mixed_with_still_images(clips: Path, tmp_path: Path) -> None:
     record = json.loads((out / RECORD_NAME).read_text())
     assert record["tasks"]["exemplar"]["num_instances"] == 4 + 9  # one class per image of the union
     assert all(math.isfinite(record["losses"][f"loss/{task}"]) for task in FOUR)
+
+
+def test_study_preset_trains_doersch4_on_the_worlds_clips(tmp_path: Path) -> None:
+    from must import config as config_lib
+    from must.stages.demo import DemoConfig, pretrain_config, transfer_inits
+
+    study = config_lib.load(DemoConfig, "study", [])
+    assert "video" in study.world.splits and "doersch4" in transfer_inits(study, tmp_path)
+    four = pretrain_config(study, tmp_path, study.pretrain["doersch4"])
+    assert four.task_names == FOUR and four.data.root == str(tmp_path / "data" / "pool" / "train" / "images")
+    assert four.more_data == (DatasetConfig(format="video", root=str(tmp_path / "data" / "video" / "train")),)
+    assert pretrain_config(study, tmp_path, study.pretrain["doersch"]).more_data == ()

@@ -146,3 +146,9 @@ def test_cli_frames_for_video_only(tmp_path: Path, capsys: pytest.CaptureFixture
     assert not (tmp_path / "s").exists()
     assert main(["world", "video", "--out", str(tmp_path / "w"), "--count", "1", "--frames", "1"]) == 2
     assert "--frames must be in [2, 100]" in capsys.readouterr().err
+
+
+def test_a_finished_video_split_is_complete(clips: Path, tmp_path: Path) -> None:
+    from must.world import is_complete
+    assert is_complete(clips)
+    assert not is_complete(tmp_path)
