@@ -97,3 +97,35 @@ def test_study_preset_trains_doersch4_on_the_worlds_clips(tmp_path: Path) -> Non
     assert four.task_names == FOUR and four.data.root == str(tmp_path / "data" / "pool" / "train" / "images")
     assert four.more_data == (DatasetConfig(format="video", root=str(tmp_path / "data" / "video" / "train")),)
     assert pretrain_config(study, tmp_path, study.pretrain["doersch"]).more_data == ()
+
+
+DDP_SCRIPT = '''
+import sys
+from pathlib import Path
+from must.data.readers import DatasetConfig
+from must.models import ModelConfig
+from must.stages.pretrain import PretrainConfig, run_pretrain
+from must.train.config import TrainConfig
+
+stills, clips, out = sys.argv[1:4]
+train = TrainConfig(steps=4, batch_size=4, lr=0.05, log_every=1, progress=False, device="cpu")
+config = PretrainConfig(method="multi", tasks=("colorization", "motion_segmentation"), schedule="joint",
+                        data=DatasetConfig(format="world", root=stills),
+                        more_data=(DatasetConfig(format="video", root=clips, limit=2),),
+                        task_options={"colorization": {"view_size": 32},
+                                      "motion_segmentation": {"view_size": 64, "hidden_dim": 16}},  # C5 2x2: one view per rank is fine
+                        model=ModelConfig(backbone="resnet18", width=0.125, fpn_channels=16), train=train,
+                        image_size=32)
+run_pretrain(config, Path(out))
+'''
+
+
+def test_two_processes_when_a_rank_sees_no_frame(clips: Path, tmp_path: Path, run_torchrun) -> None:
+    """Joint training on 12 stills + 2 frames in 2 gloo processes: some rank batches hold no frame,
+    so motion segmentation's head is unused there, and DDP runs with find_unused_parameters."""
+    stills = generate("scenes", tmp_path / "scenes", count=12, size=32, seed=0, progress=False)
+    script = tmp_path / "pretrain_ddp.py"
+    script.write_text(DDP_SCRIPT)
+    run_torchrun(script, stills, clips, tmp_path / "out")
+    record = json.loads((tmp_path / "out" / RECORD_NAME).read_text())
+    assert record["steps"] == 4

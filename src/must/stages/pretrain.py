@@ -194,7 +194,9 @@ def run_pretrain(config: PretrainConfig, out: Path) -> FitResult:
     options = {name: task.describe() for name, task in tasks.items()}
     result = fit(model, tasks, batches_from, train, out, weighting=weighting,
                  checkpoint_extra={"pretrain": {"method": config.method, "tasks": options}},
-                 find_unused_parameters=None if len(tasks) == 1 or config.schedule == "joint" else True)
+                 # mixed sets: a rank's batch may hold no frame, leaving motion segmentation's head unused
+                 find_unused_parameters=None if (len(tasks) == 1 or config.schedule == "joint")
+                 and not config.more_data else True)
     if distributed.is_main_process():
         write_record(out, config, tasks, result)
     return result
