@@ -57,7 +57,8 @@ def measure(world: Path, out: Path, clips: int, frames: int, steps: int, batch_s
     inits: dict[str, str] = {"scratch": "none"}
     for row, flags in ROWS.items():
         directory = out / "pretrain" / row
-        runs.append(command(["pretrain", *flags[:2], "--data", f"video:{video}", "--out", str(directory), *flags[2:], *MODEL,
+        runs.append(command(["pretrain", *flags[:2], "--data", f"video:{video}", "--out", str(directory),
+                             *flags[2:], *MODEL,
                              f"train.steps={steps}", f"train.batch_size={batch_size}", "train.lr=0.05",
                              "train.progress=false"]))
         inits[row] = str(directory / "checkpoint.pt")

@@ -104,6 +104,8 @@ class Clip:
 
 @dataclass(eq=False)
 class VideoFrame:
+    """One rendered frame of a clip with its exact motion labels."""
+
     image: WorldImage
     motion: Array
     """bool [H, W]: the pixel shows a moving object."""
