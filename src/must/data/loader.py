@@ -203,7 +203,8 @@ class GeometricTransform:
     as training pads, so metrics are computed in the image's true geometry.
 
     Then every self-supervised task of ``tasks`` makes its views of the *source* image, not of the
-    padded canvas (``task.make_views(sample.image, generator, index)``, stored as its target;
+    padded canvas (``task.sample_views(sample, generator, index)``, by default
+    ``task.make_views(sample.image, generator, index)``, stored as its target;
     ``index``: the item's position in the datasets, PIRL's and exemplar's instance id): they need
     no label, so *every* image gets them. That is also what DDP needs: each rank's batch then holds
     every self-supervised task, so every rank joins their collectives (SimCLR's gather, PIRL's
@@ -231,8 +232,8 @@ class GeometricTransform:
             image = self.image_noise(image, generator)
         for name, task in self.tasks.items():
             if isinstance(task, SelfSupervisedTask):
-                targets[name] = task.make_views(sample.image, generator, index)
-        return Sample(sample.key, image, targets)
+                targets[name] = task.sample_views(sample, generator, index)
+        return Sample(sample.key, image, {name: value for name, value in targets.items() if value is not None})
 
 
 def train_transform(tasks: Sequence[Task] | Mapping[str, Task], output_size: int,

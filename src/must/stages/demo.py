@@ -333,8 +333,17 @@ def label_config(config: DemoConfig, run: Path, images: DatasetConfig) -> LabelC
                        thresholds=config.label.thresholds, device=config.device)
 
 
+def video_set(config: DemoConfig, data: Path, plan: PretrainConfig) -> tuple[DatasetConfig, ...]:
+    """A pre-training's further image sets: motion segmentation's frames are the world's ``video``
+    clips (Doersch & Zisserman sec. 2), mixed with the pool, when the plan trains it."""
+    if "motion_segmentation" not in plan.task_names or "video" not in config.world.splits:
+        return plan.more_data
+    return (*plan.more_data, DatasetConfig(format="video", root=str(data / "video" / "train")))
+
+
 def pretrain_config(config: DemoConfig, run: Path, plan: PretrainConfig) -> PretrainConfig:
-    return dataclasses.replace(plan, data=pool_set(config, run / "data"), model=config.model,
+    return dataclasses.replace(plan, data=pool_set(config, run / "data"),
+                               more_data=video_set(config, run / "data", plan), model=config.model,
                                image_size=config.image_size, train=with_overrides(config, plan.train))
 
 

@@ -2,8 +2,9 @@
 (the "self-supervised pre-training (SimCLR)" row of the paper's comparisons).
 
 One method trains one pretext head on the shared trunk through the one training engine: SimCLR,
-PIRL, rotation, jigsaw, relative position, colorization or exemplar (their tasks live in
-:mod:`must.tasks.self_supervised`; the loader makes their views of every image). ``multi`` is
+PIRL, rotation, jigsaw, relative position, colorization, exemplar or motion segmentation (their
+tasks live in :mod:`must.tasks.self_supervised`; the loader makes their views of every image;
+motion segmentation learns from the frames of video clips and their motion masks, ``video:DIR``). ``multi`` is
 Doersch & Zisserman 2017 ("Multi-task Self-Supervised Visual Learning"): several pretext heads on
 one trunk (sec. 3), trained by alternating, one head per iteration with the gradients of a whole
 cycle accumulated before each update (:class:`~must.tasks.self_supervised.doersch.AlternateSchedule`,
@@ -47,13 +48,14 @@ from must.tasks import construct, pretext_builders
 from must.tasks.self_supervised import SelfSupervisedTask
 from must.tasks.self_supervised.doersch import (DoerschMultiTaskModel, Schedule, ScheduledWeighting,
                                                 build_schedule)
+from must.tasks.self_supervised.motion_segmentation import require_motion_masks
 from must.train import checkpoint as checkpoints
 from must.train.config import TrainConfig
 from must.train.engine import FitResult, fit
 from must.train.weighting import build_weighting
 
 RECORD_NAME = "pretrain.json"
-METHODS = ("simclr", "pirl", "rotation", "jigsaw", "relative_position", "colorization", "exemplar", "multi")
+METHODS = ("simclr", "pirl", "rotation", "jigsaw", "relative_position", "colorization", "exemplar", "motion_segmentation", "multi")
 DOERSCH_TASKS = ("relative_position", "colorization", "exemplar")
 """``multi``'s default heads: Doersch & Zisserman's image tasks (motion segmentation needs video)."""
 DATA_SIZED_OPTIONS = {"exemplar": "num_instances", "pirl": "bank_size"}
@@ -65,7 +67,7 @@ MAX_INSTANCES = 65536
 @dataclass(frozen=True)
 class PretrainConfig:
     method: Literal["simclr", "pirl", "rotation", "jigsaw", "relative_position", "colorization",
-                    "exemplar", "multi"] = "simclr"
+                    "exemplar", "motion_segmentation", "multi"] = "simclr"
     tasks: tuple[str, ...] = ()
     """``multi`` only: its pretext tasks (default: relative_position, colorization, exemplar)."""
     task_options: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -81,6 +83,11 @@ class PretrainConfig:
     """Feed every trunk input as Lab lightness replicated to RGB (sec. 4.3)."""
     data: DatasetConfig | None = None
     """The unlabeled images (any format: its labels are ignored)."""
+    more_data: tuple[DatasetConfig, ...] = ()
+    """Further image sets mixed with ``data`` (sampled uniformly over the union, MuST sec. 3.4), e.g.
+    clips with motion masks (``format: video``) beside still images: motion segmentation learns from
+    the frames, the other tasks from every image (Doersch & Zisserman sec. 3 train the image tasks
+    on ImageNet, motion segmentation on video)."""
     model: ModelConfig = field(default_factory=demo_model)
     train: TrainConfig = field(default_factory=lambda: TrainConfig(steps=300, batch_size=32, lr=0.05))
     """``batch_size`` is the batch of one iteration (every head sees full batches); ``steps``
@@ -161,8 +168,10 @@ def run_pretrain(config: PretrainConfig, out: Path) -> FitResult:
     ``metrics.jsonl``, ``events/``."""
     if config.data is None:
         raise config_lib.ConfigError("pretrain: no images given (--data FORMAT:ROOT)")
-    dataset = open_dataset(config.data)  # bad data or options fail before anything is written
-    tasks = build_pretext_tasks(config, len(dataset))
+    # bad data or options fail before anything is written
+    datasets = [open_dataset(spec) for spec in (config.data, *config.more_data)]
+    require_motion_masks(config.task_names, datasets)
+    tasks = build_pretext_tasks(config, sum(len(dataset) for dataset in datasets))
     device = distributed.pick_device(config.train.device)
     distributed.setup(device)
     out.mkdir(parents=True, exist_ok=True)
@@ -179,7 +188,7 @@ def run_pretrain(config: PretrainConfig, out: Path) -> FitResult:
     weighting = ScheduledWeighting(inner, schedule.loss_scale * schedule.steps_per_update, penalty)
 
     def batches_from(first: int) -> Iterator[Batch]:
-        stream = make_loader([dataset], tasks, train.micro_batch_size, train.seed, config.image_size,
+        stream = make_loader(datasets, tasks, train.micro_batch_size, train.seed, config.image_size,
                              start_step=first, workers=train.workers, scale_range=config.scale_range,
                              device=device)
         return scheduled(stream, schedule, first)
@@ -187,7 +196,9 @@ def run_pretrain(config: PretrainConfig, out: Path) -> FitResult:
     options = {name: task.describe() for name, task in tasks.items()}
     result = fit(model, tasks, batches_from, train, out, weighting=weighting,
                  checkpoint_extra={"pretrain": {"method": config.method, "tasks": options}},
-                 find_unused_parameters=None if len(tasks) == 1 or config.schedule == "joint" else True)
+                 # mixed sets: a rank's batch may hold no frame, leaving motion segmentation's head unused
+                 find_unused_parameters=None if (len(tasks) == 1 or config.schedule == "joint")
+                 and not config.more_data else True)
     if distributed.is_main_process():
         write_record(out, config, tasks, result)
     return result
@@ -239,7 +250,8 @@ SUMMARY = "self-supervised pre-training (SimCLR, pretext tasks, multi-task)"
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.description = (
         "Self-supervised pre-training of the ResNet-FPN trunk on unlabeled images: SimCLR, PIRL, "
-        "rotation, jigsaw, relative position, colorization, exemplar, or `multi` (Doersch & "
+        "rotation, jigsaw, relative position, colorization, exemplar, motion segmentation (needs "
+        "clips with motion masks: --data video:DIR), or `multi` (Doersch & "
         "Zisserman 2017: several pretext heads, schedule=alternate|joint, lasso=L1 weight, "
         "harmonize=true). Writes checkpoint.pt (load it with `must transfer --init`: backbone + FPN), "
         "pretrain.json, metrics.jsonl, events/ and config.yaml into --out; resumes from "

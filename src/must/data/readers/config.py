@@ -28,7 +28,8 @@ class DatasetConfig:
       COCO export) and ``root`` itself that holds them;
     * ``voc``: a ``VOC2007`` / ``VOC2012`` folder; ``fashion_mnist``: the idx files' folder;
     * ``dense``: a folder with ``images/`` and ``depth/`` and / or ``normals/``;
-    * ``world``: one generated world directory (with ``world.json``).
+    * ``world``: one generated world directory (with ``world.json``);
+    * ``video``: a folder of clip folders, frames with their motion masks (``must world video``).
     """
 
     format: str
