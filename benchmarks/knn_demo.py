@@ -32,7 +32,8 @@ def main() -> None:
     parser.add_argument("--memory", type=int, default=10000, help="train images used as memory")
     parser.add_argument("--test", type=int, default=2000, help="test images")
     parser.add_argument("--out", type=Path, default=Path("/tmp/must-knn"), help="scratch output directory")
-    parser.add_argument("--result", type=Path, default=Path(__file__).resolve().parents[1] / "docs/measurements/knn.json")
+    parser.add_argument("--result", type=Path,
+                        default=Path(__file__).resolve().parents[1] / "docs/measurements/knn.json")
     args = parser.parse_args()
     suite = default_suite(args.out / "world", DEFAULT_ROOT)
     spec = suite["classification"]

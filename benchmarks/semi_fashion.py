@@ -82,7 +82,8 @@ def main() -> None:
     parser.add_argument("--methods", default=",".join(METHODS))
     parser.add_argument("--data", type=Path, default=Path("/tmp/must-semi/data"))
     parser.add_argument("--out", type=Path, default=Path("/tmp/must-semi/runs"))
-    parser.add_argument("--result", type=Path, default=Path(__file__).resolve().parents[1] / "docs/measurements/semi.json")
+    parser.add_argument("--result", type=Path,
+                        default=Path(__file__).resolve().parents[1] / "docs/measurements/semi.json")
     args = parser.parse_args()
     labeled, pool = write_data(args.data, 40, args.unlabeled)
     rows = {}

@@ -9,7 +9,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from must.config import ConfigError
-from must.data.sample import TaskBatch
 from must.tasks import build_tasks
 from must.tasks.classification import ClassificationTask
 from must.tasks.segmentation import SegmentationTask
