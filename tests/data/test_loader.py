@@ -240,3 +240,38 @@ def test_evaluation_of_a_square_image_is_the_plain_resize() -> None:
         assert torch.equal(sample.image, plain.warp_image(square.image))
         assert torch.equal(sample.targets["segmentation"],
                            task.transform_target(square.targets["segmentation"], plain))
+
+
+def test_grouped_batches_hold_each_groups_share_and_every_item_once_per_epoch() -> None:
+    """FixMatch's B labeled + mu B unlabeled images per step (mu = 3): 2 of the 4-item labeled
+    dataset and 6 of the 12 + 6 unlabeled items per global batch of 8, each rank's half holding
+    1 labeled and 3 unlabeled; each group goes through all its items once per epoch."""
+    from must.data.loader import GroupedBatchSampler
+
+    groups = [([0], 2), ([1, 2], 6)]
+    sampler = GroupedBatchSampler([4, 12, 6], groups, 8, seed=1)
+    labeled, unlabeled = [], []
+    for step in range(9):  # 3 unlabeled epochs (18 items, 6 per batch), 4.5 labeled epochs
+        batch = sampler.global_batch(step)
+        labeled += [item for item in batch if item[0] == 0]
+        unlabeled += [item for item in batch if item[0] != 0]
+        assert len(batch) == 8
+    for epoch in range(3):
+        assert sorted(labeled[epoch * 4:(epoch + 1) * 4]) == [(0, i) for i in range(4)]
+        assert sorted(unlabeled[epoch * 18:(epoch + 1) * 18]) == sorted(
+            [(1, i) for i in range(12)] + [(2, i) for i in range(6)])
+    for rank in range(2):
+        part = GroupedBatchSampler([4, 12, 6], groups, 8, seed=1, rank=rank, world_size=2).batch(0)
+        assert [dataset == 0 for dataset, _, _ in part] == [True, False, False, False]
+    resumed = GroupedBatchSampler([4, 12, 6], groups, 8, seed=1, start_step=5)
+    assert next(iter(resumed)) == sampler.batch(5)
+
+
+def test_grouped_batches_refuse_shares_that_do_not_fit() -> None:
+    from must.config import ConfigError
+    from must.data.loader import GroupedBatchSampler
+
+    with pytest.raises(ConfigError, match="add up"):
+        GroupedBatchSampler([4, 12], [([0], 2), ([1], 5)], 8, seed=1)
+    with pytest.raises(ConfigError, match="once"):
+        GroupedBatchSampler([4, 12], [([0], 2), ([0], 6)], 8, seed=1)

@@ -172,3 +172,19 @@ def test_two_processes_print_and_warn_once(world: Path, teachers: dict[str, Path
     assert out.count("student -> ") == 1
     assert (out + err).count("bf16 autocast on CPU") == 1, err
     assert "find_unused_parameters" not in out + err
+
+
+def test_mu_splits_each_batch_into_labeled_and_unlabeled_shares() -> None:
+    """FixMatch's unlabeled:labeled ratio: B = 16, mu = 3 -> 4 images of the labeled sources and 12
+    of the unlabeled ones per batch; refused when the batch does not split or a side is missing."""
+    from must.data.readers import DatasetConfig
+    from must.stages.student import StudentConfig, batch_groups
+
+    data = DatasetConfig(format="folder", root="unused")
+    sources = (SourceConfig(data), SourceConfig(data, labeled=False), SourceConfig(data, labeled=False))
+    assert batch_groups(StudentConfig(sources=sources), 16) is None
+    assert batch_groups(StudentConfig(sources=sources, mu=3), 16) == [([0], 4), ([1, 2], 12)]
+    with pytest.raises(ConfigError, match="divisible by 1 \\+ mu = 4"):
+        batch_groups(StudentConfig(sources=sources, mu=3), 10)
+    with pytest.raises(ConfigError, match="labeled: false"):
+        batch_groups(StudentConfig(sources=sources[:1], mu=3), 16)

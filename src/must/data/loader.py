@@ -146,6 +146,38 @@ class ResumableBatchSampler(Sampler[list[Index]]):
             step += 1
 
 
+class GroupedBatchSampler(ResumableBatchSampler):
+    """Each global batch takes a fixed number of items from each group of datasets, uniform within
+    the group (FixMatch's B labeled and mu B unlabeled images per step, Sohn et al. 2020 sec. 2.2,
+    where sampling the union would give the labeled images the share of their count). ``groups``:
+    ``[(dataset indices, items per global batch), ...]``; each group runs through its items epoch
+    after epoch, every item once per epoch; each rank's slice holds every group's count divided by
+    the world size."""
+
+    def __init__(self, sizes: Sequence[int], groups: Sequence[tuple[Sequence[int], int]], batch_size: int,
+                 seed: int, rank: int = 0, world_size: int = 1, start_step: int = 0) -> None:
+        super().__init__(sizes, batch_size, seed, rank, world_size, start_step, drop_last=False)
+        members = sorted(index for datasets, _ in groups for index in datasets)
+        if members != list(range(len(self.sizes))):
+            raise ConfigError(f"groups {list(groups)} must hold each of the {len(self.sizes)} datasets once")
+        if sum(count for _, count in groups) != batch_size or any(count % world_size for _, count in groups):
+            raise ConfigError(f"the groups' items per batch {[count for _, count in groups]} must add up to the "
+                              f"batch size {batch_size}, each a multiple of the {world_size} processes")
+        self.groups = [(list(datasets), count) for datasets, count in groups]
+        self.streams = [ResumableBatchSampler([self.sizes[d] for d in datasets], count, derive_seed(seed, number),
+                                              drop_last=False) for number, (datasets, count) in enumerate(groups, 1)]
+
+    def global_batch(self, step: int) -> list[tuple[int, int]]:
+        parts = [[(datasets[d], item) for d, item in stream.global_batch(step)]
+                 for (datasets, _), stream in zip(self.groups, self.streams)]
+        batch = []
+        for rank in range(self.world_size):  # rank-major: every rank gets each group's share
+            for items, (_, count) in zip(parts, self.groups):
+                share = count // self.world_size
+                batch.extend(items[rank * share:(rank + 1) * share])
+        return batch
+
+
 class ShardedBatchSampler(Sampler[list[Index]]):
     """Evaluation order: every item once, in order, rank ``r`` taking items ``r, r + W, ...``;
     batches of ``batch_size // world_size`` per rank, the last one possibly smaller (no drop)."""
@@ -284,17 +316,22 @@ def make_loader(datasets: Sequence[Dataset[Sample]], tasks: Sequence[Task] | Map
                 *, scale_range: tuple[float, float] = (0.5, 2.0), flip: bool = True,
                 drop_last: bool = True, rank: int | None = None, world_size: int | None = None,
                 device: torch.device | None = None,
-                image_noise: Callable[[Tensor, torch.Generator], Tensor] | None = None) -> Iterator[Batch]:
+                image_noise: Callable[[Tensor, torch.Generator], Tensor] | None = None,
+                groups: Sequence[tuple[Sequence[int], int]] | None = None) -> Iterator[Batch]:
     """The endless training stream from ``start_step`` on: this rank's part of each global batch
     of ``batch_size``, augmented by :func:`train_transform`. Rank and world size default to the
-    running process group."""
+    running process group. ``groups``: a fixed number of items per batch from each group of
+    datasets (:class:`GroupedBatchSampler`) instead of uniform sampling of their union."""
     rank, world_size = _world(rank, world_size)
     task_map = _tasks_by_name(tasks)
     dataset = MixedDataset(datasets, train_transform(task_map, output_size, scale_range, flip, image_noise))
     for task in task_map.values():
         if isinstance(task, SelfSupervisedTask):  # instance tasks: one slot per training image
             task.check_dataset_size(len(dataset))
-    sampler = ResumableBatchSampler(dataset.sizes, batch_size, seed, rank, world_size, start_step, drop_last)
+    if groups is None:
+        sampler = ResumableBatchSampler(dataset.sizes, batch_size, seed, rank, world_size, start_step, drop_last)
+    else:
+        sampler = GroupedBatchSampler(dataset.sizes, groups, batch_size, seed, rank, world_size, start_step)
     loader = ErrorCarryingLoader(  # a user error in a worker stays one line (carry_errors)
         CarryingErrors(dataset), batch_sampler=sampler, num_workers=workers,
         collate_fn=_collate_carrying_errors(task_map),

@@ -55,6 +55,10 @@ has at least two of a table's rows besides ``supervised``."""
 LINEAR_CAPTION = (
     "As above, but the pre-trained backbone is frozen and only the new head is trained: a linear "
     "probe of the features (Doersch & Zisserman 2017).")
+KNN_CAPTION = (
+    "Nothing trained: each test image takes the class of its 20 nearest training images by cosine "
+    "similarity of the frozen trunk's pooled features, votes weighted by exp(similarity / 0.07) (Wu et "
+    "al. 2018; Caron et al. 2021).")
 
 
 @dataclass
@@ -71,7 +75,8 @@ class Report:
 def transfer_sections(results: Mapping[str, Any]) -> list[Section]:
     sections = []
     for key, title, caption in (("transfer", "Transfer learning (paper Tables 2, 3, 5)", TRANSFER_CAPTION),
-                                ("linear_probe", "Linear probe", LINEAR_CAPTION)):
+                                ("linear_probe", "Linear probe", LINEAR_CAPTION),
+                                ("knn", "k-NN on frozen features", KNN_CAPTION)):
         table_data = results.get(key) or {}
         table = transfer_table(table_data, key, title, f"{caption} {baseline_note(table_data)}")
         if table is not None:

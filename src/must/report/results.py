@@ -6,6 +6,7 @@ The run directory is the one every stage writes::
     student/{student.json, metrics.jsonl}              the multi-task student (sec. 3.3)
     transfer/<init>/<task>/{grid.jsonl, best.json}     fine-tuning grid search (sec. 3.5 / 4)
     transfer/<init>/<task>/best_linear.json            linear probe of the same init
+    transfer/<init>/<task>/best_knn.json               k-NN on its frozen features
     timings.json                                       {"stage": seconds}
 
 :func:`collect_results` turns them into one JSON-ready dict, the content of ``results.json``::
@@ -18,6 +19,7 @@ The run directory is the one every stage writes::
                                 table (all higher-is-better): the single score Table 3's ladder reads
     linear_probe[init][task]  = the same for the frozen-trunk probe: ``best_linear.json``
                                 (``must transfer --mode linear``), present only when some exist
+    knn[init][task]           = the same for k-NN top-1 (``best_knn.json``, ``--mode knn``: no grid)
     teacher_vs_student[task]  = {"metric", "teacher", "student", "delta"}   (paper Table 4)
     teachers / student        = every validation metric found, {task: {metric: value}}
     timings                   = {stage: seconds}
@@ -197,12 +199,13 @@ def transfer_entry(record: Mapping[str, Any], grid: list[dict[str, Any]],
 
 
 def record_mode(record: Mapping[str, Any], path: Path) -> str:
-    """``"linear"`` or ``"finetune"``: the record's own ``mode``, else its file's name
-    (``must transfer --mode linear`` writes ``best_linear.json`` beside ``best.json``)."""
+    """``"linear"``, ``"knn"`` or ``"finetune"``: the record's own ``mode``, else its file's name
+    (``must transfer --mode linear`` writes ``best_linear.json`` beside ``best.json``, ``--mode knn``
+    ``best_knn.json``)."""
     mode = record.get("mode")
     if mode is None:
-        mode = "linear" if path.name == "best_linear.json" else "finetune"
-    return "linear" if mode == "linear" else "finetune"
+        mode = {"best_linear.json": "linear", "best_knn.json": "knn"}.get(path.name, "finetune")
+    return mode if mode in ("linear", "knn") else "finetune"
 
 
 def collect_transfer(run_dir: Path, notes: list[str]) -> dict[str, dict[str, dict[str, dict[str, Any]]]]:
@@ -310,6 +313,8 @@ def collect_results(run_dir: str | Path) -> dict[str, Any]:
     }
     if transfer.get("linear"):
         results["linear_probe"] = transfer["linear"]
+    if transfer.get("knn"):
+        results["knn"] = transfer["knn"]
     results["notes"] = notes
     return results
 

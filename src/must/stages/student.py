@@ -44,6 +44,8 @@ class SourceConfig:
 
     data: DatasetConfig
     pseudo: tuple[str, ...] = ()
+    labeled: bool = True
+    """False: the source is the unlabeled pool of a semi-supervised task (see ``mu``)."""
 
 
 @dataclass(frozen=True)
@@ -72,6 +74,10 @@ class StudentConfig:
     randaugment: RandAugmentConfig | None = None
     """Noisy Student's input noise; None = off."""
     eval_batch_size: int = 64
+    mu: int | None = None
+    """Unlabeled:labeled ratio of every batch for a semi-supervised task (FixMatch sec. 2.2, mu = 7):
+    B / (1 + mu) images of the sources with ``labeled: true``, mu B / (1 + mu) of the others;
+    None = every image of every source equally likely (MuST sec. 3.4)."""
 
 
 def student_tasks(config: StudentConfig) -> tuple[dict[str, Task], dict[str, dict[str, Any]],
@@ -118,6 +124,22 @@ def open_sources(config: StudentConfig):
     if not datasets:
         raise config_lib.ConfigError("train: no data: give sources=[{data: {...}, pseudo: [...]}]")
     return datasets
+
+
+def batch_groups(config: StudentConfig, batch_size: int) -> list[tuple[list[int], int]] | None:
+    """The sources' shares of a batch of ``batch_size`` under ``mu`` (labeled first), or None."""
+    if config.mu is None:
+        return None
+    labeled = [index for index, source in enumerate(config.sources) if source.labeled]
+    unlabeled = [index for index, source in enumerate(config.sources) if not source.labeled]
+    if config.mu < 1 or not labeled or not unlabeled:
+        raise config_lib.ConfigError(f"mu={config.mu} needs mu >= 1 and sources with labeled: true and "
+                                     "with labeled: false")
+    if batch_size % (1 + config.mu):
+        raise config_lib.ConfigError(f"train.batch_size / train.accumulate = {batch_size} is not divisible by "
+                                     f"1 + mu = {1 + config.mu} (B labeled + mu B unlabeled images)")
+    share = batch_size // (1 + config.mu)
+    return [(labeled, share), (unlabeled, batch_size - share)]
 
 
 def every_image_has_every_task(config: StudentConfig, tasks: dict[str, Task]) -> bool:
@@ -189,10 +211,13 @@ def run_student(config: StudentConfig, out: Path) -> dict[str, dict[str, float]]
     model = build_model(config.model, tasks).to(device)
     noise = PhotometricRandAugment(**dataclasses.asdict(config.randaugment)) if config.randaugment else None
 
+    groups = batch_groups(config, train_config.micro_batch_size)
+
     def batches_from(first: int):
         return make_loader(datasets, tasks, train_config.micro_batch_size, train_config.seed,
                            config.image_size, start_step=first, workers=train_config.workers,
-                           scale_range=config.scale_range, device=device, image_noise=noise)
+                           scale_range=config.scale_range, device=device, image_noise=noise,
+                           groups=groups)
 
     evaluate = make_multi_evaluator(tasks, config.val, config, device)
     result = fit(model, tasks, batches_from, train_config, out, evaluate=evaluate,

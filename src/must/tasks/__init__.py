@@ -20,7 +20,7 @@ from must.tasks.depth import DepthTask
 from must.tasks.detection import DetectionTask
 from must.tasks.normals import NormalsTask
 from must.tasks.segmentation import SegmentationTask
-from must.tasks.self_supervised import SELF_SUPERVISED_TASKS, FixMatchTask, SelfSupervisedTask
+from must.tasks.self_supervised import SELF_SUPERVISED_TASKS, SEMI_SUPERVISED_TASKS, SelfSupervisedTask
 
 TASK_BUILDERS: dict[str, Callable[..., Task]] = {
     "classification": ClassificationTask,
@@ -29,14 +29,18 @@ TASK_BUILDERS: dict[str, Callable[..., Task]] = {
     "depth": DepthTask,
     "normals": NormalsTask,
 }
-FIXMATCH_PREFIX = "fixmatch_"
-"""``fixmatch_<task>`` wraps the run's ``<task>`` (FixMatch trains that task's head, Sohn et al.
-2020 sec. 2.2)."""
 
 
 def pretext_builders() -> dict[str, Callable[..., SelfSupervisedTask]]:
-    """The self-supervised methods that need nothing but images (FixMatch wraps a labeled task)."""
-    return {name: builder for name, builder in SELF_SUPERVISED_TASKS.items() if name != "fixmatch"}
+    """The self-supervised methods that need nothing but images (a semi-supervised method wraps a
+    labeled task)."""
+    return {name: builder for name, builder in SELF_SUPERVISED_TASKS.items() if name not in SEMI_SUPERVISED_TASKS}
+
+
+def semi_supervised_names() -> dict[str, tuple[str, str]]:
+    """``{"<method>_<task>": (method, task)}``: each semi-supervised method (FixMatch, FlexMatch,
+    ...) wraps the run's ``<task>`` and trains that task's head (Sohn et al. 2020 sec. 2.2)."""
+    return {f"{method}_{task}": (method, task) for method in SEMI_SUPERVISED_TASKS for task in TASK_BUILDERS}
 
 
 def task_option_names(builder: Callable[..., Task], wrapped: int = 0) -> list[str] | None:
@@ -87,7 +91,7 @@ def build_tasks(options: Mapping[str, Mapping[str, Any]]) -> dict[str, Task]:
     learns from any mix of label sources, ground truth, pseudo labels and pretext targets (MuST
     sec. 3.3 with the self-supervised tasks of Doersch & Zisserman 2017 beside them)."""
     tasks: dict[str, Task] = {}
-    wrapped = {f"{FIXMATCH_PREFIX}{name}": name for name in TASK_BUILDERS}
+    wrapped = semi_supervised_names()
     for name, opts in options.items():
         if name in TASK_BUILDERS:
             tasks[name] = build_task(name, **opts)
@@ -98,9 +102,10 @@ def build_tasks(options: Mapping[str, Mapping[str, Any]]) -> dict[str, Task]:
             raise ConfigError(f"unknown task '{name}'; choose one of: {', '.join(known)}")
     for name, opts in options.items():
         if name in wrapped:
-            if wrapped[name] not in tasks:
-                raise ConfigError(f"task '{name}' wraps task '{wrapped[name]}', which the run lacks")
-            tasks[name] = construct(name, FixMatchTask, opts, tasks[wrapped[name]])
+            method, base = wrapped[name]
+            if base not in tasks:
+                raise ConfigError(f"task '{name}' wraps task '{base}', which the run lacks")
+            tasks[name] = construct(name, SEMI_SUPERVISED_TASKS[method], opts, tasks[base])
     return {name: tasks[name] for name in options}
 
 
@@ -117,4 +122,4 @@ def task_options_from_data(task_name: str, dataset: ReaderDataset,
 
 __all__ = ["TASK_BUILDERS", "ClassificationTask", "DepthTask", "DetectionTask", "NormalsTask",
            "SegmentationTask", "Task", "build_task", "build_tasks", "check_options", "check_task_options",
-           "construct", "pretext_builders", "task_option_names", "task_options_from_data"]
+           "construct", "pretext_builders", "semi_supervised_names", "task_option_names", "task_options_from_data"]

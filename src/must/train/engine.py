@@ -200,6 +200,9 @@ class _Run:
         self.optimizer = build_optimizer(self.model, config, self.weighting.parameters())
         self.scheduler = build_scheduler(self.optimizer, config)
         self.ema = build_ema(self.model, config.ema_decay)
+        for task in self.tasks.values():  # Mean Teacher: the weight average is its teacher
+            if hasattr(task, "use_weight_average"):
+                task.use_weight_average(self.ema.module if self.ema is not None else None)
         self.shared = shared_parameters(self.model)
         self.path = out_dir / CHECKPOINT_NAME
         self.step = 0
@@ -302,6 +305,9 @@ class _Run:
                 "config": to_dict(self.config),
                 "tasks": to_dict({name: task.describe() for name, task in self.tasks.items()}),
                 "extra": self.extra,
+                # what a task learns outside the weights (FlexMatch's, FreeMatch's statistics)
+                "task_state": {name: task.state_dict() for name, task in self.tasks.items()
+                               if hasattr(task, "state_dict")},
             }
             checkpoints.save_atomically(state, self.path)
         distributed.barrier()
@@ -314,6 +320,9 @@ class _Run:
         if self.ema is not None and state["ema"] is not None:
             self.ema.load_state_dict(state["ema"])
         self.weighting.load_state_dict(state["weighting"])
+        for name, task_state in state.get("task_state", {}).items():
+            if name in self.tasks:
+                self.tasks[name].load_state_dict(task_state)
         self.step = int(state["step"])
         changed = sorted(key for key, value in to_dict(self.config).items()
                          if key != "progress" and state["config"].get(key) != value)

@@ -40,8 +40,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--name", help="row name (scratch, supervised, simclr, must, ...); default: "
                                        "scratch without --init, else the checkpoint's folder name")
     parser.add_argument("--out", required=True, type=Path, help="run directory, e.g. runs/demo")
-    parser.add_argument("--mode", choices=("finetune", "linear"),
-                        help="finetune (end to end, the default) or linear (frozen backbone + FPN)")
+    parser.add_argument("--mode", choices=("finetune", "linear", "knn"),
+                        help="finetune (end to end, the default), linear (frozen backbone + FPN) or knn "
+                             "(k = 20 weighted nearest neighbours on frozen pooled C5; classification "
+                             "only, writes best_knn.json)")
     parser.add_argument("--tasks", help="comma-separated subset of the suite's tasks")
     parser.add_argument("--steps", metavar="N[,N...]",
                         help="training steps of every chosen task's grid, e.g. 20 for a quick look "
@@ -133,6 +135,8 @@ def run(args: argparse.Namespace) -> int:
     from must.transfer.run import run_transfer
 
     config = build_config(args)
+    if config.mode == "knn":
+        return run_knn_mode(config, args)
     ensure_world(config, args.world or args.out / "data" / "transfer")
     bests = run_transfer(config, args.out)
     for name, best in bests.items():
@@ -142,4 +146,20 @@ def run(args: argparse.Namespace) -> int:
     if missing:
         print(f"cells of {', '.join(missing)} still running in other processes; their best files are "
               "written by whichever finishes last")
+    return 0
+
+
+def run_knn_mode(config: TransferConfig, args: argparse.Namespace) -> int:
+    """``--mode knn``: the suite's classification tasks (without ``--tasks``; a dense task named in
+    ``--tasks`` is refused), k-NN top-1 on test."""
+    from must.transfer.knn import check_knn_tasks, run_knn
+
+    if not args.tasks:
+        config = config_lib.replace(config, tasks={name: spec for name, spec in config.tasks.items()
+                                                   if spec.task == "classification"})
+    check_knn_tasks(config)  # before generating any data
+    ensure_world(config, args.world or args.out / "data" / "transfer")
+    for name, record in run_knn(config, args.out).items():
+        print(f"{config.init_name}/{name} (knn, k={record['k']}, T={record['temperature']}): top1 = "
+              f"{record['value']:.4f} ({record['memory']} train images as memory, {record['queries']} test)")
     return 0

@@ -25,7 +25,7 @@ from must.errors import ConfigError
 from must.models import ModelConfig, demo_model
 from must.train.config import TrainConfig
 
-Mode = Literal["finetune", "linear"]
+Mode = Literal["finetune", "linear", "knn"]
 WORLD_TASKS = ("detection", "segmentation", "depth", "normals")
 """Downstream tasks of the default suite read from the world's ``transfer`` domain (paper: PASCAL
 detection and segmentation, NYU v2 depth, DIODE normals)."""
@@ -124,7 +124,8 @@ class TransferConfig:
     """Column name -> downstream task; results go to ``<out>/transfer/<init_name>/<name>/``."""
     mode: Mode = "finetune"
     """``finetune``: every layer trains (MuST sec. 3.5). ``linear``: backbone + FPN frozen with
-    eval-mode norms, only the head trains (Doersch & Zisserman 2017 sec. 4)."""
+    eval-mode norms, only the head trains (Doersch & Zisserman 2017 sec. 4). ``knn``: weighted
+    k-NN on frozen pooled features, classification tasks only (:mod:`must.transfer.knn`)."""
     model: ModelConfig = field(default_factory=demo_model)
     """Architecture; must match ``init`` (its ``init`` field is ignored: the top-level one wins)."""
     device: str = "auto"

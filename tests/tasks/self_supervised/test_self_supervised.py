@@ -23,16 +23,21 @@ from must.models import ModelConfig, build_model
 from must.tasks.classification import ClassificationTask
 from must.tasks.segmentation import SegmentationTask
 from must.tasks.self_supervised import (
+    SEMI_SUPERVISED_TASKS,
     SELF_SUPERVISED_TASKS,
     ColorizationTask,
     ExemplarTask,
     FixMatchTask,
+    FlexMatchTask,
+    FreeMatchTask,
     JigsawTask,
     PirlTask,
     RelativePositionTask,
     RotationTask,
     SelfSupervisedTask,
     SimCLRTask,
+    SoftMatchTask,
+    UDATask,
 )
 
 BUILDERS: dict[str, Callable[[], SelfSupervisedTask]] = {
@@ -46,17 +51,25 @@ BUILDERS: dict[str, Callable[[], SelfSupervisedTask]] = {
     "exemplar": lambda: ExemplarTask(view_size=32, num_instances=16, hidden_dim=32),
     "fixmatch_classification": lambda: FixMatchTask(ClassificationTask(5), threshold=0.0, view_size=32),
     "fixmatch_segmentation": lambda: FixMatchTask(SegmentationTask(3), threshold=0.0, view_size=32),
+    "flexmatch_classification": lambda: FlexMatchTask(ClassificationTask(5), view_size=32),
+    "freematch_classification": lambda: FreeMatchTask(ClassificationTask(5), view_size=32),
+    "freematch_segmentation": lambda: FreeMatchTask(SegmentationTask(3), view_size=32),
+    "softmatch_classification": lambda: SoftMatchTask(ClassificationTask(5), view_size=32),
+    "softmatch_segmentation": lambda: SoftMatchTask(SegmentationTask(3), view_size=32),
+    "uda_classification": lambda: UDATask(ClassificationTask(5), threshold=0.0, view_size=32),
+    "uda_segmentation": lambda: UDATask(SegmentationTask(3), threshold=0.0, view_size=32),
 }
 
-PIXEL_TASKS = {"colorization", "fixmatch_segmentation"}
+PIXEL_TASKS = {"colorization", *(name for name in BUILDERS if name.endswith("_segmentation"))}
 
 
 def test_registry_names_match_tasks() -> None:
-    plain = {name for name in BUILDERS if not name.startswith("fixmatch")}
+    plain = {name for name in BUILDERS if name.partition("_")[0] not in {"fixmatch", "flexmatch", "freematch",
+                                                                         "softmatch", "uda"}}
     # motion segmentation needs a mask with each image: tested in test_motion_segmentation
     assert set(SELF_SUPERVISED_TASKS) == plain | {"fixmatch", "motion_segmentation"}
     for name, builder in SELF_SUPERVISED_TASKS.items():
-        if name != "fixmatch":
+        if name not in SEMI_SUPERVISED_TASKS:
             assert builder().name == name
     assert FixMatchTask(ClassificationTask(3)).name == "fixmatch_classification"
 

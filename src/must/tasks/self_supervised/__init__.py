@@ -16,12 +16,18 @@ from must.tasks.self_supervised.base import SelfSupervisedTask
 from must.tasks.self_supervised.colorization import ColorizationTask
 from must.tasks.self_supervised.exemplar import ExemplarTask
 from must.tasks.self_supervised.fixmatch import FixMatchTask
+from must.tasks.self_supervised.flexmatch import FlexMatchTask
+from must.tasks.self_supervised.freematch import FreeMatchTask
 from must.tasks.self_supervised.jigsaw import JigsawTask
 from must.tasks.self_supervised.motion_segmentation import MotionSegmentationTask
+from must.tasks.self_supervised.mean_teacher import MeanTeacherTask
 from must.tasks.self_supervised.pirl import PirlTask
 from must.tasks.self_supervised.relative_position import RelativePositionTask
 from must.tasks.self_supervised.rotation import RotationTask
+from must.tasks.self_supervised.semi import SemiSupervisedTask
 from must.tasks.self_supervised.simclr import SimCLRTask
+from must.tasks.self_supervised.softmatch import SoftMatchTask
+from must.tasks.self_supervised.uda import UDATask
 
 SELF_SUPERVISED_TASKS: dict[str, Callable[..., SelfSupervisedTask]] = {
     "simclr": SimCLRTask,
@@ -36,11 +42,29 @@ SELF_SUPERVISED_TASKS: dict[str, Callable[..., SelfSupervisedTask]] = {
 }
 """Constructor per method name (one explicit dict per family)."""
 
+SEMI_SUPERVISED_TASKS: dict[str, Callable[..., SemiSupervisedTask]] = {
+    "fixmatch": FixMatchTask,
+    "flexmatch": FlexMatchTask,
+    "freematch": FreeMatchTask,
+    "softmatch": SoftMatchTask,
+    "uda": UDATask,
+    "mean_teacher": MeanTeacherTask,
+}
+"""The semi-supervised methods: ``<method>_<task>`` wraps the run's labeled ``<task>`` (e.g.
+``flexmatch_classification``) and trains its head on the unlabeled images' views."""
+
 __all__ = [
     "SELF_SUPERVISED_TASKS",
+    "SEMI_SUPERVISED_TASKS",
     "ColorizationTask",
     "ExemplarTask",
     "FixMatchTask",
+    "FlexMatchTask",
+    "FreeMatchTask",
+    "MeanTeacherTask",
+    "SemiSupervisedTask",
+    "SoftMatchTask",
+    "UDATask",
     "JigsawTask",
     "MotionSegmentationTask",
     "PirlTask",
