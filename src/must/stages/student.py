@@ -25,7 +25,7 @@ from must.data.noise import PhotometricRandAugment
 from must.data.readers import DatasetConfig, open_dataset, parse_dataset_spec
 from must.label.teachers import TeacherRecord, read_record, save_record
 from must.models import ModelConfig, build_model, demo_model
-from must.models.records import STUDENT_RECORD, StudentRecord, write_record
+from must.models.records import StudentRecord, write_record
 from must.predict.card import write_model_card
 from must.tasks import TASK_BUILDERS, Task, build_tasks
 from must.train import checkpoint as checkpoints
