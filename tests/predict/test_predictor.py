@@ -16,7 +16,6 @@ import must
 from must.config import ConfigError
 from must.models import CheckpointError
 from must.models.loading import load_model
-from must.predict.geometry import fit, unwarp_boxes, unwarp_dense
 
 from .conftest import PHOTO_SIZES, SIZE, TASK_OPTIONS
 
@@ -105,33 +104,3 @@ def test_a_record_that_does_not_fit_the_checkpoint_is_refused(student: Path, tmp
     (tmp_path / "student.json").write_text(json.dumps(record))
     with pytest.raises(CheckpointError, match="heads.segmentation"):
         load_model(tmp_path)
-
-
-def test_fit_keeps_the_aspect_ratio_and_unwarp_inverts_it() -> None:
-    geometry = fit((40, 80), 32)
-    assert geometry.resized_size == (16, 32) and geometry.output_size == (32, 32)
-    boxes = torch.tensor([[4.0, 2.0, 20.0, 10.0], [0.0, 0.0, 32.0, 32.0]])
-    assert torch.equal(unwarp_boxes(boxes, geometry), torch.tensor([[10.0, 5.0, 50.0, 25.0],
-                                                                    [0.0, 0.0, 80.0, 40.0]]))
-    window = torch.zeros(32, 32)
-    window[:16, :32] = 1.0  # the image's part: no padding (0) may leak into the result
-    assert torch.allclose(unwarp_dense(window, geometry), torch.ones(40, 80), atol=1e-6)
-    half = unwarp_dense(window[::2, ::2], geometry)  # a head at half the input resolution
-    assert half.shape == (40, 80) and torch.allclose(half, torch.ones(40, 80), atol=1e-6)
-
-
-def test_large_segmentation_is_resized_in_strips_with_interpolate_values(monkeypatch: pytest.MonkeyPatch) -> None:
-    import torch.nn.functional as F
-
-    from must.predict import geometry as geometry_module
-
-    probabilities = torch.rand(5, 32, 32, generator=torch.Generator().manual_seed(0)).softmax(dim=0)
-    geometry = fit((300, 170), 32)
-    region = geometry_module.content(probabilities, geometry)
-    whole = F.interpolate(region[None], size=(300, 170), mode="bilinear", align_corners=False)[0]
-    rows = geometry_module.upsampled_rows(region, (300, 170), 37, 120)
-    assert torch.allclose(rows, whole[:, 37:120], atol=1e-6)
-    expected = geometry_module.TO_SOURCE_SIZE["segmentation"](probabilities, geometry)
-    monkeypatch.setattr(geometry_module, "MAX_ELEMENTS", 5 * 170 * 7)  # strips of 7 rows
-    in_strips = geometry_module.TO_SOURCE_SIZE["segmentation"](probabilities, geometry)
-    assert in_strips.shape == (300, 170) and torch.equal(in_strips, expected)

@@ -15,7 +15,8 @@ import yaml
 
 from must.label.manifest import read_manifest
 from must.stages.demo import TEACHER_DOMAINS
-from must.stages.student import STUDENT_RECORD, RandAugmentConfig, run_student
+from must.models.records import STUDENT_RECORD
+from must.stages.student import RandAugmentConfig, run_student
 from must.files import file_sha256
 from must.label.teachers import read_record
 

@@ -17,7 +17,8 @@ from must import config as config_lib
 from must.config import ConfigError
 from must.label.manifest import read_manifest
 from must.stages.demo import TEACHER_DOMAINS
-from must.stages.student import STUDENT_RECORD, SourceConfig, launch_student, resolved_config, run_student
+from must.models.records import STUDENT_RECORD
+from must.stages.student import SourceConfig, launch_student, resolved_config, run_student
 from must.label.teachers import load_model_teacher, read_record
 from must.train.config import TrainConfig, WeightingConfig
 

@@ -2,7 +2,8 @@
 to every dense or box target together (MuST sec. 3.4 / supp.: scale jitter [0.5, 2.0]).
 Evaluation and labeling use the same geometry at scale 1, without randomness (:meth:`Geometry.fit`),
 so their images keep the aspect ratio training sees; :meth:`Geometry.unwarp_boxes` and
-:meth:`Geometry.unwarp_dense` map predictions back to the source image.
+:meth:`Geometry.unwarp_dense` (:meth:`Geometry.unwarp_dense_to_source`) map predictions back to the source
+image.
 
 The image is resized so that its longer side is ``scale * output_size``, then a random
 ``output_size x output_size`` window is cut from it (padding where the resized image is smaller),
@@ -153,6 +154,19 @@ class Geometry:
         out[:, [0, 2]] = out[:, [0, 2]].clamp(0, self.source_size[1])
         out[:, [1, 3]] = out[:, [1, 3]].clamp(0, self.source_size[0])
         return out
+
+    def unwarp_dense_to_source(self, tensor: Tensor) -> Tensor:
+        """``[H, W]`` or ``[C, H, W]`` over the window -> float at ``source_size``: the content
+        region (:meth:`unwarp_dense`), bilinearly resized (antialiased when shrinking, so a
+        large window's detail averages instead of aliasing)."""
+        region = self.unwarp_dense(tensor.float())
+        if tuple(region.shape[-2:]) == self.source_size:
+            return region
+        batched = region[None, None] if region.dim() == 2 else region[None]
+        shrinking = self.source_size[0] < region.shape[-2] or self.source_size[1] < region.shape[-1]
+        resized = F.interpolate(batched, size=self.source_size, mode="bilinear", align_corners=False,
+                                antialias=shrinking)
+        return resized[0, 0] if region.dim() == 2 else resized[0]
 
     def _check_whole_image(self) -> None:
         top, left, bottom, right = self.content()

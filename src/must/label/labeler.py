@@ -35,7 +35,6 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
-import torch.nn.functional as F
 from tqdm import tqdm
 
 from must import config as config_lib
@@ -281,31 +280,10 @@ def _pseudo_labels(teachers: list[LabelingTeacher], batch: LoadedBatch, config: 
         threshold = config.thresholds.get(teacher.task.name)
         for index, prediction in enumerate(predictions):
             geometry = Geometry.fit(batch.source_sizes[index], (teacher.input_size,) * 2)
-            resized = to_source_size(teacher.task.name, prediction, geometry)
+            resized = teacher.task.to_source_size(prediction, geometry)
             target = teacher.task.to_pseudo_label(resized, threshold)
             labels[index][teacher.task.name] = _to_cpu(target)
     return labels
-
-
-def to_source_size(task: str, prediction: Any, geometry: Geometry) -> Any:
-    """A prediction on the teacher's input (``geometry.output_size``) mapped back to the source
-    image (``geometry.source_size``, height and width): boxes rescaled and clipped to the image;
-    dense maps cut to the image's region (padding dropped), then bilinearly resized (antialiased
-    when shrinking)."""
-    height, width = geometry.source_size
-    if task == "classification":
-        return prediction
-    if task == "detection":
-        return {**prediction, "boxes": geometry.unwarp_boxes(prediction["boxes"])}
-    values = geometry.unwarp_dense(prediction.float())
-    if tuple(values.shape[-2:]) == (height, width):
-        return values
-    batched = values[None, None] if values.dim() == 2 else values[None]
-    shrinking = height < values.shape[-2] or width < values.shape[-1]
-    resized = F.interpolate(batched, size=(height, width), mode="bilinear", align_corners=False,
-                            antialias=shrinking)
-    resized = resized[0, 0] if values.dim() == 2 else resized[0]
-    return F.normalize(resized, dim=0) if task == "normals" else resized
 
 
 def _to_cpu(target: Any) -> Any:

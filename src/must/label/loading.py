@@ -83,7 +83,7 @@ class LoadedBatch:
 class ResizedImages(Dataset[LoadedImage]):
     """Item ``i`` of a reader, decoded and fitted to every teacher's ``S x S`` input, aspect ratio
     kept and padded (the evaluation transform of :mod:`must.data.loader`: ``Geometry.fit``); the
-    labeler maps predictions back with the same geometry (``label.labeler.to_source_size``)."""
+    labeler maps predictions back with the same geometry (``Task.to_source_size``)."""
 
     def __init__(self, dataset: Dataset, sizes: Sequence[int]) -> None:
         # The reader's own skip_bad would serve the next item under the failed index: the

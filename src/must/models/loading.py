@@ -18,7 +18,6 @@ never a silently random head.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,10 +31,11 @@ from must.config import ConfigError
 from must.files import CHECKPOINT_NAME, file_sha256
 from must.models.config import ModelConfig
 from must.models.multitask import MultiTaskModel, build_model
+from must.models.records import STUDENT_RECORD, StudentRecord, parse_record, read_json_object
 from must.models.weights import CheckpointError, load_checkpoint, read_state_dict
 from must.tasks import TASK_BUILDERS, Task, build_task
 
-RECORDS: tuple[tuple[str, str], ...] = (("teacher.json", "teacher"), ("student.json", "student"),
+RECORDS: tuple[tuple[str, str], ...] = (("teacher.json", "teacher"), (STUDENT_RECORD, "student"),
                                         ("cell.json", "transfer"))
 """(record file, kind) in the order a directory is searched."""
 RecordKind = Literal["teacher", "student", "transfer"]
@@ -82,6 +82,17 @@ class LoadedModel:
 
 
 @dataclass(frozen=True)
+class Trained:
+    """How a model was trained, as far as its record says (``None``: not recorded)."""
+
+    steps: int | None = None
+    batch_size: int | None = None
+    learning_rate: float | None = None
+    metrics: Mapping[str, Any] = field(default_factory=dict)
+    """Validation metrics: metric -> value (a teacher), task -> metric -> value (a student)."""
+
+
+@dataclass(frozen=True)
 class ModelRecord:
     """What any of the three records says about the model to rebuild."""
 
@@ -92,6 +103,7 @@ class ModelRecord:
     image_size: int
     checkpoint: Path
     data: dict[str, Any]
+    trained: Trained = field(default_factory=Trained)
 
 
 def load_model(path: str | Path, device: torch.device | str = "cpu",
@@ -132,7 +144,7 @@ def read_model_record(path: str | Path) -> ModelRecord:
     directory, checkpoint = (path.parent, path) if path.is_file() else (path, None)
     for name, kind in RECORDS:
         if (directory / name).is_file():
-            data = _read_json(directory / name)
+            data = read_json_object(directory / name)
             parsed = _PARSERS[kind](data, directory / name)
             return config_lib.replace(parsed, checkpoint=checkpoint or parsed.checkpoint)
     raise CheckpointError(f"{directory}: no model record ({', '.join(name for name, _ in RECORDS)}); "
@@ -143,15 +155,19 @@ def _teacher(data: dict[str, Any], path: Path) -> ModelRecord:
     task = _require(data, "task", str, path)
     options = data.get("task_options") or {}
     checkpoint = (path.parent / str(data.get("checkpoint") or CHECKPOINT_NAME)).resolve()
+    trained = Trained(data.get("steps"), data.get("batch_size"), data.get("learning_rate"),
+                      data.get("metrics") or {})
     return ModelRecord("teacher", path, {task: dict(options)}, _model_config(data, path),
-                       int(data.get("image_size", 64)), checkpoint, data)
+                       int(data.get("image_size", 64)), checkpoint, data, trained)
 
 
 def _student(data: dict[str, Any], path: Path) -> ModelRecord:
-    tasks = _require(data, "tasks", Mapping, path)
-    options = {str(name): dict(opts or {}) for name, opts in tasks.items()}
-    return ModelRecord("student", path, options, _model_config(data, path),
-                       int(data.get("image_size", 64)), path.parent / CHECKPOINT_NAME, data)
+    student = parse_record(StudentRecord, data, path)
+    if not student.tasks:
+        raise CheckpointError(f"{path}: no 'tasks' in the record")
+    trained = Trained(student.steps, student.batch_size, student.learning_rate, student.metrics)
+    return ModelRecord("student", path, dict(student.tasks), config_lib.replace(student.model, init=None),
+                       student.image_size, path.parent / CHECKPOINT_NAME, data, trained)
 
 
 def _transfer(data: dict[str, Any], path: Path) -> ModelRecord:
@@ -159,7 +175,8 @@ def _transfer(data: dict[str, Any], path: Path) -> ModelRecord:
     downstream = data.get("downstream") if isinstance(data.get("downstream"), Mapping) else {}
     options = dict(downstream.get("task_options") or {})
     return ModelRecord("transfer", path, {task: options}, _model_config(data, path),
-                       int(downstream.get("image_size", 64)), path.parent / CHECKPOINT_NAME, data)
+                       int(downstream.get("image_size", 64)), path.parent / CHECKPOINT_NAME, data,
+                       Trained(steps=data.get("steps"), metrics=data.get("metrics") or {}))
 
 
 _PARSERS = {"teacher": _teacher, "student": _student, "transfer": _transfer}
@@ -177,16 +194,6 @@ def _require(data: dict[str, Any], key: str, kind: type | Any, path: Path) -> An
     if not isinstance(value, kind) or not value:
         raise CheckpointError(f"{path}: no '{key}' in the record")
     return value
-
-
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text())
-    except json.JSONDecodeError as error:
-        raise CheckpointError(f"{path}: not valid JSON: {error}") from None
-    if not isinstance(data, dict):
-        raise CheckpointError(f"{path}: not a JSON object")
-    return data
 
 
 def _class_count(task: str, options: dict[str, Any], state: dict[str, Tensor], checkpoint: Path) -> int:

@@ -39,7 +39,7 @@ def model_card(record: ModelRecord, directory: Path) -> list[str]:
              f"std {list(model.std)}.", "", "## Tasks", "", "| task | classes |", "| --- | --- |"]
     lines += [f"| {task} | {_classes(options)} |" for task, options in record.tasks.items()]
     lines += ["", "## Trained on", ""] + _training(record, directory)
-    lines += ["", "## Validation metrics", ""] + _metrics(record.data.get("metrics") or {})
+    lines += ["", "## Validation metrics", ""] + _metrics(record.trained.metrics)
     lines += ["", "## Use", "", "```", f"must predict --model {directory} --data folder:PHOTOS "
               "--out predictions --draw",
               f"must export --model {directory} --format onnx --out exported", "```", "",
@@ -58,9 +58,9 @@ def _classes(options: Mapping[str, Any]) -> str:
 
 
 def _training(record: ModelRecord, directory: Path) -> list[str]:
-    data = record.data
-    lines = [f"- steps: {data.get('steps', '?')}, batch size: {data.get('batch_size', '?')}, "
-             f"learning rate: {data.get('learning_rate', '?')}",
+    trained = record.trained
+    lines = [f"- steps: {_known(trained.steps)}, batch size: {_known(trained.batch_size)}, "
+             f"learning rate: {_known(trained.learning_rate)}",
              f"- checkpoint: `{record.checkpoint.name}`, SHA-256 `{file_sha256(record.checkpoint)}`"]
     resolved = config_lib.read_yaml(directory / "config.yaml") if (directory / "config.yaml").is_file() else {}
     for source in resolved.get("sources") or [{"data": resolved.get("data")}]:
@@ -77,6 +77,10 @@ def _training(record: ModelRecord, directory: Path) -> list[str]:
         lines += [f"- validation ({task}): `{_dataset(spec)}`" for task, spec in val.items()
                   if isinstance(spec, Mapping)]
     return lines
+
+
+def _known(value: object) -> str:
+    return "?" if value is None else str(value)
 
 
 def _dataset(spec: Mapping[str, Any]) -> str:

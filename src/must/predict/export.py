@@ -1,7 +1,7 @@
 """A trained model exported for other runtimes: ONNX (checked against onnxruntime) or TorchScript.
 
 The exported graph takes a batch of images already fitted into the model's square window (the
-longer side scaled to the window, top-left, zero padding: :func:`must.predict.geometry.fit`),
+longer side scaled to the window, top-left, zero padding: :meth:`must.data.geometry.Geometry.fit`),
 either ``uint8 [B, 3, S, S]`` (normalized inside) or ``float32`` already normalized with the
 model's mean and std; the batch size is dynamic. Outputs, on the window:
 

@@ -1,6 +1,12 @@
 """The images ``must predict`` reads: any reader's items decoded and fitted into the model's
 window in DataLoader workers, a bad image coming back as an error record (stop naming it, or
-``skip_bad``: count it), and the ids the outputs name them by."""
+``skip_bad``: count it), and the ids the outputs name them by.
+
+An image is fitted into the square window the model was trained at with its aspect ratio kept:
+its longer side scaled to the window's side, placed at the top-left, the rest padded (the training
+geometry of MuST sec. 3.4 at scale 1, without crop or flip: :meth:`Geometry.fit`). Each task maps
+its predictions back to the source size (``Task.output_at_source_size``).
+"""
 
 from __future__ import annotations
 
@@ -9,6 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
@@ -16,8 +23,15 @@ from must.data.geometry import Geometry
 from must.data.readers import ComposedDataset, DataError, ReaderDataset
 from must.data.readers.coco import CocoBoxes
 from must.data.readers.files import load_image
-from must.predict.geometry import fit_image
 from must.predict.writers import ImageInfo
+
+
+def fit_image(image: Tensor, window: int) -> tuple[Tensor, Geometry]:
+    """``uint8`` or float ``[3, H, W]`` -> the same dtype ``[3, window, window]`` and its geometry."""
+    geometry = Geometry.fit((int(image.shape[-2]), int(image.shape[-1])), (window, window))
+    if image.dtype == torch.uint8:
+        return geometry.warp_image(image), geometry
+    return geometry.warp_dense(image, mode="bilinear", fill=0.0), geometry
 
 
 @dataclass

@@ -27,7 +27,7 @@ from must.config import ConfigError
 from must.data.geometry import Geometry
 from must.data.readers.files import load_image
 from must.models.loading import LoadedModel, load_model
-from must.predict.geometry import TO_SOURCE_SIZE, fit_image
+from must.predict.images import fit_image
 
 ImageInput = str | Path | Image.Image | np.ndarray | Tensor
 
@@ -78,9 +78,11 @@ class Predictor:
             per_task = {name: self.loaded.tasks[name].predict(outputs[name]) for name in tasks}
         return [{name: per_task[name][index] for name in tasks} for index in range(batch.shape[0])]
 
-    @staticmethod
-    def to_source_size(prediction: dict[str, Any], geometry: Geometry) -> dict[str, Any]:
-        return {name: _to_cpu(TO_SOURCE_SIZE[name](value, geometry)) for name, value in prediction.items()}
+    def to_source_size(self, prediction: dict[str, Any], geometry: Geometry) -> dict[str, Any]:
+        """Each task's prediction on the window -> at the image's source size, on the CPU."""
+        tasks = self.loaded.tasks
+        return {name: _to_cpu(tasks[name].output_at_source_size(value, geometry))
+                for name, value in prediction.items()}
 
 
 def load(path: str | Path, device: torch.device | str = "cpu",

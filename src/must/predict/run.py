@@ -178,7 +178,7 @@ def _write_image(out: Path, info: ImageInfo, predictor: Predictor, item: Any, wi
                  config: PredictConfig, options: WriteOptions) -> None:
     if config.draw:  # drawn on the window the model saw, before mapping back
         draw_panel(out / f"draw/{info.key}.png", item.image, window, predictor.loaded, info.key)
-    for task, value in Predictor.to_source_size(window, item.geometry).items():
+    for task, value in predictor.to_source_size(window, item.geometry).items():
         WRITERS[task](out, info, value, options)
 
 

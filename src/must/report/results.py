@@ -38,7 +38,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from must.errors import MustError
 from must.files import write_atomic
+from must.models.records import StudentRecord, read_student_record
 from must.tasks import TASK_BUILDERS
 
 TASK_ORDER = ("classification", "detection", "segmentation", "depth", "normals")
@@ -134,12 +136,19 @@ def nested_metrics(metrics: Any, task: str | None = None) -> dict[str, dict[str,
 
 def student_metrics(student_dir: Path) -> dict[str, dict[str, float]]:
     """``student.json``'s ``"metrics"`` if present, else the last evaluations in metrics.jsonl."""
-    record = read_json(student_dir / "student.json")
-    if isinstance(record, Mapping) and record.get("metrics"):
-        found = nested_metrics(record["metrics"])
-        if found:
-            return found
+    record = read_student(student_dir)
+    found = nested_metrics(record.metrics) if record is not None else {}
+    if found:
+        return found
     return eval_metrics(read_jsonl(student_dir / "metrics.jsonl"))
+
+
+def read_student(student_dir: Path) -> StudentRecord | None:
+    """``student.json``, or ``None`` when it is missing or unreadable (like :func:`read_json`)."""
+    try:
+        return read_student_record(student_dir)
+    except (OSError, MustError):
+        return None
 
 
 def missing_student_note(student_dir: Path) -> str:
@@ -148,7 +157,7 @@ def missing_student_note(student_dir: Path) -> str:
     left_out = "teacher-vs-student table left out"
     if not student_dir.is_dir():
         return f"no student metrics: no student/ directory; {left_out}"
-    if isinstance(read_json(student_dir / "student.json"), Mapping):
+    if read_student(student_dir) is not None:
         return ("no student metrics: student/student.json exists but holds no validation metrics, the "
                 f"student was trained without validation sets (must train without --val); {left_out}")
     return ("no student metrics: student/student.json is missing (the student has not finished) and "

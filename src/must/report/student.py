@@ -11,8 +11,7 @@ from pathlib import Path
 import torch
 
 from must.models.loading import LoadedModel, load_model
-
-STUDENT_RECORD = "student.json"
+from must.models.records import STUDENT_RECORD
 
 __all__ = ["STUDENT_RECORD", "LoadedModel", "load_student", "load_transfer_model"]
 

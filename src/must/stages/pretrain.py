@@ -42,8 +42,9 @@ from must import distributed
 from must.data.loader import make_loader
 from must.data.readers import DatasetConfig, open_dataset, parse_dataset_spec
 from must.data.sample import Batch
-from must.files import write_atomic
 from must.models import ModelConfig, MultiTaskModel, build_model, demo_model
+from must.models import records as model_records
+from must.models.records import PRETRAIN_RECORD, PretrainRecord
 from must.tasks import construct, pretext_builders
 from must.tasks.self_supervised import SelfSupervisedTask
 from must.tasks.self_supervised.doersch import (DoerschMultiTaskModel, Schedule, ScheduledWeighting,
@@ -54,7 +55,7 @@ from must.train.config import TrainConfig
 from must.train.engine import FitResult, fit
 from must.train.weighting import build_weighting
 
-RECORD_NAME = "pretrain.json"
+RECORD_NAME = PRETRAIN_RECORD
 METHODS = ("simclr", "pirl", "rotation", "jigsaw", "relative_position", "colorization", "exemplar", "motion_segmentation", "multi")
 DOERSCH_TASKS = ("relative_position", "colorization", "exemplar")
 """``multi``'s default heads: Doersch & Zisserman's image tasks (motion segmentation needs video)."""
@@ -207,14 +208,13 @@ def run_pretrain(config: PretrainConfig, out: Path) -> FitResult:
 def write_record(out: Path, config: PretrainConfig, tasks: Mapping[str, SelfSupervisedTask],
                  result: FitResult) -> None:
     """``pretrain.json``: what was trained and how (atomically)."""
-    record = {"method": config.method, "tasks": config_lib.to_dict({n: t.describe() for n, t in tasks.items()}),
-              "task_options": config_lib.to_dict(config.task_options), "schedule": config.schedule,
-              "lasso": config.lasso, "harmonize": config.harmonize,
-              "model": config_lib.to_dict(config.model), "image_size": config.image_size,
-              "batch_size": config.train.batch_size, "learning_rate": config.train.lr,
-              "steps": result.step, "losses": result.losses or last_logged_losses(out),
-              "checkpoint": result.checkpoint.name}
-    write_atomic(out / RECORD_NAME, json.dumps(record, indent=2))
+    record = PretrainRecord(
+        method=config.method, tasks=config_lib.to_dict({n: t.describe() for n, t in tasks.items()}),
+        task_options=config_lib.to_dict(config.task_options), schedule=config.schedule,
+        lasso=config.lasso, harmonize=config.harmonize, model=config.model, image_size=config.image_size,
+        batch_size=config.train.batch_size, learning_rate=config.train.lr, steps=result.step,
+        losses=result.losses or last_logged_losses(out), checkpoint=result.checkpoint.name)
+    model_records.write_record(record, out)
 
 
 def last_logged_losses(out: Path) -> dict[str, float]:

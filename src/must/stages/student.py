@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,9 +23,9 @@ from must import distributed
 from must.data.loader import make_eval_loader, make_loader
 from must.data.noise import PhotometricRandAugment
 from must.data.readers import DatasetConfig, open_dataset, parse_dataset_spec
-from must.files import write_atomic
 from must.label.teachers import TeacherRecord, read_record, save_record
 from must.models import ModelConfig, build_model, demo_model
+from must.models.records import StudentRecord, write_record
 from must.predict.card import write_model_card
 from must.tasks import TASK_BUILDERS, Task, build_tasks
 from must.train import checkpoint as checkpoints
@@ -34,7 +33,6 @@ from must.train.config import TeacherRecipe, TrainConfig, WeightingConfig
 from must.train.engine import evaluate_tasks, fit, resolve_precision
 from must.train.evaluation import final_evaluation
 
-STUDENT_RECORD = "student.json"
 
 
 @dataclass(frozen=True)
@@ -254,10 +252,9 @@ def write_student_record(out: Path, options: dict[str, dict[str, Any]], config: 
                          train: TrainConfig, metrics: dict[str, dict[str, float]]) -> None:
     """``student.json`` (tasks, model, image size, metrics) and one teacher record per task under
     ``as_teacher/<task>/`` pointing at the student's checkpoint (the next Noisy Student round)."""
-    record = {"tasks": options, "model": config_lib.to_dict(config.model), "image_size": config.image_size,
-              "batch_size": train.batch_size, "learning_rate": train.lr, "steps": train.steps,
-              "metrics": metrics}
-    write_atomic(out / STUDENT_RECORD, json.dumps(record, indent=2))
+    write_record(StudentRecord(tasks=options, model=config.model, image_size=config.image_size,
+                               batch_size=train.batch_size, learning_rate=train.lr, steps=train.steps,
+                               metrics=metrics), out)
     for name, task_options in options.items():
         if name not in TASK_BUILDERS:  # a self-supervised head labels nothing: no teacher record
             continue

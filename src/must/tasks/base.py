@@ -6,6 +6,8 @@ self-supervised pretext task) implements this interface, in the same words each 
 * ``build_head``          the head on the shared ResNet-FPN features;
 * ``loss``                ``{"loss": total, <parts>...}``, skipping images that lack a target;
 * ``predict``             raw head output -> one prediction per image;
+* ``to_source_size``      one prediction on the fitted window -> the same at the image's own
+                          size (``output_at_source_size``: what ``must predict`` returns);
 * ``to_pseudo_label``     one prediction -> a training target (MuST sec. 3.2 rules);
 * ``metric``              an accumulating metric (``update`` / ``compute``);
 * ``draw``                one prediction drawn on its image (paper Figure 4);
@@ -61,6 +63,19 @@ class Task(ABC):
 
     @abstractmethod
     def predict(self, output: Any) -> list[Any]: ...
+
+    def to_source_size(self, prediction: Any, geometry: Geometry) -> Any:
+        """One prediction of :meth:`predict` on the window of ``geometry`` (:meth:`Geometry.fit`:
+        aspect ratio kept, padded) -> the same kind of prediction over the source image
+        (``geometry.source_size``), which :meth:`to_pseudo_label` turns into a label (MuST sec. 3.2
+        labels the images as they are, not the teacher's window)."""
+        raise NotImplementedError(f"task '{self.name}' has no prediction to map back to the source "
+                                  f"image (a pretext task labels nothing)")
+
+    def output_at_source_size(self, prediction: Any, geometry: Geometry) -> Any:
+        """What ``must predict`` returns for one image: :meth:`to_source_size` unless a task hands
+        out a lighter form (segmentation: class ids instead of probabilities)."""
+        return self.to_source_size(prediction, geometry)
 
     @abstractmethod
     def to_pseudo_label(self, prediction: Any, threshold: float | None = None) -> Any: ...

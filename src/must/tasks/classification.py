@@ -139,6 +139,10 @@ class ClassificationTask(Task):
         """Logits -> softmax probabilities ``float32 [K(+1)]`` per image (temperature 1)."""
         return list(F.softmax(output.detach().float(), dim=-1).unbind(0))
 
+    def to_source_size(self, prediction: Tensor, geometry: Geometry) -> Tensor:
+        """Class probabilities describe the whole image, whatever its size: unchanged."""
+        return prediction
+
     def to_pseudo_label(self, prediction: Tensor, threshold: float | None = None) -> Tensor:
         """MuST sec. 3.2: the probability vector itself (``threshold`` is unused: soft labels keep
         every class). A background column is dropped and the rest renormalized, since targets

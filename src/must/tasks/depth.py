@@ -174,6 +174,11 @@ class DepthTask(Task):
         """``[B, 1, H, W]`` -> ``float32 [H, W]`` depth per image."""
         return list(output.detach().float().reshape(output.shape[0], *output.shape[-2:]).unbind(0))
 
+    def to_source_size(self, prediction: Tensor, geometry: Geometry) -> Tensor:
+        """``[H, W]`` over the window -> ``float32`` at the source size, padding dropped
+        (:meth:`Geometry.unwarp_dense_to_source`)."""
+        return geometry.unwarp_dense_to_source(prediction.reshape(prediction.shape[-2:]))
+
     def to_pseudo_label(self, prediction: Tensor, threshold: float | None = None) -> Tensor:
         """MuST sec. 3.2: "depth -> the teacher's output as is" (no threshold)."""
         return prediction.detach().float().reshape(prediction.shape[-2:]).clone()

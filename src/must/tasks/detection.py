@@ -226,6 +226,11 @@ class DetectionTask(Task):
             raise ValueError("detection predictions come from the head in eval mode; got training output")
         return [{key: value.detach() for key, value in d.items()} for d in output["detections"]]
 
+    def to_source_size(self, prediction: dict[str, Tensor], geometry: Geometry) -> dict[str, Tensor]:
+        """Boxes from window pixels to source pixels, clipped to the image
+        (:meth:`Geometry.unwarp_boxes`); scores and labels unchanged."""
+        return {**prediction, "boxes": geometry.unwarp_boxes(prediction["boxes"].reshape(-1, 4))}
+
     def to_pseudo_label(self, prediction: dict[str, Tensor],
                         threshold: float | None = None) -> dict[str, Tensor]:
         """MuST sec. 3.2: keep the boxes whose score is at least the threshold (default 0.5)."""

@@ -124,6 +124,11 @@ class NormalsTask(Task):
         """``[B, 3, H, W]`` -> ``float32 [3, H, W]`` unit normals per image."""
         return list(output.detach().float().unbind(0))
 
+    def to_source_size(self, prediction: Tensor, geometry: Geometry) -> Tensor:
+        """``[3, H, W]`` over the window -> unit normals at the source size: interpolated vectors
+        are shorter than one, so they are renormalized."""
+        return F.normalize(geometry.unwarp_dense_to_source(prediction), dim=0)
+
     def to_pseudo_label(self, prediction: Tensor, threshold: float | None = None) -> Tensor:
         """The prediction as is (normals are never pseudo-labeled in MuST; kept for uniformity)."""
         return prediction.detach().float().clone()

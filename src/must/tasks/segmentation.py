@@ -63,6 +63,23 @@ def fit_map(values: Tensor, size: tuple[int, int]) -> Tensor:
     return resized[0, 0] if values.dim() == 2 else resized[0]
 
 
+MAX_ELEMENTS = 1 << 25
+"""Class probabilities upsampled to a large photo are argmax-ed in strips of at most this many
+values (128 MB of float32): a 12-megapixel photo with 133 classes would otherwise take 6 GB."""
+
+
+def upsampled_rows(region: Tensor, size: tuple[int, int], start: int, stop: int) -> Tensor:
+    """Rows ``[start, stop)`` of ``region [C, h, w]`` bilinearly upsampled to ``size``: the same
+    values as ``F.interpolate(..., align_corners=False)`` (``grid_sample`` at the same sample
+    points, edges clamped as interpolate clamps them), without the whole map in memory."""
+    height, width = size
+    ys = (torch.arange(start, stop, dtype=torch.float32) + 0.5) * (2.0 / height) - 1.0
+    xs = (torch.arange(width, dtype=torch.float32) + 0.5) * (2.0 / width) - 1.0
+    grid = torch.stack(torch.meshgrid(xs, ys, indexing="xy"), dim=-1)[None].to(region.device)
+    return F.grid_sample(region[None], grid, mode="bilinear", padding_mode="border",
+                         align_corners=False)[0]
+
+
 @lru_cache(maxsize=8)
 def palette(count: int) -> np.ndarray:
     """The PASCAL VOC colour map: class ``i``'s bits spread over the high bits of R, G, B.
@@ -142,6 +159,25 @@ class SegmentationTask(Task):
         """Logits -> softmax probabilities ``float16 [C, H, W]`` per image (half the memory of
         float32 for many classes; ample precision for a 0.5 threshold and an argmax)."""
         return list(F.softmax(output.detach().float(), dim=1).half().unbind(0))
+
+    def to_source_size(self, prediction: Tensor, geometry: Geometry) -> Tensor:
+        """Probabilities ``[C, H, W]`` over the window -> ``float32`` at the source size, padding
+        dropped (:meth:`Geometry.unwarp_dense_to_source`): resized as probabilities, so class
+        borders fall where the probabilities cross, not on the window's pixel grid."""
+        return geometry.unwarp_dense_to_source(prediction)
+
+    def output_at_source_size(self, prediction: Tensor, geometry: Geometry) -> Tensor:
+        """Class ids ``int64 [H, W]`` at the source size: the argmax of :meth:`to_source_size`,
+        taken in strips of rows when the probabilities of a large photo would not fit in
+        :data:`MAX_ELEMENTS` values."""
+        region = geometry.unwarp_dense(prediction.float())
+        height, width = geometry.source_size
+        channels, rows, cols = region.shape
+        if channels * height * width <= MAX_ELEMENTS or height < rows or width < cols:
+            return self.to_source_size(prediction, geometry).argmax(dim=0)
+        step = max(1, MAX_ELEMENTS // (channels * width))
+        return torch.cat([upsampled_rows(region, (height, width), start, min(start + step, height)).argmax(dim=0)
+                          for start in range(0, height, step)])
 
     def to_pseudo_label(self, prediction: Tensor, threshold: float | None = None) -> Tensor:
         """MuST sec. 3.2: ``int64 [H, W]`` argmax where the top probability >= ``threshold``,
