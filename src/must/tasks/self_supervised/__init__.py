@@ -12,15 +12,22 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from must.tasks.self_supervised.barlow_twins import BarlowTwinsTask
 from must.tasks.self_supervised.base import SelfSupervisedTask
+from must.tasks.self_supervised.byol import BYOLTask
 from must.tasks.self_supervised.colorization import ColorizationTask
+from must.tasks.self_supervised.dino import DINOTask
 from must.tasks.self_supervised.exemplar import ExemplarTask
 from must.tasks.self_supervised.fixmatch import FixMatchTask
 from must.tasks.self_supervised.jigsaw import JigsawTask
+from must.tasks.self_supervised.mocov2 import MoCoV2Task
+from must.tasks.self_supervised.mocov3 import MoCoV3Task
 from must.tasks.self_supervised.pirl import PirlTask
 from must.tasks.self_supervised.relative_position import RelativePositionTask
 from must.tasks.self_supervised.rotation import RotationTask
 from must.tasks.self_supervised.simclr import SimCLRTask
+from must.tasks.self_supervised.simsiam import SimSiamTask
+from must.tasks.self_supervised.vicreg import VICRegTask
 
 SELF_SUPERVISED_TASKS: dict[str, Callable[..., SelfSupervisedTask]] = {
     "simclr": SimCLRTask,
@@ -30,11 +37,25 @@ SELF_SUPERVISED_TASKS: dict[str, Callable[..., SelfSupervisedTask]] = {
     "relative_position": RelativePositionTask,
     "colorization": ColorizationTask,
     "exemplar": ExemplarTask,
+    "byol": BYOLTask,
+    "mocov2": MoCoV2Task,
+    "mocov3": MoCoV3Task,
+    "dino": DINOTask,
+    "barlow_twins": BarlowTwinsTask,
+    "vicreg": VICRegTask,
+    "simsiam": SimSiamTask,
     "fixmatch": FixMatchTask,  # FixMatchTask(base=<a classification or segmentation task>, ...)
 }
 """Constructor per method name (one explicit dict per family)."""
 
 __all__ = [
+    "BYOLTask",
+    "BarlowTwinsTask",
+    "DINOTask",
+    "MoCoV2Task",
+    "MoCoV3Task",
+    "SimSiamTask",
+    "VICRegTask",
     "SELF_SUPERVISED_TASKS",
     "ColorizationTask",
     "ExemplarTask",
