@@ -210,7 +210,8 @@ def test_target_starts_as_online_then_follows_the_ema(name: str, photos: list[to
         for parameter in model.backbone.parameters():
             parameter.add_(1.0)
     head.after_optimizer_step(1, 10)
-    tau = head.momentum(1, 10)
+    tau = head.momentum(0, 10)  # after the first step (index 0): tau_base
+    assert tau == pytest.approx(head.base_momentum)
     assert head.base_momentum <= tau <= head.final_momentum
     for key in online:
         torch.testing.assert_close(target[key], tau * before[key] + (1 - tau) * online[key])

@@ -97,15 +97,17 @@ class MomentumHead(nn.Module):
         features = Features((int(images.shape[-2]), int(images.shape[-1])), stages, OrderedDict())
         return self.target_projection(pooled_c5(features))
 
-    def momentum(self, step: int, steps: int) -> float:
-        """``tau`` after optimizer step ``step`` of ``steps`` (BYOL sec. 3.2's cosine schedule)."""
-        return cosine_schedule(step, max(steps, 2), self.base_momentum, self.final_momentum)
+    def momentum(self, index: int, steps: int) -> float:
+        """``tau_k`` for the step of 0-based ``index`` ``k`` of ``K = steps`` (BYOL sec. 3.2's cosine
+        schedule, ``tau_base`` at the first step, ``final_momentum`` at the last)."""
+        return cosine_schedule(index, max(steps, 2), self.base_momentum, self.final_momentum)
 
     @torch.no_grad()
     def after_optimizer_step(self, step: int, steps: int) -> None:
-        """``xi <- tau xi + (1 - tau) theta`` (the engine calls it after every optimizer step)."""
+        """``xi <- tau xi + (1 - tau) theta`` after optimizer step ``step`` (1-based) of ``steps``
+        (the engine calls it after every optimizer step)."""
         if not self.initialized:  # no training pass yet (e.g. a batch without views): nothing to track
             return
-        tau = self.momentum(step, steps)
+        tau = self.momentum(step - 1, steps)
         update_momentum(self.model.backbone, self.target_backbone, tau)
         update_momentum(self.projection, self.target_projection, tau)
