@@ -7,6 +7,10 @@ cost, not the paper's comparison.
 
     python -m benchmarks.ssl_methods --run /work/demo-run2 --scratch /tmp/ssl_methods \\
         [--steps 20 --batch-size 16 --transfer-steps 100]     # writes docs/measurements/ssl.json
+
+To keep editing the checkout while it runs, run an exported copy:
+``git archive HEAD | tar -x -C /tmp/copy`` then, in /tmp/copy, the command above with
+``--commit $(git rev-parse HEAD) --output <checkout>/docs/measurements/ssl.json``.
 """
 
 from __future__ import annotations
@@ -81,7 +85,10 @@ def main() -> None:
     parser.add_argument("--transfer-steps", type=int, default=100)
     parser.add_argument("--methods", default=",".join(METHODS))
     parser.add_argument("--output", type=Path, default=REPOSITORY / "docs" / "measurements" / "ssl.json")
+    parser.add_argument("--commit", help="the measured commit when running from an exported copy "
+                                         "(git archive) without .git; default: this checkout's")
     args = parser.parse_args()
+    measured = args.commit or commit()  # before anything runs: the code the runs use
     started = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
     rows: dict[str, Any] = {"scratch": {"transfer": transfer("scratch", "none", args.run, args.scratch,
                                                              args.transfer_steps)}}
@@ -91,7 +98,7 @@ def main() -> None:
                                    args.transfer_steps)
         rows[method] = row
     record = {
-        "commit": commit(), "started_utc": started,
+        "commit": measured, "started_utc": started,
         "command": "python -m benchmarks.ssl_methods " + " ".join(sys.argv[1:]),
         "schedule": (f"REDUCED: {args.steps} pre-training steps of {args.batch_size} images per method "
                      f"(the demo's SimCLR: 120 of 32), classification transfer {args.transfer_steps} "
