@@ -146,3 +146,18 @@ def test_momentum_methods_refuse_lasso_and_harmonize() -> None:
         with pytest.raises(ConfigError, match="momentum encoder"):
             PretrainConfig(method="multi", tasks=("rotation", "byol"), **changes)
     PretrainConfig(method="multi", tasks=("rotation", "vicreg"), lasso=0.01)  # no momentum: fine
+
+
+def test_a_momentum_checkpoint_initializes_a_downstream_model(world: Path, tmp_path: Path) -> None:
+    """``ModelConfig(init=...)`` (what ``must transfer --init`` uses) takes the online backbone + FPN
+    of a BYOL run and leaves its pretext head, target copy included, behind."""
+    from must.models import build_model
+    from must.tasks import build_task
+    run_pretrain(config(world, "byol", 2), tmp_path)
+    saved = model_state(tmp_path)
+    task = build_task("classification", num_classes=5)
+    model = build_model(dataclasses.replace(TINY, init=str(tmp_path / "checkpoint.pt")), {task.name: task})
+    loaded = model.state_dict()
+    trunk = [key for key in saved if key.startswith(("backbone.", "fpn."))]
+    assert trunk and all(torch.equal(loaded[key], saved[key]) for key in trunk)
+    assert not any(key.startswith("heads.byol") for key in loaded)

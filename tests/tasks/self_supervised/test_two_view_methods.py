@@ -244,3 +244,29 @@ def test_evaluation_passes_leave_the_state_alone(photos: list[torch.Tensor]) -> 
         with torch.no_grad():
             model(None, {name: views_of(task, photos)})
         assert all(torch.equal(state[key], value) for key, value in model.state_dict().items()), name
+
+
+@pytest.mark.parametrize("name", MOMENTUM)
+def test_a_deep_copy_tracks_its_own_backbone(name: str) -> None:
+    """The engine's weight average (``ema_decay``) deep-copies the model: the copy's target must
+    follow the copy's backbone, not the original's (DINO's weight norm must survive the copy)."""
+    import copy
+    _, model = build(name)
+    clone = copy.deepcopy(model)
+    assert clone.heads[name].model is clone and clone.heads[name].target_backbone is not model.heads[name].target_backbone
+
+
+def test_student_trains_a_supervised_task_and_byol_together(photos: list[torch.Tensor]) -> None:
+    """One model, a classification head and BYOL's head on one trunk (MuST sec. 3.3 with a
+    self-supervised task): both losses reach the backbone, BYOL's target stays out of training."""
+    from must.tasks.classification import ClassificationTask
+    classification, byol = ClassificationTask(3), BUILDERS["byol"]()
+    model = build_model(TINY, {"classification": classification, "byol": byol})
+    images = torch.stack([photo.float() / 255 for photo in photos])
+    labels = classification.collate([torch.tensor(i % 3) for i in range(4)])
+    outputs = model(images, {"classification": labels, "byol": views_of(byol, photos, absent=False)})
+    total = (classification.loss(outputs["classification"], labels)["loss"]
+             + byol.loss(outputs["byol"], None)["loss"])
+    total.backward()
+    assert model.backbone.conv1.weight.grad is not None
+    assert all(parameter.grad is None for parameter in model.heads["byol"].target_backbone.parameters())
