@@ -63,9 +63,11 @@ def pretrain(method: str, run: Path, scratch: Path, steps: int, batch_size: int)
 
 
 def transfer(name: str, init: str, run: Path, scratch: Path, steps: int) -> dict[str, Any]:
+    # The demo's saved config names its own init (the student): the overrides, applied last, replace it.
     command = must_command("transfer", "--init", init, "--name", name, "--out", str(scratch),
                            "--config", "runs/demo/transfer/must/config_finetune.yaml",
-                           "--tasks", "classification", "--steps", str(steps), "progress=false")
+                           "--tasks", "classification", "--steps", str(steps), "progress=false",
+                           f"init={'null' if init == 'none' else init}", f"init_name={name}")
     result = timed(command, run)
     best = json.loads((scratch / "transfer" / name / "classification" / "best.json").read_text())
     return {**result, "val_top1": best["val_value"], "test_top1": best["value"], "lr": best["lr"]}
