@@ -84,7 +84,7 @@ def main() -> None:
     parser.add_argument("--scratch", type=Path, required=True, help="where the runs go (outside --run)")
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--transfer-steps", type=int, default=100)
+    parser.add_argument("--transfer-steps", type=int, default=100, help="0: pre-training only")
     parser.add_argument("--methods", default=",".join(METHODS))
     parser.add_argument("--output", type=Path, default=REPOSITORY / "docs" / "measurements" / "ssl.json")
     parser.add_argument("--commit", help="the measured commit when running from an exported copy "
@@ -92,27 +92,31 @@ def main() -> None:
     args = parser.parse_args()
     measured = args.commit or commit()  # before anything runs: the code the runs use
     started = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
-    rows: dict[str, Any] = {"scratch": {"transfer": transfer("scratch", "none", args.run, args.scratch,
-                                                             args.transfer_steps)}}
+    rows: dict[str, Any] = {}
+    if args.transfer_steps:
+        rows["scratch"] = {"transfer": transfer("scratch", "none", args.run, args.scratch, args.transfer_steps)}
     for method in args.methods.split(","):
         row = {"pretrain": pretrain(method, args.run, args.scratch, args.steps, args.batch_size)}
-        row["transfer"] = transfer(method, row["pretrain"]["checkpoint"], args.run, args.scratch,
-                                   args.transfer_steps)
+        if args.transfer_steps:
+            row["transfer"] = transfer(method, row["pretrain"]["checkpoint"], args.run, args.scratch,
+                                       args.transfer_steps)
         rows[method] = row
     record = {
         "commit": measured, "started_utc": started,
         "command": "python -m benchmarks.ssl_methods " + " ".join(sys.argv[1:]),
         "schedule": (f"REDUCED: {args.steps} pre-training steps of {args.batch_size} images per method "
-                     f"(the demo's SimCLR: 120 of 32), classification transfer {args.transfer_steps} "
-                     "steps at one learning rate (the demo: 200); too short to rank the methods"),
+                     "(the demo's SimCLR: 120 of 32), "
+                     + (f"classification transfer {args.transfer_steps} steps at one learning rate (the "
+                        "demo: 200)" if args.transfer_steps else "no transfer (--transfer-steps 0)")
+                     + "; too short to rank the methods"),
         "machine": {"cpus": os.cpu_count(), "load_average_at_start": os.getloadavg()},
         "rows": rows,
     }
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(record, indent=2) + "\n")
-    print(json.dumps({name: {"test_top1": row["transfer"]["test_top1"],
-                             **({"loss": [row["pretrain"]["first_loss"], row["pretrain"]["last_loss"]]}
-                                if "pretrain" in row else {})} for name, row in rows.items()}, indent=1))
+    print(json.dumps({name: {key: value for part in row.values() for key, value in part.items()
+                             if key in ("first_loss", "last_loss", "cpu_seconds", "test_top1")}
+                      for name, row in rows.items()}, indent=1))
 
 
 if __name__ == "__main__":
