@@ -270,3 +270,16 @@ def test_student_trains_a_supervised_task_and_byol_together(photos: list[torch.T
     total.backward()
     assert model.backbone.conv1.weight.grad is not None
     assert all(parameter.grad is None for parameter in model.heads["byol"].target_backbone.parameters())
+
+
+@pytest.mark.parametrize("name", MOMENTUM)
+def test_first_training_pass_without_views_starts_the_target(name: str) -> None:
+    """Under DDP a rank whose first batch has no views must start its target from the same weights
+    as the others: the copy happens at the first training pass, views or not."""
+    task, model = build(name)
+    head: MomentumHead = model.heads[name]
+    model.train()
+    assert model(None, {name: task.collate([None, None])})[name] is None
+    assert head.initialized
+    online, target = model.backbone.state_dict(), head.target_backbone.state_dict()
+    assert all(torch.equal(online[key], target[key]) for key in online)

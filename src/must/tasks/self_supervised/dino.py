@@ -32,7 +32,7 @@ from must.models.features import FeatureSpec
 from must.tasks.self_supervised.base import FeaturesFn, present_views, seeded, to_unit
 from must.tasks.self_supervised.momentum import MomentumHead
 from must.tasks.self_supervised.simclr import simclr_transform
-from must.tasks.self_supervised.two_views import TwoViewTask
+from must.tasks.self_supervised.two_views import TwoViewTask, start_momentum_target
 
 
 class DINOProjection(ProjectionHead):
@@ -128,6 +128,7 @@ class DINOTask(TwoViewTask):
 
     def forward_views(self, head: nn.Module, features_fn: FeaturesFn,
                       target: TaskBatch | None) -> dict[str, Tensor] | None:
+        start_momentum_target(head)
         views = present_views(target)
         if views is None:
             if distributed.is_initialized() and head.training:  # join the centre's all-reduce

@@ -48,6 +48,15 @@ class EmbeddingHead(nn.Module):
         return self.prediction(projection)
 
 
+def start_momentum_target(head: nn.Module) -> None:
+    """A momentum head copies the online weights at the first training pass, views or not: under
+    DDP every rank then starts its target from the same weights, also a rank whose first batch had
+    no views for this task."""
+    start = getattr(head, "start", None)
+    if start is not None and head.training:
+        start()
+
+
 def gathered_pair(first: Tensor, second: Tensor, gather: bool = True) -> tuple[Tensor, Tensor]:
     """``([N_all, D], [N_all, D])``: both views of every rank's images in rank order (one gather
     for both, so ranks cannot pair them wrongly); the local rows when ``gather`` is off or in one
@@ -82,6 +91,7 @@ class TwoViewTask(SelfSupervisedTask):
 
     def forward_views(self, head: nn.Module, features_fn: FeaturesFn,
                       target: TaskBatch | None) -> dict[str, Tensor] | None:
+        start_momentum_target(head)
         views = present_views(target)
         if views is None:
             self.join_without_views(head)
