@@ -13,8 +13,8 @@ holds them and a resumed run continues bit for bit). The target is not trained b
 (``requires_grad`` off, lightly's ``deactivate_requires_grad``) and is moved by the engine's
 after-step hook (:meth:`MomentumHead.after_optimizer_step`, lightly's ``update_momentum``). It
 copies the online weights on the first training pass (``initialized``), i.e. after any initial
-weights were loaded, on every rank (also one whose batch had no views for the task). The target reads pooled C5 of its own backbone copy; the FPN is not copied
-(these heads never read it).
+weights were loaded, on every rank (also one whose batch had no views for the task). The target
+reads pooled C5 of its own backbone copy; the FPN is not copied (these heads never read it).
 """
 
 from __future__ import annotations
