@@ -89,3 +89,25 @@ def test_differing_keys_names_nested_paths() -> None:
     assert config.differing_keys(saved, wanted) == ["extra", "teachers", "train.steps"]
     assert config.differing_keys(saved, saved) == []
     assert config.differing_keys(1, 2) == ["<root>"]
+
+
+@dataclass(frozen=True)
+class Checked:
+    name: str
+    count: int = 1
+
+    def __post_init__(self) -> None:
+        if self.count < 1:
+            raise config.ConfigError(f"count must be positive, got {self.count}")
+        if self.name == "bug":
+            raise ValueError("an invariant of the class broke")
+
+
+def test_missing_key_refused_and_a_bug_in_a_check_is_not_hidden() -> None:
+    with pytest.raises(config.ConfigError, match=r"^missing config key 'inner.name'$"):
+        config.from_dict(Checked, {}, "inner")
+    with pytest.raises(config.ConfigError, match=r"^inner: count must be positive, got 0$"):
+        config.from_dict(Checked, {"name": "a", "count": 0}, "inner")
+    with pytest.raises(ValueError, match="invariant") as caught:
+        config.from_dict(Checked, {"name": "bug"})
+    assert not isinstance(caught.value, config.ConfigError)

@@ -4,6 +4,12 @@ Every stage has a frozen dataclass config. A config is built from a YAML preset 
 the name of a preset shipped in ``must/configs/``) plus command-line overrides, validated field by
 field: an unknown key or a value of the wrong type is refused with a message naming the key and
 the valid choices. The resolved config is written next to the run's outputs.
+
+One rule for refusing a value: a config dataclass's ``__post_init__`` (and any check of a value a
+user sets) raises :class:`~must.errors.ConfigError` itself, so a config built in code
+(``replace(config, ...)``) fails the same way as one read from YAML; :func:`from_dict` only adds
+the section's dotted path to its message. A ``ValueError`` or ``TypeError`` out of a config's
+construction is a bug and is let through as one.
 """
 
 from __future__ import annotations
@@ -19,16 +25,12 @@ from typing import Any, Literal, TypeVar, get_args, get_origin, get_type_hints
 
 import yaml
 
-from must.errors import MustError
+from must.errors import ConfigError
 from must.files import write_atomic
 
 PRESET_DIR = Path(__file__).parent / "configs"
 
 T = TypeVar("T")
-
-
-class ConfigError(MustError, ValueError):
-    """A config key or value that does not fit the schema; the message names the key."""
 
 
 def preset_names() -> list[str]:
@@ -97,6 +99,11 @@ def from_dict(cls: type[T], data: Mapping[str, Any] | None, path: str = "") -> T
         raise ConfigError(
             f"unknown config key '{where}{unknown[0]}'; valid keys: {', '.join(sorted(fields))}"
         )
+    missing = [name for name, f in fields.items() if name not in data
+               and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+    if missing:
+        where = f"{path}." if path else ""
+        raise ConfigError(f"missing config key '{where}{missing[0]}'")
     hints = get_type_hints(cls)
     values = {}
     for name, value in data.items():
@@ -108,7 +115,7 @@ def from_dict(cls: type[T], data: Mapping[str, Any] | None, path: str = "") -> T
         values[name] = _convert(hints[name], value, f"{path}.{name}" if path else name)
     try:
         return cls(**values)
-    except (TypeError, ValueError) as error:
+    except ConfigError as error:  # a value the class's own check refuses: say which section
         raise ConfigError(f"{path or cls.__name__}: {error}") from None
 
 

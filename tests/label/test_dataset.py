@@ -39,7 +39,7 @@ def test_get_returns_sample_conventions(labeled: Path) -> None:
     assert int(target["segmentation"].max()) <= IGNORE_INDEX
     assert target["depth"].dtype == torch.float32
     assert set(labels.get("pool-000007", tasks=["depth"])) == {"depth"}
-    with pytest.raises(KeyError, match="no pseudo label for key 'nope'"):
+    with pytest.raises(ShardError, match="no pseudo label for key 'nope'"):
         labels.get("nope")
 
 

@@ -89,7 +89,7 @@ def initial_state(world: Path, config: PretrainConfig) -> dict[str, torch.Tensor
     return build_pretrain_model(config, build_pretext_tasks(config, IMAGES)).state_dict()
 
 
-@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("method", [m for m in METHODS if m != "motion_segmentation"])  # video: test_pretrain_motion
 def test_every_method_writes_checkpoint_and_record(trained: Run, method: str) -> None:
     out = trained(method)
     record = json.loads((out / RECORD_NAME).read_text())

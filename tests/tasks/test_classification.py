@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from must.data.geometry import Geometry
+from must.errors import ConfigError
 from must.models.features import Features, FeatureSpec
 from must.tasks import TASK_BUILDERS, build_task
 from must.tasks.classification import ClassificationTask, soft_cross_entropy
@@ -146,7 +147,7 @@ def test_transform_draw_describe_and_registry() -> None:
     assert (drawn[:10] != 128).any() and (drawn[-10:] == 128).all()  # text in the corner only
     assert task.describe() == {"name": "classification", "num_classes": 2, "class_names": ["cat", "dog"],
                                "background_class": False}
-    with pytest.raises(KeyError, match="choose one of"):
+    with pytest.raises(ConfigError, match="choose one of"):
         build_task("clasification")
 
 

@@ -14,6 +14,7 @@ import pytest
 import torch
 from torch import Tensor, nn
 
+from must.errors import ConfigError
 from must.train.config import TeacherRecipe, WeightingConfig
 from must.train.weighting import (METHODS, PCGradWeighting, StaticWeighting, UncertaintyWeighting,
                                   build_weighting, must_weights, project_conflicting)
@@ -36,7 +37,7 @@ def test_must_rule_by_hand() -> None:
 
 
 def test_must_rule_without_a_teacher_recipe_names_the_task() -> None:
-    with pytest.raises(KeyError, match="weighting.teachers.segmentation"):
+    with pytest.raises(ConfigError, match="weighting.teachers.segmentation"):
         must_weights(WeightingConfig(method="must"), ["segmentation"], 256, 0.1)
 
 
@@ -44,7 +45,7 @@ def test_methods_are_one_explicit_dict_and_unknown_names_fail() -> None:
     assert set(METHODS) == {"must", "equal", "uncertainty", "pcgrad"}
     bogus = WeightingConfig.__new__(WeightingConfig)
     object.__setattr__(bogus, "method", "gradnorm")
-    with pytest.raises(KeyError, match="choose one of: equal, must, pcgrad, uncertainty"):
+    with pytest.raises(ConfigError, match="choose one of: equal, must, pcgrad, uncertainty"):
         build_weighting(bogus, ["a"], 8, 0.1)
 
 

@@ -87,3 +87,16 @@ def test_steps_shortens_a_real_run(tmp_path: Path, world_root: Path, capsys: pyt
     assert "2 steps)" in capsys.readouterr().out
     best = json.loads((tmp_path / "transfer" / "scratch" / "depth" / "best.json").read_text())
     assert best["steps"] == 2
+
+
+def test_command_line_init_name_and_mode_win_over_a_preset(tmp_path: Path) -> None:
+    # A finished run's config_finetune.yaml names its own init: reusing it for another checkpoint
+    # must train that checkpoint under the new name, not skip to the preset's finished cells.
+    preset = tmp_path / "config_finetune.yaml"
+    preset.write_text("init: runs/demo/student/checkpoint.pt\ninit_name: must\nmode: linear\n")
+    config = cli.build_config(parse("--init", "other/checkpoint.pt", "--name", "variant",
+                                    "--out", str(tmp_path), "--config", str(preset)))
+    assert (config.init, config.init_name, config.mode) == ("other/checkpoint.pt", "variant", "linear")
+    unnamed = cli.build_config(parse("--init", "none", "--out", str(tmp_path), "--config", str(preset),
+                                     "--mode", "finetune"))
+    assert (unnamed.init, unnamed.init_name, unnamed.mode) == (None, "scratch", "finetune")

@@ -2,6 +2,7 @@
 
 import pytest
 
+from must.errors import ConfigError
 from must.world import CATEGORIES, DOMAINS, SEGMENTATION_CLASSES, STUFF
 from must.world.domains import get_domain
 
@@ -10,7 +11,7 @@ def test_the_public_names() -> None:
     assert set(DOMAINS) == {"objects", "clutter", "scenes", "depth", "pool", "transfer"}
     assert STUFF == ("floor", "wall", "sky") and len(CATEGORIES) >= 10
     assert SEGMENTATION_CLASSES == STUFF + CATEGORIES
-    with pytest.raises(KeyError, match="domains: objects"):
+    with pytest.raises(ConfigError, match="domains: objects"):
         get_domain("imagenet")
 
 

@@ -23,6 +23,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from must import distributed
 from must.config import ConfigError
+from must.data.carry_errors import CarryingErrors, ErrorCarryingLoader, carrying_collate
 from must.data.geometry import Geometry
 from must.data.sample import Batch, Sample
 from must.tasks.base import Task, by_name
@@ -202,7 +203,8 @@ class GeometricTransform:
     as training pads, so metrics are computed in the image's true geometry.
 
     Then every self-supervised task of ``tasks`` makes its views of the *source* image, not of the
-    padded canvas (``task.make_views(sample.image, generator, index)``, stored as its target;
+    padded canvas (``task.sample_views(sample, generator, index)``, by default
+    ``task.make_views(sample.image, generator, index)``, stored as its target;
     ``index``: the item's position in the datasets, PIRL's and exemplar's instance id): they need
     no label, so *every* image gets them. That is also what DDP needs: each rank's batch then holds
     every self-supervised task, so every rank joins their collectives (SimCLR's gather, PIRL's
@@ -230,8 +232,8 @@ class GeometricTransform:
             image = self.image_noise(image, generator)
         for name, task in self.tasks.items():
             if isinstance(task, SelfSupervisedTask):
-                targets[name] = task.make_views(sample.image, generator, index)
-        return Sample(sample.key, image, targets)
+                targets[name] = task.sample_views(sample, generator, index)
+        return Sample(sample.key, image, {name: value for name, value in targets.items() if value is not None})
 
 
 def train_transform(tasks: Sequence[Task] | Mapping[str, Task], output_size: int,
@@ -293,9 +295,9 @@ def make_loader(datasets: Sequence[Dataset[Sample]], tasks: Sequence[Task] | Map
         if isinstance(task, SelfSupervisedTask):  # instance tasks: one slot per training image
             task.check_dataset_size(len(dataset))
     sampler = ResumableBatchSampler(dataset.sizes, batch_size, seed, rank, world_size, start_step, drop_last)
-    loader = DataLoader(
-        dataset, batch_sampler=sampler, num_workers=workers,
-        collate_fn=functools.partial(collate, tasks=task_map),
+    loader = ErrorCarryingLoader(  # a user error in a worker stays one line (carry_errors)
+        CarryingErrors(dataset), batch_sampler=sampler, num_workers=workers,
+        collate_fn=_collate_carrying_errors(task_map),
         persistent_workers=workers > 0,
         # A private generator: creating the iterator must not draw from the global torch RNG, or a
         # resumed run's random state would differ from an uninterrupted one's.
@@ -313,6 +315,10 @@ def make_eval_loader(datasets: Sequence[Dataset[Sample]], tasks: Sequence[Task] 
     task_map = _tasks_by_name(tasks)
     dataset = MixedDataset(datasets, eval_transform(task_map, output_size))
     sampler = ShardedBatchSampler(dataset.sizes, batch_size, rank, world_size)
-    return DataLoader(dataset, batch_sampler=sampler, num_workers=workers,
-                      collate_fn=functools.partial(collate, tasks=task_map),
-                      generator=torch.Generator().manual_seed(0))
+    return ErrorCarryingLoader(CarryingErrors(dataset), batch_sampler=sampler, num_workers=workers,
+                               collate_fn=_collate_carrying_errors(task_map),
+                               generator=torch.Generator().manual_seed(0))
+
+
+def _collate_carrying_errors(tasks: dict[str, Task]) -> Callable[[list[Sample]], Batch]:
+    return functools.partial(carrying_collate, collate=functools.partial(collate, tasks=tasks))

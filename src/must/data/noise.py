@@ -18,6 +18,8 @@ import torch
 import torchvision.transforms.v2.functional as TF
 from torch import Tensor
 
+from must.errors import ConfigError
+
 MAX_MAGNITUDE = 30
 """RandAugment's magnitude scale (torchvision's ``num_magnitude_bins - 1``)."""
 
@@ -62,7 +64,7 @@ class PhotometricRandAugment:
 
     def __post_init__(self) -> None:
         if self.num_ops < 0 or not 0 <= self.magnitude <= MAX_MAGNITUDE:
-            raise ValueError(f"RandAugment needs num_ops >= 0 and magnitude in [0, {MAX_MAGNITUDE}]")
+            raise ConfigError(f"RandAugment needs num_ops >= 0 and magnitude in [0, {MAX_MAGNITUDE}]")
 
     def __call__(self, image: Tensor, generator: torch.Generator) -> Tensor:
         names = list(OPERATIONS)

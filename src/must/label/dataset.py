@@ -101,7 +101,7 @@ class PseudoLabels:
         segmentation with 255 = ignore, float32 depth."""
         row = self._rows.get(key)
         if row is None:
-            raise KeyError(f"no pseudo label for key '{key}' in {self.directory}")
+            raise ShardError(f"no pseudo label for key '{key}' in {self.directory}")
         wanted = None if tasks is None else set(tasks)
         handle = self._handle(int(self._shard[row]))
         raw: dict[str, bytes] = {}

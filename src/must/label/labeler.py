@@ -85,16 +85,16 @@ class LabelConfig:
     def __post_init__(self) -> None:
         for name in ("batch_size", "images_per_shard"):
             if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+                raise config_lib.ConfigError(f"{name} must be positive, got {getattr(self, name)}")
         if self.workers is not None and self.workers < 0:
-            raise ValueError(f"workers must be >= 0, got {self.workers}")
+            raise config_lib.ConfigError(f"workers must be >= 0, got {self.workers}")
         if self.image_size is not None and self.image_size < 1:
-            raise ValueError(f"image_size must be positive, got {self.image_size}")
+            raise config_lib.ConfigError(f"image_size must be positive, got {self.image_size}")
         if self.top_k is not None and self.top_k < 1:
-            raise ValueError(f"top_k must be positive, got {self.top_k}")
+            raise config_lib.ConfigError(f"top_k must be positive, got {self.top_k}")
         for task, value in self.thresholds.items():
             if not 0.0 <= value <= 1.0:
-                raise ValueError(f"thresholds.{task} must be in [0, 1], got {value}")
+                raise config_lib.ConfigError(f"thresholds.{task} must be in [0, 1], got {value}")
 
 
 def label_dataset(config: LabelConfig, out: Path,

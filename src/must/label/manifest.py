@@ -100,7 +100,7 @@ class Manifest:
         for teacher in self.teachers:
             if teacher.task == task:
                 return teacher
-        raise KeyError(f"no teacher for task '{task}'; tasks: {self.tasks}")
+        raise ShardError(f"no teacher for task '{task}'; tasks: {self.tasks}")
 
 
 def write_manifest(manifest: Manifest, directory: Path) -> Path:

@@ -43,17 +43,12 @@ from PIL import Image
 from torch import Tensor
 
 from must.data.sample import IGNORE_INDEX
-from must.errors import MustError
+from must.errors import ShardError
 from must.files import file_sha256, temporary_sibling
 from must.label.tar import TarStream
 
 SHARD_PATTERN = "shard-{index:06d}.tar"
 _SAFE_KEY = re.compile(r"[A-Za-z0-9_\-/]")
-
-
-class ShardError(MustError, ValueError):
-    """A shard that is missing, truncated or does not match its manifest, or pseudo labels that do
-    not fit the data they are read with; names the shard or label directory."""
 
 
 def shard_name(index: int) -> str:
@@ -194,7 +189,7 @@ CODECS: dict[str, Codec] = {
 
 def codec(task: str) -> Codec:
     if task not in CODECS:
-        raise KeyError(f"task '{task}' has no pseudo-label storage; supported: {', '.join(CODECS)}")
+        raise ShardError(f"task '{task}' has no pseudo-label storage; supported: {', '.join(CODECS)}")
     return CODECS[task]
 
 

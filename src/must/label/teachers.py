@@ -29,12 +29,11 @@ import torch
 from torch import Tensor
 
 from must import config as config_lib
-from must.errors import MustError
+from must.errors import CheckpointError, TeacherError
 from must.files import CHECKPOINT_NAME, write_atomic
 from must.label.manifest import TeacherEntry
 from must.models import ModelConfig, MultiTaskModel
 from must.models.loading import load_model
-from must.models.weights import CheckpointError
 from must.tasks import Task
 
 RECORD_NAME = "teacher.json"
@@ -88,10 +87,6 @@ def read_record(directory: Path) -> TeacherRecord:
 
 
 ADAPTER_NAME = "adapter.json"
-
-
-class TeacherError(MustError, ValueError):
-    """A teacher that cannot label: wrong task, class list or checkpoint; names the teacher."""
 
 
 class LabelingTeacher(ABC):

@@ -34,6 +34,8 @@ from torchvision.models._utils import IntermediateLayerGetter
 from torchvision.models.resnet import BasicBlock, Bottleneck
 from torchvision.ops import FrozenBatchNorm2d, stochastic_depth
 
+from must.errors import ConfigError
+
 if TYPE_CHECKING:
     from must.models.timm_backbone import TimmBackbone
 
@@ -61,7 +63,7 @@ def norm_layer(norm: Norm) -> Callable[..., nn.Module]:
         return _frozen_batch_norm
     if norm == "group":
         return _group_norm
-    raise ValueError(f"unknown norm '{norm}'; choose one of: batch, frozen_batch, group")
+    raise ConfigError(f"unknown norm '{norm}'; choose one of: batch, frozen_batch, group")
 
 
 def _group_norm(channels: int, **factory: object) -> nn.GroupNorm:
@@ -112,10 +114,10 @@ class ResNetBackbone(IntermediateLayerGetter):
     def __init__(self, classifier: nn.Module, name: str) -> None:
         children = {child for child, _ in classifier.named_children()}
         if not set(STAGE_LAYERS) <= children:
-            raise ValueError(
-                f"backbone '{name}' is not a ResNet: it has no layer1..layer4 "
-                f"(its top-level modules are {', '.join(sorted(children))})"
-            )
+            raise ConfigError(
+                 f"backbone '{name}' is not a ResNet: it has no layer1..layer4 "
+                 f"(its top-level modules are {', '.join(sorted(children))})"
+             )
         super().__init__(classifier, dict(STAGE_LAYERS))
         self.name = name
         self.stage_channels = _stage_channels(self)
@@ -173,9 +175,9 @@ def build_backbone(name: str, width: float = 1.0, norm: Norm = "batch",
     (ViT blocks included) use their own drop-path.
     """
     if not 0.0 <= drop_path_rate < 1.0:
-        raise ValueError(f"drop_path_rate must be in [0, 1), got {drop_path_rate}")
+        raise ConfigError(f"drop_path_rate must be in [0, 1), got {drop_path_rate}")
     if width <= 0:
-        raise ValueError(f"width must be positive, got {width}")
+        raise ConfigError(f"width must be positive, got {width}")
     if name.startswith(TIMM_PREFIX):
         return _timm_backbone(name[len(TIMM_PREFIX):], width, norm, drop_path_rate)
     block, layers = TORCHVISION_RESNETS[_known_torchvision_name(name)]
@@ -195,7 +197,7 @@ def check_backbone_name(name: str) -> None:
         import timm  # imported here: importing timm takes seconds, and most runs never need it
 
         if not timm.is_model(name[len(TIMM_PREFIX):]):
-            raise ValueError(f"unknown timm model '{name[len(TIMM_PREFIX):]}' (backbone '{name}')")
+            raise ConfigError(f"unknown timm model '{name[len(TIMM_PREFIX):]}' (backbone '{name}')")
         return
     _known_torchvision_name(name)
 
@@ -225,7 +227,7 @@ def _timm_backbone(model_name: str, width: float, norm: Norm, drop_path_rate: fl
     from must.models.vit import VIT_MODULES, VisionTransformerBackbone
 
     if not timm.is_model(model_name):
-        raise ValueError(f"unknown timm model '{model_name}'")
+        raise ConfigError(f"unknown timm model '{model_name}'")
     name = TIMM_PREFIX + model_name
     if width != 1.0:
         _note_width_ignored(name, width)
@@ -233,14 +235,15 @@ def _timm_backbone(model_name: str, width: float, norm: Norm, drop_path_rate: fl
         return ResNetBackbone(_timm_resnet(model_name, norm, drop_path_rate), name)
     is_vit = timm.models.is_model_in_modules(model_name, list(VIT_MODULES))
     if is_vit and norm != "batch":
-        raise ValueError(f"model.norm={norm}: backbone '{name}' is a ViT and keeps its LayerNorms; use norm=batch")
+        raise ConfigError(f"model.norm={norm}: backbone '{name}' is a ViT and keeps its LayerNorms; "
+                          f"use norm=batch")
     options: dict[str, object] = {"dynamic_img_size": True, "dynamic_img_pad": True} if is_vit else {}
     if drop_path_rate > 0:
         options["drop_path_rate"] = drop_path_rate
     try:
         trunk = timm.create_model(model_name, pretrained=False, **options)
     except TypeError as error:  # a model whose constructor lacks one of the options
-        raise ValueError(f"timm cannot build '{model_name}' with {sorted(options)}: {error}") from None
+        raise ConfigError(f"timm cannot build '{model_name}' with {sorted(options)}: {error}") from None
     if is_vit:
         return VisionTransformerBackbone(trunk, name)
     return TimmBackbone(convert_norms(trunk, norm, name), name)
@@ -278,8 +281,8 @@ def _stage_channels(backbone: IntermediateLayerGetter) -> tuple[int, ...]:
 
 def _known_torchvision_name(name: str) -> str:
     if name not in TORCHVISION_RESNETS:
-        raise ValueError(f"unknown backbone '{name}'; choose one of: {', '.join(TORCHVISION_RESNETS)}, "
-                       f"or '{TIMM_PREFIX}<timm model name>'")
+        raise ConfigError(f"unknown backbone '{name}'; choose one of: {', '.join(TORCHVISION_RESNETS)}, "
+                        f"or '{TIMM_PREFIX}<timm model name>'")
     return name
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from must.errors import ConfigError
 from must.models.backbone import check_backbone_name
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -43,13 +44,13 @@ class ModelConfig:
     def __post_init__(self) -> None:
         check_backbone_name(self.backbone)
         if self.width <= 0:
-            raise ValueError(f"width must be positive, got {self.width}")
+            raise ConfigError(f"width must be positive, got {self.width}")
         if self.fpn_channels <= 0:
-            raise ValueError(f"fpn_channels must be positive, got {self.fpn_channels}")
+            raise ConfigError(f"fpn_channels must be positive, got {self.fpn_channels}")
         if not 0.0 <= self.drop_path_rate < 1.0:
-            raise ValueError(f"drop_path_rate must be in [0, 1), got {self.drop_path_rate}")
+            raise ConfigError(f"drop_path_rate must be in [0, 1), got {self.drop_path_rate}")
         if any(value <= 0 for value in self.std):
-            raise ValueError(f"std must be positive, got {self.std}")
+            raise ConfigError(f"std must be positive, got {self.std}")
 
 
 def demo_model() -> ModelConfig:

@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING
 
 from torch import Tensor, nn
 
+from must.errors import ConfigError
+
 if TYPE_CHECKING:
     from must.models.backbone import Norm
 
@@ -69,8 +71,8 @@ def stride_indices(trunk: nn.Module, name: str) -> list[int]:
     strides = [int(level["reduction"]) for level in trunk.feature_info]
     missing = [stride for stride in STRIDES if stride not in strides]
     if missing:
-        raise ValueError(f"backbone '{name}' has feature levels at strides {strides} (timm's feature_info); "
-                         f"the FPN needs levels at strides 4, 8, 16 and 32 (missing {missing})")
+        raise ConfigError(f"backbone '{name}' has feature levels at strides {strides} (timm's feature_info); "
+                          f"the FPN needs levels at strides 4, 8, 16 and 32 (missing {missing})")
     return [max(index for index, stride in enumerate(strides) if stride == wanted) for wanted in STRIDES]
 
 
@@ -83,15 +85,15 @@ def convert_norms(trunk: nn.Module, norm: Norm, name: str) -> nn.Module:
     if norm == "batch":
         return trunk
     if not any(isinstance(module, nn.BatchNorm2d) for module in trunk.modules()):
-        raise ValueError(f"model.norm={norm}: backbone '{name}' has no BatchNorm layers to replace "
-                         "(it keeps its own LayerNorms); use norm=batch")
+        raise ConfigError(f"model.norm={norm}: backbone '{name}' has no BatchNorm layers to replace "
+                          "(it keeps its own LayerNorms); use norm=batch")
     if norm == "frozen_batch":
         from timm.layers import freeze_batch_norm_2d
 
         return freeze_batch_norm_2d(trunk)
     if norm == "group":
         return _to_group_norm(trunk)
-    raise ValueError(f"unknown norm '{norm}'; choose one of: batch, frozen_batch, group")
+    raise ConfigError(f"unknown norm '{norm}'; choose one of: batch, frozen_batch, group")
 
 
 def _to_group_norm(module: nn.Module) -> nn.Module:

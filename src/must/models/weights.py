@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor, nn
 
-from must.errors import MustError
+from must.errors import CheckpointError
 
 if TYPE_CHECKING:  # multitask.py imports this module
     from must.models.multitask import MultiTaskModel
@@ -34,10 +34,6 @@ if TYPE_CHECKING:  # multitask.py imports this module
 LOG = logging.getLogger(__name__)
 WRAPPER_PREFIXES = ("module.", "_orig_mod.")
 """Added by DistributedDataParallel and torch.compile; stripped from every key."""
-
-
-class CheckpointError(MustError, ValueError):
-    """A weight file that cannot be read or does not fit the model; the message names the file."""
 
 
 @dataclass

@@ -97,11 +97,11 @@ class StudentVariant:
 
     def __post_init__(self) -> None:
         if not (self.pool or self.labeled):
-            raise ValueError("a student variant needs pool=true or labeled=true")
+            raise config_lib.ConfigError("a student variant needs pool=true or labeled=true")
         if self.pool_images is not None and (self.pool_images < 1 or not self.pool):
-            raise ValueError("pool_images needs pool=true and a positive count")
+            raise config_lib.ConfigError("pool_images needs pool=true and a positive count")
         if self.pseudo_on_labeled and not self.labeled:
-            raise ValueError("pseudo_on_labeled needs labeled=true")
+            raise config_lib.ConfigError("pseudo_on_labeled needs labeled=true")
 
 
 @dataclass(frozen=True)
@@ -125,7 +125,7 @@ class TransferPlan:
         valid = [f.name for f in dataclasses.fields(DownstreamTask)]
         unknown = sorted(set(self.every_task) - set(valid))
         if unknown:
-            raise ValueError(f"every_task: unknown setting(s) {unknown}; valid: {', '.join(valid)}")
+            raise config_lib.ConfigError(f"every_task: unknown setting(s) {unknown}; valid: {', '.join(valid)}")
 
 
 @dataclass(frozen=True)
@@ -333,8 +333,17 @@ def label_config(config: DemoConfig, run: Path, images: DatasetConfig) -> LabelC
                        thresholds=config.label.thresholds, device=config.device)
 
 
+def video_set(config: DemoConfig, data: Path, plan: PretrainConfig) -> tuple[DatasetConfig, ...]:
+    """A pre-training's further image sets: motion segmentation's frames are the world's ``video``
+    clips (Doersch & Zisserman sec. 2), mixed with the pool, when the plan trains it."""
+    if "motion_segmentation" not in plan.task_names or "video" not in config.world.splits:
+        return plan.more_data
+    return (*plan.more_data, DatasetConfig(format="video", root=str(data / "video" / "train")))
+
+
 def pretrain_config(config: DemoConfig, run: Path, plan: PretrainConfig) -> PretrainConfig:
-    return dataclasses.replace(plan, data=pool_set(config, run / "data"), model=config.model,
+    return dataclasses.replace(plan, data=pool_set(config, run / "data"),
+                               more_data=video_set(config, run / "data", plan), model=config.model,
                                image_size=config.image_size, train=with_overrides(config, plan.train))
 
 

@@ -2,8 +2,9 @@
 (the "self-supervised pre-training (SimCLR)" row of the paper's comparisons).
 
 One method trains one pretext head on the shared trunk through the one training engine: SimCLR,
-PIRL, rotation, jigsaw, relative position, colorization or exemplar (their tasks live in
-:mod:`must.tasks.self_supervised`; the loader makes their views of every image). ``multi`` is
+PIRL, rotation, jigsaw, relative position, colorization, exemplar or motion segmentation (their
+tasks live in :mod:`must.tasks.self_supervised`; the loader makes their views of every image;
+motion segmentation learns from the frames of video clips and their motion masks, ``video:DIR``). ``multi`` is
 Doersch & Zisserman 2017 ("Multi-task Self-Supervised Visual Learning"): several pretext heads on
 one trunk (sec. 3), trained by alternating, one head per iteration with the gradients of a whole
 cycle accumulated before each update (:class:`~must.tasks.self_supervised.doersch.AlternateSchedule`,
@@ -48,6 +49,7 @@ from must.tasks import construct, pretext_builders
 from must.tasks.self_supervised import SelfSupervisedTask
 from must.tasks.self_supervised.doersch import (DoerschMultiTaskModel, Schedule, ScheduledWeighting,
                                                 build_schedule)
+from must.tasks.self_supervised.motion_segmentation import require_motion_masks
 from must.train import checkpoint as checkpoints
 from must.train.config import TrainConfig
 from must.train.engine import FitResult, fit
@@ -69,6 +71,7 @@ METHOD_SUMMARIES = {
     "relative_position": "Context prediction (Doersch et al. 2015): position of one patch relative to another",
     "colorization": "Colorization (Zhang et al. 2016): predict colour from lightness",
     "exemplar": "Exemplar networks (Dosovitskiy et al. 2014): every image its own class",
+    "motion_segmentation": "Motion segmentation (Pathak et al. 2017): which pixels of a video frame move",
     "multi": "Doersch & Zisserman 2017: several pretext heads on one trunk (tasks=[...])",
 }
 """One line per method (``must pretrain --help``)."""
@@ -88,7 +91,7 @@ MAX_INSTANCES = 65536
 class PretrainConfig:
     method: Literal["simclr", "byol", "mocov2", "mocov3", "dino", "barlow_twins", "vicreg", "simsiam",
                     "pirl", "rotation", "jigsaw", "relative_position", "colorization", "exemplar",
-                    "multi"] = "simclr"
+                    "motion_segmentation", "multi"] = "simclr"
     tasks: tuple[str, ...] = ()
     """``multi`` only: its pretext tasks (default: relative_position, colorization, exemplar)."""
     task_options: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -104,6 +107,11 @@ class PretrainConfig:
     """Feed every trunk input as Lab lightness replicated to RGB (sec. 4.3)."""
     data: DatasetConfig | None = None
     """The unlabeled images (any format: its labels are ignored)."""
+    more_data: tuple[DatasetConfig, ...] = ()
+    """Further image sets mixed with ``data`` (sampled uniformly over the union, MuST sec. 3.4), e.g.
+    clips with motion masks (``format: video``) beside still images: motion segmentation learns from
+    the frames, the other tasks from every image (Doersch & Zisserman sec. 3 train the image tasks
+    on ImageNet, motion segmentation on video)."""
     model: ModelConfig = field(default_factory=demo_model)
     train: TrainConfig = field(default_factory=lambda: TrainConfig(steps=300, batch_size=32, lr=0.05))
     """``batch_size`` is the batch of one iteration (every head sees full batches); ``steps``
@@ -117,24 +125,26 @@ class PretrainConfig:
             raise config_lib.ConfigError(f"unknown pretrain method '{self.method}'; choose one of: "
                                          f"{', '.join(METHODS)}")
         if self.tasks and self.method != "multi":
-            raise ValueError(f"tasks lists the heads of method 'multi'; method '{self.method}' is one task")
+            raise config_lib.ConfigError(f"tasks lists the heads of method 'multi'; method '{self.method}' "
+                                         f"is one task")
         unknown = [name for name in self.tasks if name not in pretext_builders()]
         if unknown:
-            raise ValueError(f"unknown pretext task(s) {unknown}; choose from: {', '.join(pretext_builders())}")
+            raise config_lib.ConfigError(f"unknown pretext task(s) {unknown}; choose from: "
+                                         f"{', '.join(pretext_builders())}")
         if len(set(self.tasks)) != len(self.tasks):
-            raise ValueError(f"tasks listed twice: {list(self.tasks)}")
+            raise config_lib.ConfigError(f"tasks listed twice: {list(self.tasks)}")
         if self.cycles_per_update < 1:
-            raise ValueError(f"cycles_per_update must be >= 1, got {self.cycles_per_update}")
+            raise config_lib.ConfigError(f"cycles_per_update must be >= 1, got {self.cycles_per_update}")
         if self.lasso is not None and self.lasso < 0:
-            raise ValueError(f"lasso (its L1 weight) must be >= 0 or null, got {self.lasso}")
+            raise config_lib.ConfigError(f"lasso (its L1 weight) must be >= 0 or null, got {self.lasso}")
         momentum = [name for name in self.task_names if name in MOMENTUM_METHODS]
         if momentum and (self.lasso is not None or self.harmonize):
             raise config_lib.ConfigError(f"lasso / harmonize change what the trunk reads, and the momentum "
                                          f"encoder of {momentum} copies the plain backbone: use them without")
         unused = sorted(set(self.task_options) - set(self.task_names))
         if unused:
-            raise ValueError(f"task_options for task(s) {unused} that method '{self.method}' does not "
-                             f"train; its tasks: {', '.join(self.task_names)}")
+            raise config_lib.ConfigError(f"task_options for task(s) {unused} that method '{self.method}' does not "
+                                         f"train; its tasks: {', '.join(self.task_names)}")
 
     @property
     def task_names(self) -> tuple[str, ...]:
@@ -186,8 +196,10 @@ def run_pretrain(config: PretrainConfig, out: Path) -> FitResult:
     ``metrics.jsonl``, ``events/``."""
     if config.data is None:
         raise config_lib.ConfigError("pretrain: no images given (--data FORMAT:ROOT)")
-    dataset = open_dataset(config.data)  # bad data or options fail before anything is written
-    tasks = build_pretext_tasks(config, len(dataset))
+    # bad data or options fail before anything is written
+    datasets = [open_dataset(spec) for spec in (config.data, *config.more_data)]
+    require_motion_masks(config.task_names, datasets)
+    tasks = build_pretext_tasks(config, sum(len(dataset) for dataset in datasets))
     device = distributed.pick_device(config.train.device)
     distributed.setup(device)
     out.mkdir(parents=True, exist_ok=True)
@@ -204,7 +216,7 @@ def run_pretrain(config: PretrainConfig, out: Path) -> FitResult:
     weighting = ScheduledWeighting(inner, schedule.loss_scale * schedule.steps_per_update, penalty)
 
     def batches_from(first: int) -> Iterator[Batch]:
-        stream = make_loader([dataset], tasks, train.micro_batch_size, train.seed, config.image_size,
+        stream = make_loader(datasets, tasks, train.micro_batch_size, train.seed, config.image_size,
                              start_step=first, workers=train.workers, scale_range=config.scale_range,
                              device=device)
         return scheduled(stream, schedule, first)
@@ -212,7 +224,9 @@ def run_pretrain(config: PretrainConfig, out: Path) -> FitResult:
     options = {name: task.describe() for name, task in tasks.items()}
     result = fit(model, tasks, batches_from, train, out, weighting=weighting,
                  checkpoint_extra={"pretrain": {"method": config.method, "tasks": options}},
-                 find_unused_parameters=None if len(tasks) == 1 or config.schedule == "joint" else True)
+                 # mixed sets: a rank's batch may hold no frame, leaving motion segmentation's head unused
+                 find_unused_parameters=None if (len(tasks) == 1 or config.schedule == "joint")
+                 and not config.more_data else True)
     if distributed.is_main_process():
         write_record(out, config, tasks, result)
     return result
@@ -267,7 +281,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "`multi` (Doersch & Zisserman 2017: several pretext heads, schedule=alternate|joint, "
         "lasso=L1 weight, harmonize=true). Writes checkpoint.pt (load it with `must transfer --init`: "
         "backbone + FPN), pretrain.json, metrics.jsonl, events/ and config.yaml into --out; resumes "
-        "from --out/checkpoint.pt. Method options: task_options.METHOD.OPTION=VALUE.", width=79)
+        "from --out/checkpoint.pt. Motion segmentation needs clips with motion masks (--data video:DIR). "
+        "Method options: task_options.METHOD.OPTION=VALUE.", width=79)
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.epilog = "methods:\n" + "\n".join(f"  {name:<18} {line}" for name, line in METHOD_SUMMARIES.items())
     parser.add_argument("--method", required=True, choices=METHODS, metavar="METHOD",

@@ -12,7 +12,7 @@ import inspect
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from must.config import ConfigError
+from must.errors import ConfigError
 from must.data.readers.reader_dataset import ReaderDataset
 from must.tasks.base import Task, require_known
 from must.tasks.classification import ClassificationTask
@@ -66,11 +66,12 @@ def check_task_options(name: str, options: Mapping[str, Any]) -> None:
 
 
 def construct(name: str, builder: Callable[..., Task], options: Mapping[str, Any], *wrapped: Task) -> Task:
-    """``builder(*wrapped, **options)`` with the options checked, and a refused value naming the task."""
+    """``builder(*wrapped, **options)`` with the options checked, and a refused value (the task's
+    own :class:`ConfigError`) naming the task."""
     check_options(name, builder, options, len(wrapped))
     try:
         return builder(*wrapped, **options)
-    except ValueError as error:  # a value the task refuses, e.g. an unknown loss name
+    except ConfigError as error:  # a value the task refuses, e.g. an unknown loss name
         raise ConfigError(f"task '{name}': {error}") from None
 
 
@@ -99,10 +100,7 @@ def build_tasks(options: Mapping[str, Mapping[str, Any]]) -> dict[str, Task]:
         if name in wrapped:
             if wrapped[name] not in tasks:
                 raise ConfigError(f"task '{name}' wraps task '{wrapped[name]}', which the run lacks")
-            try:
-                tasks[name] = construct(name, FixMatchTask, opts, tasks[wrapped[name]])
-            except TypeError as error:  # FixMatch wraps classification and segmentation only
-                raise ConfigError(f"task '{name}': {error}") from None
+            tasks[name] = construct(name, FixMatchTask, opts, tasks[wrapped[name]])
     return {name: tasks[name] for name in options}
 
 

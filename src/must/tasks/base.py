@@ -29,6 +29,7 @@ from torch import Tensor, nn
 
 from must.data.geometry import Geometry
 from must.data.sample import TaskBatch
+from must.errors import ConfigError
 from must.models.features import FeatureSpec
 
 
@@ -86,13 +87,14 @@ def by_name(tasks: list[Task]) -> dict[str, Task]:
     result: dict[str, Task] = {}
     for task in tasks:
         if task.name in result:
-            raise ValueError(f"task '{task.name}' given twice")
+            raise ValueError(f"task '{task.name}' given twice")  # callers build tasks from a dict: a bug
         result[task.name] = task
     return result
 
 
 def require_known(name: str, known: Mapping[str, Any], what: str) -> Any:
-    """Looks ``name`` up in an explicit family dict; an unknown name fails listing the valid ones."""
+    """Looks ``name`` up in an explicit family dict; an unknown name (a user's choice in a config
+    or on the command line) is a :class:`ConfigError` listing the valid ones."""
     if name not in known:
-        raise KeyError(f"unknown {what} '{name}'; choose one of: {', '.join(sorted(known))}")
+        raise ConfigError(f"unknown {what} '{name}'; choose one of: {', '.join(sorted(known))}")
     return known[name]

@@ -29,6 +29,7 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from must.data.geometry import Geometry
 from must.data.sample import TaskBatch
+from must.errors import ConfigError
 from must.models.features import FeatureSpec
 from must.models.heads import ClassificationHead
 from must.tasks.base import Task
@@ -100,15 +101,15 @@ class ClassificationTask(Task):
                  background_class: bool = False, dropout: float = 0.0,
                  top_k: int | None = None) -> None:
         if num_classes < 1:
-            raise ValueError(f"num_classes must be positive, got {num_classes}")
+            raise ConfigError(f"num_classes must be positive, got {num_classes}")
         if class_names is not None and len(class_names) != num_classes:
-            raise ValueError(f"{len(class_names)} class names for {num_classes} classes")
+            raise ConfigError(f"{len(class_names)} class names for {num_classes} classes")
         if temperature <= 0:
-            raise ValueError(f"temperature must be positive, got {temperature}")
+            raise ConfigError(f"temperature must be positive, got {temperature}")
         if not 0 <= label_smoothing < 1:
-            raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing}")
+            raise ConfigError(f"label_smoothing must be in [0, 1), got {label_smoothing}")
         if top_k is not None and not 1 <= top_k <= num_classes:
-            raise ValueError(f"top_k must be in [1, {num_classes}], got {top_k}")
+            raise ConfigError(f"top_k must be in [1, {num_classes}], got {top_k}")
         self.num_classes = num_classes
         self.class_names = list(class_names) if class_names is not None else None
         self.temperature = temperature
@@ -189,11 +190,13 @@ class ClassificationTask(Task):
         if target.dim() == 0 and not target.is_floating_point():
             label = int(target)
             if not 0 <= label < self.num_classes:
-                raise ValueError(f"classification label {label} outside [0, {self.num_classes})")
+                raise ConfigError(f"classification label {label} outside [0, {self.num_classes}): the data "
+                                  f"has more classes than the option num_classes={self.num_classes}")
             return F.one_hot(target.long(), self.num_classes).float()
         if target.shape != (self.num_classes,):
-            raise ValueError(f"soft classification target of shape {tuple(target.shape)}; "
-                             f"expected ({self.num_classes},)")
+            raise ConfigError(f"soft classification target of shape {tuple(target.shape)}; expected "
+                              f"({self.num_classes},): pseudo labels of another class count than the "
+                              f"option num_classes={self.num_classes}")
         return target.float()
 
     def describe(self) -> dict[str, Any]:

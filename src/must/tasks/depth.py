@@ -42,6 +42,7 @@ from torchmetrics import Metric
 
 from must.data.geometry import Geometry
 from must.data.sample import TaskBatch
+from must.errors import ConfigError
 from must.models.features import FeatureSpec
 from must.models.heads import PixelHead
 from must.tasks.base import Task
@@ -140,9 +141,9 @@ class DepthTask(Task):
         """``align``: how the metric fits predictions to the ground truth (module docstring);
         ``None`` picks ``"scale_shift"`` for the ``"ssi"`` loss and ``"none"`` for ``"l1"``."""
         if loss not in ("l1", "ssi"):
-            raise ValueError(f"unknown depth loss '{loss}'; choose one of: l1, ssi")
+            raise ConfigError(f"unknown depth loss '{loss}'; choose one of: l1, ssi")
         if align is not None and align not in ALIGNMENTS:
-            raise ValueError(f"unknown depth alignment '{align}'; choose one of: {', '.join(ALIGNMENTS)}")
+            raise ConfigError(f"unknown depth alignment '{align}'; choose one of: {', '.join(ALIGNMENTS)}")
         self.loss_kind = loss
         self.align: DepthAlignment = align or ("scale_shift" if loss == "ssi" else "none")
         self.hidden_channels = hidden_channels

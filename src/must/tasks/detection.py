@@ -35,6 +35,7 @@ from torchvision.models.detection.rpn import AnchorGenerator, RegionProposalNetw
 
 from must.data.geometry import Geometry
 from must.data.sample import TaskBatch
+from must.errors import ConfigError
 from must.models.features import Features, FeatureSpec
 from must.tasks.base import Task
 from must.tasks.detection_metrics import DetectionMetric
@@ -162,11 +163,11 @@ class DetectionTask(Task):
         top-n are per level before NMS and per image after, in training and evaluation alike.
         ``representation_size`` is the width of the Fast R-CNN head's fully connected layer."""
         if num_classes < 1:
-            raise ValueError(f"num_classes must be positive, got {num_classes}")
+            raise ConfigError(f"num_classes must be positive, got {num_classes}")
         if class_names is not None and len(class_names) != num_classes:
-            raise ValueError(f"{len(class_names)} class names for {num_classes} classes")
+            raise ConfigError(f"{len(class_names)} class names for {num_classes} classes")
         if anchor_sizes is not None and len(anchor_sizes) != len(levels):
-            raise ValueError(f"{len(anchor_sizes)} anchor sizes for {len(levels)} levels {levels}")
+            raise ConfigError(f"{len(anchor_sizes)} anchor sizes for {len(levels)} levels {levels}")
         self.num_classes = num_classes
         self.class_names = list(class_names) if class_names is not None else None
         self.levels = tuple(levels)
@@ -188,7 +189,8 @@ class DetectionTask(Task):
         """RPN with 2 hidden convs; Fast R-CNN head with 4 hidden convs + 1 fc (MuST sec. 3.3)."""
         unknown = [level for level in self.levels if level not in spec.levels]
         if unknown:
-            raise ValueError(f"levels {unknown} not in the pyramid; it has {list(spec.levels)}")
+            raise ConfigError(f"detection option levels: {unknown} not in the model's pyramid; it has "
+                              f"{list(spec.levels)}")
         sizes = self.anchor_sizes or tuple(4.0 * spec.strides[level] for level in self.levels)
         anchors = Float32AnchorGenerator(tuple((size,) for size in sizes), (self.aspect_ratios,) * len(sizes))
         channels = spec.fpn_channels

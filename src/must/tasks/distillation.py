@@ -33,6 +33,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from must.data.sample import TaskBatch
+from must.errors import ConfigError
 from must.tasks.classification import ClassificationMetric, ClassificationTask, soften
 
 NO_LABEL = -1
@@ -70,11 +71,11 @@ class DistillationTask(ClassificationTask):
                  correct_probability: float = 0.9, dropout: float = 0.0) -> None:
         super().__init__(num_classes, class_names, temperature=temperature, dropout=dropout)
         if not 0.0 <= alpha <= 1.0:
-            raise ValueError(f"alpha must be in [0, 1], got {alpha}")
+            raise ConfigError(f"alpha must be in [0, 1], got {alpha}")
         if teacher not in ("soft_labels", "virtual"):
-            raise ValueError(f"teacher must be 'soft_labels' or 'virtual', got '{teacher}'")
+            raise ConfigError(f"teacher must be 'soft_labels' or 'virtual', got '{teacher}'")
         if not 1.0 / num_classes <= correct_probability <= 1.0:
-            raise ValueError(f"correct_probability must be in [1/K, 1], got {correct_probability}")
+            raise ConfigError(f"correct_probability must be in [1/K, 1], got {correct_probability}")
         self.alpha = alpha
         self.teacher = teacher
         self.correct_probability = correct_probability

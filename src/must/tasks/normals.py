@@ -31,6 +31,7 @@ from torchmetrics import Metric
 
 from must.data.geometry import Geometry
 from must.data.sample import TaskBatch
+from must.errors import ConfigError
 from must.models.features import FeatureSpec
 from must.models.heads import PixelHead, UnitNormalize
 from must.tasks.base import Task
@@ -92,7 +93,7 @@ class NormalsTask(Task):
 
     def __init__(self, *, loss: NormalsLoss = "angular", hidden_channels: int | None = None) -> None:
         if loss not in ("angular", "cosine"):
-            raise ValueError(f"unknown normals loss '{loss}'; choose one of: angular, cosine")
+            raise ConfigError(f"unknown normals loss '{loss}'; choose one of: angular, cosine")
         self.loss_kind = loss
         self.hidden_channels = hidden_channels
 

@@ -30,6 +30,7 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassJaccardInd
 
 from must.data.geometry import Geometry
 from must.data.sample import IGNORE_INDEX, TaskBatch, stack_with_fill
+from must.errors import ConfigError
 from must.models.features import FeatureSpec
 from must.models.heads import PixelHead
 from must.tasks.base import Task
@@ -113,10 +114,10 @@ class SegmentationTask(Task):
     def __init__(self, num_classes: int, class_names: Sequence[str] | None = None, *,
                  hidden_channels: int | None = None, threshold: float = 0.5) -> None:
         if not 1 <= num_classes <= IGNORE_INDEX:
-            raise ValueError(f"num_classes must be in [1, {IGNORE_INDEX}] (label {IGNORE_INDEX} "
-                             f"means ignore), got {num_classes}")
+            raise ConfigError(f"num_classes must be in [1, {IGNORE_INDEX}] (label {IGNORE_INDEX} "
+                              f"means ignore), got {num_classes}")
         if class_names is not None and len(class_names) != num_classes:
-            raise ValueError(f"{len(class_names)} class names for {num_classes} classes")
+            raise ConfigError(f"{len(class_names)} class names for {num_classes} classes")
         self.num_classes = num_classes
         self.class_names = list(class_names) if class_names is not None else None
         self.hidden_channels = hidden_channels

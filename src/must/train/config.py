@@ -6,6 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+from must.errors import ConfigError
+
 
 @dataclass(frozen=True)
 class TeacherRecipe:
@@ -16,7 +18,7 @@ class TeacherRecipe:
 
     def __post_init__(self) -> None:
         if self.batch_size <= 0 or self.lr <= 0:
-            raise ValueError(f"teacher batch_size and lr must be positive, got {self.batch_size}, {self.lr}")
+            raise ConfigError(f"teacher batch_size and lr must be positive, got {self.batch_size}, {self.lr}")
 
 
 @dataclass(frozen=True)
@@ -40,7 +42,7 @@ class WeightingConfig:
 
     def __post_init__(self) -> None:
         if self.depth_weight < 0 or any(value < 0 for value in self.weights.values()):
-            raise ValueError("loss weights must be non-negative")
+            raise ConfigError("loss weights must be non-negative")
 
 
 @dataclass(frozen=True)
@@ -85,20 +87,20 @@ class TrainConfig:
     def __post_init__(self) -> None:
         for name in ("steps", "batch_size", "accumulate", "log_every"):
             if getattr(self, name) <= 0:
-                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+                raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
         for name in ("warmup_steps", "checkpoint_every", "eval_every", "workers", "weight_decay"):
             if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+                raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.lr <= 0:
-            raise ValueError(f"lr must be positive, got {self.lr}")
+            raise ConfigError(f"lr must be positive, got {self.lr}")
         if not 0.0 < self.layer_decay <= 1.0:
-            raise ValueError(f"layer_decay must be in (0, 1], got {self.layer_decay}")
+            raise ConfigError(f"layer_decay must be in (0, 1], got {self.layer_decay}")
         if self.batch_size % self.accumulate:
-            raise ValueError(f"batch_size {self.batch_size} is not divisible by accumulate {self.accumulate}")
+            raise ConfigError(f"batch_size {self.batch_size} is not divisible by accumulate {self.accumulate}")
         if self.grad_clip is not None and self.grad_clip <= 0:
-            raise ValueError(f"grad_clip must be positive or null, got {self.grad_clip}")
+            raise ConfigError(f"grad_clip must be positive or null, got {self.grad_clip}")
         if self.ema_decay is not None and not 0.0 <= self.ema_decay < 1.0:
-            raise ValueError(f"ema_decay must be in [0, 1) or null, got {self.ema_decay}")
+            raise ConfigError(f"ema_decay must be in [0, 1) or null, got {self.ema_decay}")
 
     @property
     def micro_batch_size(self) -> int:

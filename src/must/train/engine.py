@@ -26,6 +26,7 @@ from must import distributed
 from must.config import to_dict
 from must.data.loader import derive_seed
 from must.data.sample import Batch
+from must.errors import ConfigError
 from must.files import CHECKPOINT_NAME
 from must.tasks.base import Task, by_name
 from must.train import checkpoint as checkpoints
@@ -266,8 +267,10 @@ class _Run:
                 with autocast(self.device, self.precision):
                     losses = compute_losses(self.wrapped, self.tasks, batch)
                 if not losses:
-                    raise ValueError(f"a batch at step {self.step + 1} has no target for any of the tasks "
-                                     f"{sorted(self.tasks)}: keys {batch.keys[:4]}...")
+                    # The data holds no label (real or pseudo) of any task the run trains.
+                    raise ConfigError(f"a batch at step {self.step + 1} has no target for any of the tasks "
+                                      f"{sorted(self.tasks)} (keys {batch.keys[:4]}...): give the data "
+                                      f"these tasks' labels, pseudo labels, or pick tasks the data has")
                 totals = {name: parts["loss"].float() for name, parts in losses.items()}
                 self._check_finite(totals)
                 total = self.weighting.backward(totals, self.shared, scale=1.0 / config.accumulate)

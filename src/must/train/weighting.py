@@ -19,6 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from must import distributed
+from must.errors import ConfigError
 from must.tasks.base import require_known
 from must.train.config import WeightingConfig
 
@@ -210,8 +211,8 @@ def must_weights(config: WeightingConfig, task_names: Sequence[str], student_bat
             teacher = config.teachers[name]
             weights[name] = (student_batch_size * teacher.lr) / (teacher.batch_size * student_lr)
         else:
-            raise KeyError(f"weighting 'must' needs the recipe of the teacher of task '{name}': set "
-                           f"weighting.teachers.{name}.batch_size and .lr, or weighting.weights.{name}")
+            raise ConfigError(f"weighting 'must' needs the recipe of the teacher of task '{name}': set "
+                              f"weighting.teachers.{name}.batch_size and .lr, or weighting.weights.{name}")
     return weights
 
 

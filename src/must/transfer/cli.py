@@ -40,8 +40,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--name", help="row name (scratch, supervised, simclr, must, ...); default: "
                                        "scratch without --init, else the checkpoint's folder name")
     parser.add_argument("--out", required=True, type=Path, help="run directory, e.g. runs/demo")
-    parser.add_argument("--mode", choices=("finetune", "linear"), default="finetune",
-                        help="finetune (end to end) or linear (frozen backbone + FPN)")
+    parser.add_argument("--mode", choices=("finetune", "linear"),
+                        help="finetune (end to end, the default) or linear (frozen backbone + FPN)")
     parser.add_argument("--tasks", help="comma-separated subset of the suite's tasks")
     parser.add_argument("--steps", metavar="N[,N...]",
                         help="training steps of every chosen task's grid, e.g. 20 for a quick look "
@@ -68,10 +68,16 @@ def build_config(args: argparse.Namespace) -> TransferConfig:
     """Default suite -> preset -> overrides -> ``--tasks`` subset, validated."""
     init = None if args.init.lower() in NO_INIT else args.init
     world = args.world or args.out / "data" / "transfer"
-    base = TransferConfig(init=init, init_name=args.name or row_name(init), mode=args.mode,
-                          tasks=default_suite(world, args.fashion))
+    base = TransferConfig(init=None, tasks=default_suite(world, args.fashion))
+
+    def with_flags(data: dict) -> dict:
+        """The command line's own options win over a preset's (a finished run's
+        ``config_finetune.yaml`` names its own init)."""
+        data = {**data, "init": init, "init_name": args.name or row_name(init)}
+        return {**data, "mode": args.mode} if args.mode else data
+
     config = config_lib.load(TransferConfig, args.config, args.overrides, section="transfer",
-                             defaults=config_lib.to_dict(base))
+                             defaults=config_lib.to_dict(base), flags=with_flags)
     if args.tasks:
         chosen = [name.strip() for name in args.tasks.split(",") if name.strip()]
         unknown = [name for name in chosen if name not in config.tasks]

@@ -21,6 +21,7 @@ from must import config as config_lib
 from must import distributed
 from must.data.readers import DatasetConfig
 from must.data.readers.fashion_mnist import DEFAULT_ROOT as FASHION_MNIST_ROOT
+from must.errors import ConfigError
 from must.models import ModelConfig, demo_model
 from must.train.config import TrainConfig
 
@@ -84,19 +85,19 @@ class DownstreamTask:
 
     def __post_init__(self) -> None:
         if not self.lrs or not self.steps:
-            raise ValueError("lrs and steps need at least one value each")
+            raise ConfigError("lrs and steps need at least one value each")
         if any(lr <= 0 for lr in self.lrs) or any(steps <= 0 for steps in self.steps):
-            raise ValueError(f"lrs and steps must be positive, got {self.lrs} and {self.steps}")
+            raise ConfigError(f"lrs and steps must be positive, got {self.lrs} and {self.steps}")
         if len(set(self.lrs)) != len(self.lrs) or len(set(self.steps)) != len(self.steps):
-            raise ValueError(f"grid values listed twice: lrs {self.lrs}, steps {self.steps}")
+            raise ConfigError(f"grid values listed twice: lrs {self.lrs}, steps {self.steps}")
         if self.val is None and not 0.0 < self.val_fraction < 1.0:
-            raise ValueError(f"val_fraction must be in (0, 1), got {self.val_fraction}")
+            raise ConfigError(f"val_fraction must be in (0, 1), got {self.val_fraction}")
         if self.val_limit is not None and self.val_limit <= 0:
-            raise ValueError(f"val_limit must be positive or null, got {self.val_limit}")
+            raise ConfigError(f"val_limit must be positive or null, got {self.val_limit}")
         if not 0.0 < self.layer_decay <= 1.0:
-            raise ValueError(f"layer_decay must be in (0, 1], got {self.layer_decay}")
+            raise ConfigError(f"layer_decay must be in (0, 1], got {self.layer_decay}")
         if self.image_size < 16:
-            raise ValueError(f"image_size must be at least 16, got {self.image_size}")
+            raise ConfigError(f"image_size must be at least 16, got {self.image_size}")
 
     def train_config(self, lr: float, steps: int, seed: int, device: str, precision: str,
                      progress: bool) -> TrainConfig:
@@ -142,14 +143,14 @@ class TransferConfig:
 
     def __post_init__(self) -> None:
         if self.workers < 1:
-            raise ValueError(f"workers must be >= 1, got {self.workers}")
+            raise ConfigError(f"workers must be >= 1, got {self.workers}")
         if self.data_workers < 0:
-            raise ValueError(f"data_workers must be >= 0, got {self.data_workers}")
+            raise ConfigError(f"data_workers must be >= 0, got {self.data_workers}")
         if not self.init_name or "/" in self.init_name or self.init_name.startswith("."):
-            raise ValueError(f"init_name must be a plain directory name, got '{self.init_name}'")
+            raise ConfigError(f"init_name must be a plain directory name, got '{self.init_name}'")
         bad = [name for name in self.tasks if not name or "/" in name or name.startswith(".")]
         if bad:
-            raise ValueError(f"task names must be plain directory names, got {bad}")
+            raise ConfigError(f"task names must be plain directory names, got {bad}")
 
 
 def world_splits(world_root: str | Path) -> dict[str, DatasetConfig]:

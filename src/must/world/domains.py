@@ -13,6 +13,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from must.errors import ConfigError
+
 Range = tuple[float, float]
 
 SOURCE_FLOORS = ("planks", "tiles", "gravel", "grass", "concrete")
@@ -132,7 +134,7 @@ def get_domain(name: str, index: int = 0) -> DomainPreset:
     try:
         domain = DOMAINS[name]
     except KeyError:
-        raise KeyError(f"unknown world domain '{name}'; domains: {', '.join(DOMAINS)}") from None
+        raise ConfigError(f"unknown world domain '{name}'; domains: {', '.join(DOMAINS)}") from None
     if isinstance(domain, Mixture):
         return get_domain(domain.parts[index % len(domain.parts)])
     return domain

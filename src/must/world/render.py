@@ -53,6 +53,9 @@ class WorldImage:
     """uint16 [N]: the instance id each box was measured from."""
     intrinsics: Array
     """float64 [3, 3] pinhole K of the camera (pixel centres at integer + 0.5)."""
+    distance: Array
+    """float64 [H, W] metres along each pixel's ray to the surface it shows; inf for the sky
+    (the exact 3-D point behind every pixel, e.g. for optical flow)."""
 
 
 @cache
@@ -296,6 +299,7 @@ def _assemble(scene: Scene, rgb: Array, t: Array, kind: Array, owner: Array, nor
         instances=np.where(hit_object, owner + 1, 0).astype(np.uint16).reshape(shape2),
         box_instances=np.asarray(instance_ids, dtype=np.uint16),
         intrinsics=scene.camera.intrinsics,
+        distance=t.reshape(shape2),
     )
 
 

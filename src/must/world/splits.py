@@ -10,6 +10,8 @@ import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from must.world.clips import generate_clips
+from must.world.video import VIDEO_DOMAINS
 from must.world.writer import generate
 
 
@@ -27,7 +29,7 @@ class WorldDataConfig:
         "pool": {"train": 4000},
         "transfer": {"train": 1000, "val": 300, "test": 300},
     })
-    """domain -> split -> image count."""
+    """domain -> split -> image count (clip count for a video domain, e.g. ``video``)."""
 
 
 def split_seed(seed: int, domain: str, split: str) -> int:
@@ -41,7 +43,8 @@ def generate_world(config: WorldDataConfig, root: Path) -> dict[str, dict[str, P
     for domain, splits in config.splits.items():
         for split, count in splits.items():
             out = root / domain / split
-            generate(domain, out, count=count, size=config.size,
-                     seed=split_seed(config.seed, domain, split), workers=config.workers)
+            write = generate_clips if domain in VIDEO_DOMAINS else generate
+            write(domain, out, count=count, size=config.size,
+                  seed=split_seed(config.seed, domain, split), workers=config.workers)
             paths.setdefault(domain, {})[split] = out
     return paths

@@ -37,6 +37,7 @@ from must.files import write_atomic
 from must.world.domains import DOMAINS, get_domain
 from must.world.render import SEGMENTATION_CLASSES, STUFF, render_image
 from must.world.scene import CATEGORIES, focal_length
+from must.world.video import VIDEO_DOMAINS
 
 FORMAT_VERSION = 1
 IGNORE = 255
@@ -154,8 +155,17 @@ _IDENTITY = ("format_version", "domain", "seed", "count", "size")
 
 
 def is_complete(out: Path) -> bool:
-    """Whether ``out`` holds a finished split: its annotations and ``world.json`` (written last)."""
-    return (Path(out) / "world.json").exists() and (Path(out) / "annotations/instances.json").exists()
+    """Whether ``out`` holds a finished split: its annotations and ``world.json`` (written last);
+    a video split (:mod:`must.world.clips`) has no COCO annotations, its ``world.json`` says so."""
+    manifest = Path(out) / "world.json"
+    if not manifest.exists():
+        return False
+    if (Path(out) / "annotations/instances.json").exists():
+        return True
+    try:
+        return json.loads(manifest.read_text()).get("domain") in VIDEO_DOMAINS
+    except (json.JSONDecodeError, OSError):
+        return False
 
 
 def generate(domain: str, out: Path, count: int, size: int = 64, seed: int = 0,

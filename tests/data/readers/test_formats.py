@@ -13,7 +13,7 @@ from must.data.sample import Sample
 
 def test_the_formats_of_the_spec() -> None:
     assert set(FORMATS) == {"imagefolder", "cifar10", "cifar100", "coco", "coco_panoptic",
-                            "coco_stuff", "voc", "fashion_mnist", "folder", "dense", "world"}
+                            "coco_stuff", "voc", "fashion_mnist", "folder", "dense", "world", "video"}
 
 
 def test_unknown_format_lists_the_valid_ones() -> None:

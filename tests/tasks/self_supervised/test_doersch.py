@@ -4,6 +4,7 @@ narrow ResNet-FPN trained both ways with pretext and evaluation tasks."""
 import pytest
 import torch
 
+from must.errors import ConfigError
 from must.models import ModelConfig, build_model
 from must.models.lasso import LassoMixing
 from must.tasks.classification import ClassificationTask
@@ -42,7 +43,7 @@ def test_joint_schedule_and_registry() -> None:
     assert isinstance(schedule, JointSchedule)
     assert schedule.active(7) == ("a", "b") and schedule.is_update_step(7) and schedule.loss_scale == 1.0
     assert isinstance(build_schedule("alternate", ["a"]), AlternateSchedule)
-    with pytest.raises(KeyError, match="alternate, joint"):
+    with pytest.raises(ConfigError, match="alternate, joint"):
         build_schedule("round_robin", ["a"])
 
 

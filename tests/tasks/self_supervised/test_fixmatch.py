@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torchvision.transforms import v2
 
 from must.data.sample import TaskBatch
+from must.errors import ConfigError
 from must.tasks.classification import ClassificationTask
 from must.tasks.depth import DepthTask
 from must.tasks.segmentation import SegmentationTask
@@ -48,7 +49,7 @@ def test_wraps_the_supervised_head(trunk) -> None:
     task = FixMatchTask(base)
     assert task.name == "fixmatch_classification" and task.head_name == "classification"
     assert type(task.build_head(trunk.spec)) is type(base.build_head(trunk.spec))
-    with pytest.raises(TypeError):
+    with pytest.raises(ConfigError, match="not 'depth'"):
         FixMatchTask(DepthTask())
 
 

@@ -16,6 +16,7 @@ from must.data.readers.formats import FORMATS, open_dataset, open_for_task, open
 from must.data.readers.image_folder import ImageFolder
 from must.data.readers.reader_dataset import ReaderDataset
 from must.data.readers.unlabeled import UnlabeledFolder
+from must.data.readers.video import VideoClips
 from must.data.readers.voc import VocDataset
 from must.data.readers.world import WorldDataset
 
@@ -23,6 +24,6 @@ __all__ = [
     "FORMATS", "CifarDataset", "CocoDetection", "CocoPanopticSemantic", "CocoStuffSemantic",
     "ComposedDataset", "DataError", "DataWarning", "DatasetConfig", "parse_dataset_spec", "DenseFolders",
     "DenseMapSource", "FashionMNIST", "ImageEntry", "ImageFolder", "LabelSource",
-    "ReaderDataset", "TargetSource", "UnlabeledFolder", "VocDataset", "WorldDataset",
+    "ReaderDataset", "TargetSource", "UnlabeledFolder", "VideoClips", "VocDataset", "WorldDataset",
     "open_dataset", "open_for_task", "open_images",
 ]

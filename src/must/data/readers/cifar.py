@@ -23,6 +23,7 @@ import torch
 from must.data.readers.errors import DataError
 from must.data.readers.reader_dataset import ReaderDataset
 from must.data.sample import Sample
+from must.errors import ConfigError
 
 
 @dataclass(frozen=True)
@@ -102,10 +103,10 @@ class CifarDataset(ReaderDataset):
     def __init__(self, root: str | Path, variant: str = "cifar10", split: str = "train", *,
                  limit: int | None = None, skip_bad: bool = False) -> None:
         if variant not in CIFAR_LAYOUTS:
-            raise ValueError(f"unknown CIFAR variant '{variant}'; valid: {', '.join(CIFAR_LAYOUTS)}")
+            raise ConfigError(f"unknown CIFAR variant '{variant}'; valid: {', '.join(CIFAR_LAYOUTS)}")
         layout = CIFAR_LAYOUTS[variant]
         if split not in layout.files:
-            raise ValueError(f"unknown {variant} split '{split}'; valid: {', '.join(layout.files)}")
+            raise ConfigError(f"unknown {variant} split '{split}'; valid: {', '.join(layout.files)}")
         folder = Path(root)
         if (folder / layout.folder).is_dir():
             folder = folder / layout.folder

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from must.errors import ConfigError
+
 
 @dataclass(frozen=True)
 class DatasetConfig:
@@ -26,7 +28,8 @@ class DatasetConfig:
       COCO export) and ``root`` itself that holds them;
     * ``voc``: a ``VOC2007`` / ``VOC2012`` folder; ``fashion_mnist``: the idx files' folder;
     * ``dense``: a folder with ``images/`` and ``depth/`` and / or ``normals/``;
-    * ``world``: one generated world directory (with ``world.json``).
+    * ``world``: one generated world directory (with ``world.json``);
+    * ``video``: a folder of clip folders, frames with their motion masks (``must world video``).
     """
 
     format: str
@@ -47,15 +50,13 @@ class DatasetConfig:
 
     def __post_init__(self) -> None:
         if self.limit is not None and self.limit < 0:
-            raise ValueError(f"limit must be >= 0, got {self.limit}")
+            raise ConfigError(f"limit must be >= 0, got {self.limit}")
         if len(set(self.tasks)) != len(self.tasks):
-            raise ValueError(f"tasks listed twice: {list(self.tasks)}")
+            raise ConfigError(f"tasks listed twice: {list(self.tasks)}")
 
 
 def parse_dataset_spec(value: str, flag: str = "--data") -> dict[str, str]:
     """A command line's ``FORMAT:ROOT`` -> ``{"format": FORMAT, "root": ROOT}`` (a config mapping)."""
-    from must.config import ConfigError
-
     fmt, separator, root = str(value).partition(":")
     if not separator or not fmt or not root:
         raise ConfigError(f"{flag} '{value}' is not of the form FORMAT:ROOT "

@@ -31,6 +31,7 @@ from must.data.readers.errors import DataError
 from must.data.readers.files import list_files, relative_key
 from must.data.readers.unlabeled import KeyFunction, scan_image_files
 from must.data.sample import IGNORE_INDEX
+from must.errors import ConfigError
 
 Size = tuple[int, int]
 SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I")
@@ -274,7 +275,7 @@ class DenseFolders(ComposedDataset):
         root = Path(root)
         unknown = [task for task in tasks if task not in DENSE_FOLDERS]
         if unknown:
-            raise ValueError(f"dense folders hold {', '.join(DENSE_FOLDERS)}; not {unknown}")
+            raise ConfigError(f"dense folders hold {', '.join(DENSE_FOLDERS)}; not {unknown}")
         chosen = tasks or tuple(task for task in DENSE_FOLDERS if (root / task).is_dir())
         if not chosen:
             raise DataError(root, f"no map folder found (expected {' or '.join(DENSE_FOLDERS)}/)")

@@ -20,6 +20,7 @@ import torch
 from must.data.readers.errors import DataError
 from must.data.readers.reader_dataset import ReaderDataset
 from must.data.sample import Sample
+from must.errors import ConfigError
 
 DEFAULT_ROOT = "/usr/share/datasets/fashion-mnist"
 FASHION_MNIST_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
@@ -67,7 +68,7 @@ class FashionMNIST(ReaderDataset):
     def __init__(self, root: str | Path = DEFAULT_ROOT, split: str = "train", *,
                  limit: int | None = None, skip_bad: bool = False) -> None:
         if split not in SPLIT_PREFIX:
-            raise ValueError(f"unknown Fashion-MNIST split '{split}'; valid: {', '.join(SPLIT_PREFIX)}")
+            raise ConfigError(f"unknown Fashion-MNIST split '{split}'; valid: {', '.join(SPLIT_PREFIX)}")
         root = Path(root)
         super().__init__(f"fashion_mnist:{root}:{split}", ("classification",),
                          {"classification": list(FASHION_MNIST_CLASSES)}, skip_bad)

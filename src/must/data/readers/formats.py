@@ -19,6 +19,8 @@ from must.data.readers.fashion_mnist import FashionMNIST
 from must.data.readers.image_folder import ImageFolder
 from must.data.readers.reader_dataset import ReaderDataset
 from must.data.readers.unlabeled import UnlabeledFolder
+from must.data.readers.video import TASK as VIDEO_TASK
+from must.data.readers.video import VideoClips
 from must.data.readers.voc import VOC_TASKS, VocDataset
 from must.data.readers.world import WORLD_PATHS, WorldDataset
 
@@ -84,6 +86,7 @@ FORMATS: dict[str, Format] = {
                     tuple(DENSE_FOLDERS)),
     "world": Format(lambda c: WorldDataset(c.root, c.tasks, skip_bad=c.skip_bad, limit=c.limit),
                     tuple(WORLD_PATHS)),
+    "video": Format(lambda c: VideoClips(c.root, skip_bad=c.skip_bad, limit=c.limit), (VIDEO_TASK,)),
 }
 
 

@@ -24,6 +24,7 @@ from must.data.readers.coco import BOX_TOLERANCE
 from must.data.readers.compose import ComposedDataset, ImageEntry, TargetSource
 from must.data.readers.dense_maps import DenseMapSource, read_class_map
 from must.data.readers.errors import DataError
+from must.errors import ConfigError
 
 VOC_CLASSES = ["aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair",
                "cow", "diningtable", "dog", "horse", "motorbike", "person", "pottedplant",
@@ -139,7 +140,7 @@ class VocDataset(ComposedDataset):
         root = Path(root)
         unknown = [task for task in tasks if task not in VOC_TASKS]
         if unknown:
-            raise ValueError(f"VOC holds {', '.join(VOC_TASKS)}; not {unknown}")
+            raise ConfigError(f"VOC holds {', '.join(VOC_TASKS)}; not {unknown}")
         chosen = tasks or available_voc_tasks(root, split)
         if not chosen:
             raise DataError(root, f"no ImageSets/Main/{split}.txt or "

@@ -31,6 +31,7 @@ from must.data.readers.errors import DataError
 from must.data.readers.files import read_json
 from must.data.readers.image_folder import scan_image_folder
 from must.data.readers.unlabeled import scan_image_files
+from must.errors import ConfigError
 
 WORLD_PATHS = {
     "classification": "images",
@@ -104,7 +105,7 @@ class WorldDataset(ComposedDataset):
         root = Path(root)
         unknown = [task for task in tasks if task not in WORLD_PATHS]
         if unknown:
-            raise ValueError(f"the world holds {', '.join(WORLD_PATHS)}; not {unknown}")
+            raise ConfigError(f"the world holds {', '.join(WORLD_PATHS)}; not {unknown}")
         meta_path = root / "world.json"
         meta = read_json(meta_path)
         chosen = tasks or available_world_tasks(root)

@@ -4,8 +4,8 @@ Each method is one file with the :class:`~must.tasks.base.Task` interface extend
 ``make_views`` / ``forward_views`` (:mod:`.base` explains the extension and how the model calls
 it), so one student can train on ground truth, teacher pseudo labels and pretext targets at once.
 
-Not provided: motion segmentation (Doersch & Zisserman 2017's fourth task) needs video, and no
-reader yields video; see :mod:`.doersch`.
+Motion segmentation (Doersch & Zisserman 2017's fourth task) learns from masks derived from video,
+which the reader brings with each frame (``video:DIR``): it reads them in ``sample_views``.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from must.tasks.self_supervised.fixmatch import FixMatchTask
 from must.tasks.self_supervised.jigsaw import JigsawTask
 from must.tasks.self_supervised.mocov2 import MoCoV2Task
 from must.tasks.self_supervised.mocov3 import MoCoV3Task
+from must.tasks.self_supervised.motion_segmentation import MotionSegmentationTask
 from must.tasks.self_supervised.pirl import PirlTask
 from must.tasks.self_supervised.relative_position import RelativePositionTask
 from must.tasks.self_supervised.rotation import RotationTask
@@ -44,6 +45,7 @@ SELF_SUPERVISED_TASKS: dict[str, Callable[..., SelfSupervisedTask]] = {
     "barlow_twins": BarlowTwinsTask,
     "vicreg": VICRegTask,
     "simsiam": SimSiamTask,
+    "motion_segmentation": MotionSegmentationTask,  # needs frames with motion masks (video:DIR)
     "fixmatch": FixMatchTask,  # FixMatchTask(base=<a classification or segmentation task>, ...)
 }
 """Constructor per method name (one explicit dict per family)."""
@@ -61,6 +63,7 @@ __all__ = [
     "ExemplarTask",
     "FixMatchTask",
     "JigsawTask",
+    "MotionSegmentationTask",
     "PirlTask",
     "RelativePositionTask",
     "RotationTask",

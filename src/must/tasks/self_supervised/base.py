@@ -59,7 +59,7 @@ from torchvision.transforms.v2 import functional as TF
 
 from must.config import ConfigError
 from must.data.geometry import Geometry
-from must.data.sample import TaskBatch
+from must.data.sample import Sample, TaskBatch
 from must.models.features import Features
 from must.tasks.base import Task
 
@@ -82,6 +82,13 @@ class SelfSupervisedTask(Task):
                    index: int | None = None) -> dict[str, Tensor]:
         """``uint8 [3, H, W]`` source image -> this task's views and labels for one sample;
         ``index``: the sample's position in the training set."""
+
+    def sample_views(self, sample: Sample, generator: torch.Generator,
+                     index: int | None = None) -> dict[str, Tensor] | None:
+        """What the loader calls: the views of one source ``sample``, ``make_views`` of its image.
+        A task whose labels come with the image instead (motion segmentation: masks derived from
+        video) reads them from ``sample.targets`` here; ``None`` = no views for this sample."""
+        return self.make_views(sample.image, generator, index)
 
     def check_dataset_size(self, count: int) -> None:
         """Refuses a training set of ``count`` images this task cannot index (instance tasks:

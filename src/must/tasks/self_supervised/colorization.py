@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from must.data.sample import TaskBatch
+from must.errors import ConfigError
 from must.models.features import Features, FeatureSpec
 from must.models.heads import PixelHead
 from must.tasks.self_supervised.base import (
@@ -132,7 +133,7 @@ class ColorizationTask(PretextClassificationTask):
     def __init__(self, view_size: int = 64, bin_size: float = 10.0, target_stride: int = 4,
                  hidden_dim: int = 128, annealing_temperature: float = 0.38) -> None:
         if view_size % target_stride:
-            raise ValueError(f"view_size {view_size} must be a multiple of target_stride {target_stride}")
+            raise ConfigError(f"view_size {view_size} must be a multiple of target_stride {target_stride}")
         self.view_size = view_size
         self.bin_size = bin_size
         self.target_stride = target_stride

@@ -25,9 +25,11 @@ jointly, with lasso layer selection and harmonized inputs.
   ``b`` dropped, ``L`` replicated to three channels (sec. 4.3: relative position's preprocessing
   replaced by colorization's). ``DoerschMultiTaskModel(harmonized=True)`` applies it to every
   trunk input.
-* D1, motion segmentation (Pathak et al. 2017) needs video (motion masks from optical flow between
-  frames); no reader here yields video, so the task is not provided. With a video source it would
-  be one more :class:`SelfSupervisedTask`: frame -> segmentation target from the flow's motion mask.
+* D1, motion segmentation (sec. 2, after Pathak et al. 2017): the fourth task,
+  :class:`~must.tasks.self_supervised.motion_segmentation.MotionSegmentationTask`, one frame ->
+  which pixels move, its masks derived from video (the world's ``video`` domain renders them
+  exactly; ``video:DIR`` reads them). It trains beside the three image tasks, alternating or
+  jointly, on the frames of the clips.
 """
 
 from __future__ import annotations

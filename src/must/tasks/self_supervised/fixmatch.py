@@ -34,6 +34,7 @@ from torchvision.transforms import v2
 
 from must.data.noise import MAX_MAGNITUDE, PhotometricRandAugment
 from must.data.sample import TaskBatch
+from must.errors import ConfigError
 from must.models.features import FeatureSpec
 from must.tasks.base import Task
 from must.tasks.classification import ClassificationTask
@@ -93,9 +94,9 @@ class FixMatchTask(SelfSupervisedTask):
     def __init__(self, base: Task, threshold: float = 0.95, weight: float = 1.0, view_size: int = 64,
                  num_ops: int = 2, cutout: bool = True) -> None:
         if not isinstance(base, (ClassificationTask, SegmentationTask)):
-            raise TypeError(f"FixMatch wraps classification or segmentation, not '{base.name}'")
+            raise ConfigError(f"FixMatch wraps classification or segmentation, not '{base.name}'")
         if not 0.0 <= threshold <= 1.0:
-            raise ValueError(f"threshold must be in [0, 1], got {threshold}")
+            raise ConfigError(f"threshold must be in [0, 1], got {threshold}")
         self.base = base
         self.name = f"fixmatch_{base.name}"
         self.dense = isinstance(base, SegmentationTask)

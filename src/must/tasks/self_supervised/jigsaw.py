@@ -25,6 +25,7 @@ import torch
 from torch import Tensor, nn
 
 from must.data.sample import TaskBatch
+from must.errors import ConfigError
 from must.models.features import Features, FeatureSpec
 from must.tasks.self_supervised.base import (
     FeaturesFn,
@@ -56,7 +57,7 @@ def permutation_set(count: int = 100, seed: int = 0) -> tuple[Tensor, int]:
     """
     candidates = all_permutations()
     if not 1 <= count <= len(candidates):
-        raise ValueError(f"num_permutations must be in [1, {len(candidates)}], got {count}")
+        raise ConfigError(f"num_permutations must be in [1, {len(candidates)}], got {count}")
     columns = np.ascontiguousarray(candidates.T)  # one pass per tile position: ~30x faster
     rng = np.random.default_rng(seed)
     chosen = [int(rng.integers(len(candidates)))]
@@ -143,7 +144,7 @@ class JigsawTask(PretextClassificationTask):
         self.hidden_dim = hidden_dim
         self.permutations, self.min_hamming_distance = permutation_set(num_permutations, seed)
         if tile_size > view_size // GRID:
-            raise ValueError(f"tile_size {tile_size} exceeds the cell size {view_size // GRID}")
+            raise ConfigError(f"tile_size {tile_size} exceeds the cell size {view_size // GRID}")
 
     def build_head(self, spec: FeatureSpec) -> JigsawHead:
         return JigsawHead(spec.c5_channels, self.tile_dim, self.hidden_dim, self.num_outputs)

@@ -32,6 +32,7 @@ from torchmetrics.aggregation import MeanMetric
 
 from must import distributed
 from must.data.sample import TaskBatch
+from must.errors import ConfigError
 from must.losses.gather import gather_rows
 from must.losses.nce import estimate_normalizer, nce_loss
 from must.models.features import Features, FeatureSpec
@@ -127,7 +128,7 @@ class PirlTask(SelfSupervisedTask):
                  num_negatives: int = 1024, embedding_dim: int = 128, tile_dim: int = 128,
                  temperature: float = 0.07, momentum: float = 0.5, transformed_weight: float = 0.5) -> None:
         if tile_size > view_size // 3:
-            raise ValueError(f"tile_size {tile_size} exceeds the jigsaw cell size {view_size // 3}")
+            raise ConfigError(f"tile_size {tile_size} exceeds the jigsaw cell size {view_size // 3}")
         self.view_size = view_size
         self.tile_size = tile_size
         self.bank_size = bank_size

@@ -29,6 +29,7 @@ import torch
 from torch import Tensor, nn
 
 from must.data.sample import TaskBatch
+from must.errors import ConfigError
 from must.models.features import Features, FeatureSpec
 from must.tasks.self_supervised.base import (
     FeaturesFn,
@@ -85,10 +86,10 @@ class RelativePositionTask(PretextClassificationTask):
         gap = paper_gap(patch_size) if gap is None else gap
         jitter = paper_jitter(patch_size) if jitter is None else jitter
         if 3 * patch_size + 2 * gap + 2 * jitter > view_size:
-            raise ValueError(f"3 patches of {patch_size} with gap {gap} and jitter {jitter} do not fit "
-                             f"in a {view_size}-pixel view")
+            raise ConfigError(f"3 patches of {patch_size} with gap {gap} and jitter {jitter} do not fit "
+                              f"in a {view_size}-pixel view")
         if 2 * jitter >= patch_size + gap:
-            raise ValueError("jitter must stay below half the patch spacing (labels would be ambiguous)")
+            raise ConfigError("jitter must stay below half the patch spacing (labels would be ambiguous)")
         self.view_size = view_size
         self.patch_size = patch_size
         self.gap = gap

@@ -23,6 +23,7 @@ from torchvision.transforms import v2
 
 from must import distributed
 from must.data.sample import TaskBatch
+from must.errors import ConfigError
 from must.losses.ntxent import contrastive_accuracy, nt_xent_loss
 from must.models.features import Features, FeatureSpec
 from must.tasks.self_supervised.base import (
@@ -92,7 +93,7 @@ class SimCLRTask(SelfSupervisedTask):
                  hidden_dim: int | None = None, color_strength: float = 0.5, blur: bool = True,
                  gather: bool = True) -> None:
         if temperature <= 0:
-            raise ValueError(f"temperature must be positive, got {temperature}")
+            raise ConfigError(f"temperature must be positive, got {temperature}")
         self.view_size = view_size
         self.temperature = temperature
         self.projection_dim = projection_dim
