@@ -284,3 +284,13 @@ def test_first_training_pass_without_views_starts_the_target(name: str) -> None:
     assert head.initialized
     online, target = model.backbone.state_dict(), head.target_backbone.state_dict()
     assert all(torch.equal(online[key], target[key]) for key in online)
+
+
+@pytest.mark.parametrize("name,options", [("byol", {"base_momentum": 1.5}), ("mocov2", {"queue_size": 0}),
+                                          ("mocov3", {"temperature": 0.0}), ("dino", {"local_crops": -1}),
+                                          ("dino", {"base_momentum": 0.9, "final_momentum": 0.5})])
+def test_bad_options_are_config_errors_naming_the_task(name: str, options: dict) -> None:
+    from must.errors import ConfigError
+    from must.tasks import build_task
+    with pytest.raises(ConfigError, match=f"task '{name}'"):
+        build_task(name, **options)

@@ -22,7 +22,7 @@ from torch import Tensor, nn
 
 from must.models.features import FeatureSpec
 from must.tasks.self_supervised.base import FeaturesFn
-from must.tasks.self_supervised.momentum import MomentumHead
+from must.tasks.self_supervised.momentum import MomentumHead, check_momentum
 from must.tasks.self_supervised.two_views import TwoViewTask
 
 
@@ -34,6 +34,7 @@ class BYOLTask(TwoViewTask):
                  blur: bool = True, crop_scale: tuple[float, float] = (0.08, 1.0)) -> None:
         super().__init__(view_size, color_strength, blur, crop_scale)
         self.projection_dim, self.hidden_dim = projection_dim, hidden_dim
+        check_momentum(base_momentum, final_momentum)
         self.base_momentum, self.final_momentum = base_momentum, final_momentum
         self.criterion = NegativeCosineSimilarity()
 

@@ -28,9 +28,10 @@ from torch.nn.utils import parametrizations
 
 from must import distributed
 from must.data.sample import TaskBatch
+from must.errors import ConfigError
 from must.models.features import FeatureSpec
 from must.tasks.self_supervised.base import FeaturesFn, present_views, seeded, to_unit
-from must.tasks.self_supervised.momentum import MomentumHead
+from must.tasks.self_supervised.momentum import MomentumHead, check_momentum
 from must.tasks.self_supervised.simclr import simclr_transform
 from must.tasks.self_supervised.two_views import TwoViewTask, start_momentum_target
 
@@ -100,10 +101,11 @@ class DINOTask(TwoViewTask):
                  center_momentum: float = 0.9, base_momentum: float = 0.996, final_momentum: float = 1.0,
                  color_strength: float = 0.5) -> None:
         if teacher_temperature <= 0 or student_temperature <= 0:
-            raise ValueError("teacher_temperature and student_temperature must be positive, got "
-                             f"{teacher_temperature} and {student_temperature}")
+            raise ConfigError("teacher_temperature and student_temperature must be positive, got "
+                              f"{teacher_temperature} and {student_temperature}")
         if local_crops < 0:
-            raise ValueError(f"local_crops must be >= 0, got {local_crops}")
+            raise ConfigError(f"local_crops must be >= 0, got {local_crops}")
+        check_momentum(base_momentum, final_momentum)
         super().__init__(view_size, color_strength, True, (0.4, 1.0))
         self.local_size, self.local_crops = local_size, local_crops
         self.local_transform = simclr_transform(local_size, color_strength, True, (0.05, 0.4))

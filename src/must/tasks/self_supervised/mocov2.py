@@ -21,11 +21,12 @@ import torch.nn.functional as F
 from lightly.models.modules.heads import MoCoProjectionHead
 from torch import Tensor, nn
 
+from must.errors import ConfigError
 from must.losses.gather import gather_rows
 from must.losses.moco import moco_loss
 from must.models.features import FeatureSpec
 from must.tasks.self_supervised.base import FeaturesFn
-from must.tasks.self_supervised.momentum import MomentumHead
+from must.tasks.self_supervised.momentum import MomentumHead, check_momentum
 from must.tasks.self_supervised.two_views import TwoViewTask
 
 
@@ -59,9 +60,10 @@ class MoCoV2Task(TwoViewTask):
                  crop_scale: tuple[float, float] = (0.2, 1.0)) -> None:
         super().__init__(view_size, color_strength, blur, crop_scale)
         if temperature <= 0:
-            raise ValueError(f"temperature must be positive, got {temperature}")
+            raise ConfigError(f"temperature must be positive, got {temperature}")
         if queue_size < 1:
-            raise ValueError(f"queue_size must be at least 1, got {queue_size}")
+            raise ConfigError(f"queue_size must be at least 1, got {queue_size}")
+        check_momentum(momentum, momentum)
         self.projection_dim, self.hidden_dim = projection_dim, hidden_dim
         self.queue_size, self.temperature, self.momentum = queue_size, temperature, momentum
 

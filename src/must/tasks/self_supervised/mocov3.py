@@ -18,10 +18,11 @@ import torch
 from lightly.models.modules.heads import MoCoProjectionHead
 from torch import Tensor, nn
 
+from must.errors import ConfigError
 from must.losses.moco import moco_v3_loss
 from must.models.features import FeatureSpec
 from must.tasks.self_supervised.base import FeaturesFn
-from must.tasks.self_supervised.momentum import MomentumHead
+from must.tasks.self_supervised.momentum import MomentumHead, check_momentum
 from must.tasks.self_supervised.two_views import TwoViewTask, gathered_pair
 
 
@@ -35,7 +36,8 @@ class MoCoV3Task(TwoViewTask):
                  crop_scale: tuple[float, float] = (0.08, 1.0)) -> None:
         super().__init__(view_size, color_strength, blur, crop_scale)
         if temperature <= 0:
-            raise ValueError(f"temperature must be positive, got {temperature}")
+            raise ConfigError(f"temperature must be positive, got {temperature}")
+        check_momentum(base_momentum, final_momentum)
         self.projection_dim, self.hidden_dim, self.temperature = projection_dim, hidden_dim, temperature
         self.base_momentum, self.final_momentum = base_momentum, final_momentum
         self.gathers = gather

@@ -29,8 +29,16 @@ from lightly.utils.scheduler import cosine_schedule
 from torch import Tensor, nn
 
 from must.data.sample import TaskBatch
+from must.errors import ConfigError
 from must.models.features import Features
 from must.tasks.self_supervised.base import pooled_c5
+
+
+def check_momentum(base_momentum: float, final_momentum: float) -> None:
+    """Refuses a schedule outside ``0 <= tau_base <= tau_final <= 1``."""
+    if not 0.0 <= base_momentum <= final_momentum <= 1.0:
+        raise ConfigError(f"momentum must satisfy 0 <= base_momentum ({base_momentum}) <= "
+                          f"final_momentum ({final_momentum}) <= 1")
 
 
 class MomentumHead(nn.Module):
@@ -45,9 +53,7 @@ class MomentumHead(nn.Module):
     def __init__(self, projection: nn.Module, prediction: nn.Module | None, base_momentum: float,
                  final_momentum: float = 1.0) -> None:
         super().__init__()
-        if not 0.0 <= base_momentum <= final_momentum <= 1.0:
-            raise ValueError(f"momentum must satisfy 0 <= base_momentum ({base_momentum}) <= "
-                             f"final_momentum ({final_momentum}) <= 1")
+        check_momentum(base_momentum, final_momentum)
         self.base_momentum, self.final_momentum = base_momentum, final_momentum
         self.projection = projection
         self.prediction = prediction if prediction is not None else nn.Identity()
