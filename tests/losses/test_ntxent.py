@@ -143,3 +143,12 @@ def test_two_process_gloo_equals_one_process(tmp_path: Path) -> None:
                                   leaf_first.grad[rows].float(), atol=1e-5)
             assert torch.allclose(torch.tensor(result[name]["grad_second"]).view(-1, 5),
                                   leaf_second.grad[rows].float(), atol=1e-5)
+
+
+@pytest.mark.parametrize("temperature", [0.1, 0.5])
+def test_equals_lightlys_ntxent(temperature: float) -> None:
+    """Our NT-Xent and lightly's ``NTXentLoss`` (no memory bank) on the same embeddings."""
+    from lightly.loss import NTXentLoss
+    first, second = torch.randn(6, 5), torch.randn(6, 5)
+    expected = NTXentLoss(temperature=temperature)(first, second)
+    assert torch.allclose(nt_xent_loss(first, second, temperature), expected, atol=1e-5)

@@ -27,6 +27,9 @@ def test_study_has_every_table_row(tmp_path: Path) -> None:
     config = config_lib.load(DemoConfig, "study", [])
     inits = transfer_inits(config, tmp_path)
     assert {"simclr", "doersch", "teacher_depth", "supervised_multitask_pseudo", "must_cls_depth_seg"} <= set(inits)
+    assert {"byol", "mocov3", "dino", "barlow_twins", "vicreg"} <= set(inits)  # lightly's methods
+    for method in ("byol", "mocov3", "dino", "barlow_twins", "vicreg"):
+        assert config.pretrain[method].method == method and inits[method].endswith(f"{method}/checkpoint.pt")
     assert inits["must_cls_depth"] == str(tmp_path / "students" / "must_cls_depth" / "checkpoint.pt")
     grid = with_grid(config.transfer, default_suite(tmp_path / "world", None))
     assert grid["depth"].lrs == (0.02, 0.05) and grid["depth"].steps == (200, 400)

@@ -52,6 +52,10 @@ class MultiTaskModel(nn.Module):
         self.backbone = backbone
         self.fpn = fpn
         self.heads = nn.ModuleDict(dict(heads))
+        for head in self.heads.values():  # momentum encoders keep their own copy of the backbone
+            attach = getattr(head, "attach_trunk", None)
+            if attach is not None:
+                attach(self)
         # A plain dict: tasks are not modules (their heads are, above).
         self.view_tasks: dict[str, SelfSupervisedTask] = dict(view_tasks or {})
         headless = {name: task.head_name for name, task in self.view_tasks.items()

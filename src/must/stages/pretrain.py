@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import textwrap
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -56,7 +57,29 @@ from must.train.engine import FitResult, fit
 from must.train.weighting import build_weighting
 
 RECORD_NAME = PRETRAIN_RECORD
-METHODS = ("simclr", "pirl", "rotation", "jigsaw", "relative_position", "colorization", "exemplar", "motion_segmentation", "multi")
+METHOD_SUMMARIES = {
+    "simclr": "SimCLR (Chen et al. 2020): two views, NT-Xent against the batch's other views",
+    "byol": "BYOL (Grill et al. 2020): predict a momentum target's projection of the other view",
+    "mocov2": "MoCo v2 (He et al. 2020, Chen et al. 2020): momentum key encoder, queue of negatives",
+    "mocov3": "MoCo v3 (Chen, Xie & He 2021): momentum encoder, predictor, in-batch keys, symmetric",
+    "dino": "DINO (Caron et al. 2021): multi-crop self-distillation from a centred momentum teacher",
+    "barlow_twins": "Barlow Twins (Zbontar et al. 2021): cross-correlation of the views towards identity",
+    "vicreg": "VICReg (Bardes et al. 2022): variance, invariance and covariance terms",
+    "simsiam": "SimSiam (Chen & He 2021): predictor and stop-gradient, no negatives, no momentum",
+    "pirl": "PIRL (Misra & van der Maaten 2020): jigsaw-invariant embedding against a memory bank",
+    "rotation": "RotNet (Gidaris et al. 2018): classify the rotation of the image",
+    "jigsaw": "Jigsaw (Noroozi & Favaro 2016): classify the permutation of shuffled tiles",
+    "relative_position": "Context prediction (Doersch et al. 2015): position of one patch relative to another",
+    "colorization": "Colorization (Zhang et al. 2016): predict colour from lightness",
+    "exemplar": "Exemplar networks (Dosovitskiy et al. 2014): every image its own class",
+    "motion_segmentation": "Motion segmentation (Pathak et al. 2017): which pixels of a video frame move",
+    "multi": "Doersch & Zisserman 2017: several pretext heads on one trunk (tasks=[...])",
+}
+"""One line per method (``must pretrain --help``)."""
+METHODS = tuple(METHOD_SUMMARIES)
+MOMENTUM_METHODS = ("byol", "mocov2", "mocov3", "dino")
+"""Methods with a momentum encoder: its copy of the backbone sees plain images (no lasso mixing,
+no harmonized inputs)."""
 DOERSCH_TASKS = ("relative_position", "colorization", "exemplar")
 """``multi``'s default heads: Doersch & Zisserman's image tasks (motion segmentation needs video)."""
 DATA_SIZED_OPTIONS = {"exemplar": "num_instances", "pirl": "bank_size"}
@@ -67,8 +90,9 @@ MAX_INSTANCES = 65536
 
 @dataclass(frozen=True)
 class PretrainConfig:
-    method: Literal["simclr", "pirl", "rotation", "jigsaw", "relative_position", "colorization",
-                    "exemplar", "motion_segmentation", "multi"] = "simclr"
+    method: Literal["simclr", "byol", "mocov2", "mocov3", "dino", "barlow_twins", "vicreg", "simsiam",
+                    "pirl", "rotation", "jigsaw", "relative_position", "colorization", "exemplar",
+                    "motion_segmentation", "multi"] = "simclr"
     tasks: tuple[str, ...] = ()
     """``multi`` only: its pretext tasks (default: relative_position, colorization, exemplar)."""
     task_options: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -114,6 +138,10 @@ class PretrainConfig:
             raise config_lib.ConfigError(f"cycles_per_update must be >= 1, got {self.cycles_per_update}")
         if self.lasso is not None and self.lasso < 0:
             raise config_lib.ConfigError(f"lasso (its L1 weight) must be >= 0 or null, got {self.lasso}")
+        momentum = [name for name in self.task_names if name in MOMENTUM_METHODS]
+        if momentum and (self.lasso is not None or self.harmonize):
+            raise config_lib.ConfigError(f"lasso / harmonize change what the trunk reads, and the momentum "
+                                         f"encoder of {momentum} copies the plain backbone: use them without")
         unused = sorted(set(self.task_options) - set(self.task_names))
         if unused:
             raise config_lib.ConfigError(f"task_options for task(s) {unused} that method '{self.method}' does not "
@@ -244,19 +272,21 @@ def load_lasso_matrix(checkpoint: Path) -> dict[str, Any] | None:
     return {"tasks": tasks, "units": ["c2", "c3", "c4", "c5"], "alpha": torch.as_tensor(alpha).tolist()}
 
 
-SUMMARY = "self-supervised pre-training (SimCLR, pretext tasks, multi-task)"
+SUMMARY = "self-supervised pre-training (SimCLR, BYOL, MoCo, DINO, Barlow Twins, VICReg, SimSiam, pretext tasks)"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.description = (
-        "Self-supervised pre-training of the ResNet-FPN trunk on unlabeled images: SimCLR, PIRL, "
-        "rotation, jigsaw, relative position, colorization, exemplar, motion segmentation (needs "
-        "clips with motion masks: --data video:DIR), or `multi` (Doersch & "
-        "Zisserman 2017: several pretext heads, schedule=alternate|joint, lasso=L1 weight, "
-        "harmonize=true). Writes checkpoint.pt (load it with `must transfer --init`: backbone + FPN), "
-        "pretrain.json, metrics.jsonl, events/ and config.yaml into --out; resumes from "
-        "--out/checkpoint.pt.")
-    parser.add_argument("--method", required=True, choices=METHODS)
+    parser.description = textwrap.fill(
+        "Self-supervised pre-training of the ResNet-FPN trunk on unlabeled images by one method, or "
+        "`multi` (Doersch & Zisserman 2017: several pretext heads, schedule=alternate|joint, "
+        "lasso=L1 weight, harmonize=true). Writes checkpoint.pt (load it with `must transfer --init`: "
+        "backbone + FPN), pretrain.json, metrics.jsonl, events/ and config.yaml into --out; resumes "
+        "from --out/checkpoint.pt. Motion segmentation needs clips with motion masks (--data video:DIR). "
+        "Method options: task_options.METHOD.OPTION=VALUE.", width=79)
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    parser.epilog = "methods:\n" + "\n".join(f"  {name:<18} {line}" for name, line in METHOD_SUMMARIES.items())
+    parser.add_argument("--method", required=True, choices=METHODS, metavar="METHOD",
+                        help="one of the methods listed below")
     parser.add_argument("--data", metavar="FORMAT:ROOT",
                         help="the images (labels ignored), e.g. folder:DIR, world:DIR, imagefolder:DIR")
     parser.add_argument("--out", required=True, type=Path, help="output directory, e.g. runs/x/pretrain/simclr")

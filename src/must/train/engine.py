@@ -3,7 +3,8 @@ self-supervised pre-training all call :func:`fit`.
 
 Per optimizer step: ``accumulate`` micro-batches, each ``model(images, targets)`` -> per-task
 ``task.loss`` -> non-finite check -> ``weighting.backward`` (MuST sec. 3.3 loss balancing); then
-gradient sync of what DDP does not see, clipping, optimizer, cosine schedule, EMA. Every
+gradient sync of what DDP does not see, clipping, optimizer, cosine schedule, the modules'
+``after_optimizer_step(step, steps)`` hooks (momentum encoders), EMA. Every
 ``checkpoint_every`` steps the whole state is written atomically; starting again with the same
 command resumes from it exactly (same weights bit for bit on CPU).
 """
@@ -204,6 +205,10 @@ class _Run:
             if hasattr(task, "use_weight_average"):
                 task.use_weight_average(self.ema.module if self.ema is not None else None)
         self.shared = shared_parameters(self.model)
+        # Modules that follow the optimizer (momentum encoders of BYOL, MoCo, DINO): their state is
+        # in the model's state_dict, so the checkpoint carries it.
+        self.step_hooks = [module for module in self.model.modules()
+                           if callable(getattr(module, "after_optimizer_step", None))]
         self.path = out_dir / CHECKPOINT_NAME
         self.step = 0
         self.rng_to_restore: dict[str, Any] | None = None
@@ -278,6 +283,8 @@ class _Run:
             nn.utils.clip_grad_norm_(self.model.parameters(), config.grad_clip)
         self.optimizer.step()
         self.scheduler.step()
+        for module in self.step_hooks:
+            module.after_optimizer_step(self.step + 1, config.steps)
         if self.ema is not None:
             self.ema.update_parameters(self.model)
         return images

@@ -61,13 +61,15 @@ BUILDERS: dict[str, Callable[[], SelfSupervisedTask]] = {
 }
 
 PIXEL_TASKS = {"colorization", *(name for name in BUILDERS if name.endswith("_segmentation"))}
+TWO_VIEW_METHODS = {"byol", "mocov2", "mocov3", "dino", "barlow_twins", "vicreg", "simsiam"}
+"""Tested on a real tiny model in ``test_two_view_methods.py`` (the momentum ones copy its backbone)."""
 
 
 def test_registry_names_match_tasks() -> None:
     plain = {name for name in BUILDERS if name.partition("_")[0] not in {"fixmatch", "flexmatch", "freematch",
                                                                          "softmatch", "uda"}}
     # motion segmentation needs a mask with each image: tested in test_motion_segmentation
-    assert set(SELF_SUPERVISED_TASKS) == plain | {"fixmatch", "motion_segmentation"}
+    assert set(SELF_SUPERVISED_TASKS) == plain | TWO_VIEW_METHODS | {"fixmatch", "motion_segmentation"}
     for name, builder in SELF_SUPERVISED_TASKS.items():
         if name not in SEMI_SUPERVISED_TASKS:
             assert builder().name == name

@@ -12,22 +12,29 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from must.tasks.self_supervised.barlow_twins import BarlowTwinsTask
 from must.tasks.self_supervised.base import SelfSupervisedTask
+from must.tasks.self_supervised.byol import BYOLTask
 from must.tasks.self_supervised.colorization import ColorizationTask
+from must.tasks.self_supervised.dino import DINOTask
 from must.tasks.self_supervised.exemplar import ExemplarTask
 from must.tasks.self_supervised.fixmatch import FixMatchTask
 from must.tasks.self_supervised.flexmatch import FlexMatchTask
 from must.tasks.self_supervised.freematch import FreeMatchTask
 from must.tasks.self_supervised.jigsaw import JigsawTask
-from must.tasks.self_supervised.motion_segmentation import MotionSegmentationTask
 from must.tasks.self_supervised.mean_teacher import MeanTeacherTask
+from must.tasks.self_supervised.mocov2 import MoCoV2Task
+from must.tasks.self_supervised.mocov3 import MoCoV3Task
+from must.tasks.self_supervised.motion_segmentation import MotionSegmentationTask
 from must.tasks.self_supervised.pirl import PirlTask
 from must.tasks.self_supervised.relative_position import RelativePositionTask
 from must.tasks.self_supervised.rotation import RotationTask
 from must.tasks.self_supervised.semi import SemiSupervisedTask
 from must.tasks.self_supervised.simclr import SimCLRTask
+from must.tasks.self_supervised.simsiam import SimSiamTask
 from must.tasks.self_supervised.softmatch import SoftMatchTask
 from must.tasks.self_supervised.uda import UDATask
+from must.tasks.self_supervised.vicreg import VICRegTask
 
 SELF_SUPERVISED_TASKS: dict[str, Callable[..., SelfSupervisedTask]] = {
     "simclr": SimCLRTask,
@@ -37,6 +44,13 @@ SELF_SUPERVISED_TASKS: dict[str, Callable[..., SelfSupervisedTask]] = {
     "relative_position": RelativePositionTask,
     "colorization": ColorizationTask,
     "exemplar": ExemplarTask,
+    "byol": BYOLTask,
+    "mocov2": MoCoV2Task,
+    "mocov3": MoCoV3Task,
+    "dino": DINOTask,
+    "barlow_twins": BarlowTwinsTask,
+    "vicreg": VICRegTask,
+    "simsiam": SimSiamTask,
     "motion_segmentation": MotionSegmentationTask,  # needs frames with motion masks (video:DIR)
     "fixmatch": FixMatchTask,  # FixMatchTask(base=<a classification or segmentation task>, ...)
 }
@@ -54,6 +68,13 @@ SEMI_SUPERVISED_TASKS: dict[str, Callable[..., SemiSupervisedTask]] = {
 ``flexmatch_classification``) and trains its head on the unlabeled images' views."""
 
 __all__ = [
+    "BYOLTask",
+    "BarlowTwinsTask",
+    "DINOTask",
+    "MoCoV2Task",
+    "MoCoV3Task",
+    "SimSiamTask",
+    "VICRegTask",
     "SELF_SUPERVISED_TASKS",
     "SEMI_SUPERVISED_TASKS",
     "ColorizationTask",

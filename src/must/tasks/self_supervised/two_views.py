@@ -1,0 +1,139 @@
+"""What the two-view methods share (BYOL, MoCo v2 / v3, SimSiam, Barlow Twins, VICReg): two
+independent augmentations of every image (SimCLR's, :func:`~.simclr.simclr_transform`; BYOL
+sec. 3.3 and the others use the same family), one trunk pass over both views, an embedding per
+image as the prediction, contrastive accuracy as the diagnostic metric.
+
+:func:`gathered_pair` is how the methods whose loss reads batch statistics (Barlow Twins'
+cross-correlation, VICReg's variance and covariance, MoCo v3's in-batch keys) see the global batch
+under DDP: every rank gathers both views' embeddings of every rank (exact gradient, any number of
+rows per rank, zero included: :func:`must.losses.gather.gather_rows`) and computes the loss of the
+whole global batch. Each rank's loss is then the one-process loss, and since the gather's backward
+sums the ranks' gradients and DDP averages them, so is the gradient. (lightly's
+``gather_distributed`` needs equal batches on every rank; a mixed student batch may give a rank
+few views or none.)
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from must import distributed
+from must.data.sample import TaskBatch
+from must.losses.gather import gather_rows
+from must.models.features import Features
+from must.tasks.self_supervised.base import (FeaturesFn, SelfSupervisedTask, draw_embedding, pooled_c5,
+                                             present_views, seeded, to_unit)
+from must.tasks.self_supervised.simclr import ContrastiveAccuracy, simclr_transform
+
+
+class EmbeddingHead(nn.Module):
+    """``projection(pooled C5)``, and a ``predict`` MLP (identity when there is none): the head of
+    the methods without a momentum encoder (SimSiam, Barlow Twins, VICReg)."""
+
+    reads_pyramid = False
+
+    def __init__(self, projection: nn.Module, prediction: nn.Module | None = None) -> None:
+        super().__init__()
+        self.projection = projection
+        self.prediction = prediction if prediction is not None else nn.Identity()
+
+    def forward(self, features: Features, target: TaskBatch | None = None) -> Tensor:
+        return self.projection(pooled_c5(features))
+
+    def predict(self, projection: Tensor) -> Tensor:
+        return self.prediction(projection)
+
+
+def start_momentum_target(head: nn.Module) -> None:
+    """A momentum head copies the online weights at the first training pass, views or not: under
+    DDP every rank then starts its target from the same weights, also a rank whose first batch had
+    no views for this task."""
+    start = getattr(head, "start", None)
+    if start is not None and head.training:
+        start()
+
+
+def gathered_pair(first: Tensor, second: Tensor, gather: bool = True) -> tuple[Tensor, Tensor]:
+    """``([N_all, D], [N_all, D])``: both views of every rank's images in rank order (one gather
+    for both, so ranks cannot pair them wrongly); the local rows when ``gather`` is off or in one
+    process. A collective under DDP: every rank calls it, also with zero rows."""
+    if not gather or not distributed.is_initialized():
+        return first, second
+    width = first.shape[1]
+    pairs, _ = gather_rows(torch.cat([first, second], dim=1))
+    return pairs[:, :width], pairs[:, width:]
+
+
+class TwoViewTask(SelfSupervisedTask):
+    """Two views per image (``{"views": uint8 [2, 3, s, s]}``); subclasses say how the head embeds
+    them (:meth:`embed`) and their loss (``view_loss``). The output holds ``"first"`` and
+    ``"second"``, the two views' online projections (metric and prediction), plus the method's own."""
+
+    primary_metric = "accuracy"
+    projection_dim: int
+    gathers = False
+    """Whether the loss is a collective under DDP (ranks without views must still compute it)."""
+
+    def __init__(self, view_size: int = 64, color_strength: float = 0.5, blur: bool = True,
+                 crop_scale: tuple[float, float] = (0.08, 1.0)) -> None:
+        self.view_size = view_size
+        self.transform = simclr_transform(view_size, color_strength, blur, tuple(crop_scale))
+
+    def make_views(self, image: Tensor, generator: torch.Generator,
+                   index: int | None = None) -> dict[str, Tensor]:
+        """``{"views": uint8 [2, 3, s, s]}``: two independent draws of the augmentation."""
+        with seeded(generator):
+            return {"views": torch.stack([self.transform(image), self.transform(image)])}
+
+    def forward_views(self, head: nn.Module, features_fn: FeaturesFn,
+                      target: TaskBatch | None) -> dict[str, Tensor] | None:
+        start_momentum_target(head)
+        views = present_views(target)
+        if views is None:
+            self.join_without_views(head)
+            return None
+        pairs = to_unit(views["views"])  # [B, 2, 3, s, s]: one trunk pass over both views
+        return self.embed(head, features_fn, pairs[:, 0], pairs[:, 1])
+
+    def join_without_views(self, head: nn.Module) -> None:
+        """Takes part, without views, in the collectives ``forward_views`` runs (none by default)."""
+
+    def embed(self, head: nn.Module, features_fn: FeaturesFn, first: Tensor,
+              second: Tensor) -> dict[str, Tensor]:
+        """The output for views ``first`` and ``second`` (``float [B, 3, s, s]``); a method with
+        more views (DINO's multi-crop) overrides ``forward_views`` instead."""
+        raise NotImplementedError(f"{type(self).__name__} defines neither embed nor forward_views")
+
+    @staticmethod
+    def online(head: nn.Module, features_fn: FeaturesFn, first: Tensor, second: Tensor) -> tuple[Tensor, Tensor]:
+        """Both views through the trunk as one batch, then ``head``: ``([B, D], [B, D])``."""
+        projections = head(features_fn(torch.cat([first, second])))
+        return projections[: first.shape[0]], projections[first.shape[0]:]
+
+    def empty_output(self, device: torch.device) -> dict[str, Tensor]:
+        """Zero-row embeddings with a graph: what a rank without views feeds a gathered loss."""
+        empty = torch.zeros(0, self.projection_dim, device=device, requires_grad=torch.is_grad_enabled())
+        return {"first": empty, "second": empty}
+
+    def loss(self, output: dict[str, Tensor] | None, target: TaskBatch) -> dict[str, Tensor]:
+        if output is None and self.gathers and distributed.is_initialized():
+            # No views here, but the other ranks' gather (and its backward) is a collective.
+            return self.view_loss(self.empty_output(target.present.device))
+        return super().loss(output, target)
+
+    def predict(self, output: dict[str, Tensor] | None) -> list[Tensor]:
+        """The first view's online projection per image."""
+        return [] if output is None else list(output["first"].detach().float().unbind(0))
+
+    def metric(self) -> ContrastiveAccuracy:
+        return ContrastiveAccuracy()
+
+    def draw(self, image: np.ndarray, prediction: Tensor) -> np.ndarray:
+        return draw_embedding(image, prediction, self.name)
+
+    def describe(self) -> dict[str, Any]:
+        return {"name": self.name, "kind": "self_supervised", "view_size": self.view_size}
