@@ -259,7 +259,7 @@ def row_means(table: Mapping[str, Mapping[str, Mapping[str, Any]]]) -> dict[str,
     tasks = {task for row in table.values() for task in row}
     if any(entry.get("lower_is_better") for row in table.values() for entry in row.values()):
         return {}
-    return {init: sum(row[task]["value"] for task in tasks) / len(tasks)
+    return {init: sum(row[task]["value"] for task in sorted(tasks)) / len(tasks)
             for init, row in table.items() if tasks and set(row) == tasks}
 
 
