@@ -299,6 +299,7 @@ class _Run:
                 "config": to_dict(self.config),
                 "tasks": to_dict({name: task.describe() for name, task in self.tasks.items()}),
                 "extra": self.extra,
+                "model_record": checkpoints.model_record(self.model),
             }
             checkpoints.save_atomically(state, self.path)
         distributed.barrier()
