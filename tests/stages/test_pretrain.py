@@ -175,6 +175,7 @@ def test_harmonized_trunk_sees_lightness_only(world: Path, trained: Run) -> None
     config = tiny_config(world, "rotation", harmonize=True)
     out = trained("rotation", harmonize=True)
     assert json.loads((out / RECORD_NAME).read_text())["harmonize"] is True
+    assert checkpoint_state(out)["model_record"]["input_transform"] == "harmonized"  # read by transfer
     model = build_pretrain_model(config, build_pretext_tasks(config, IMAGES))
     assert isinstance(model, DoerschMultiTaskModel) and model.lasso is None
     model.load_state_dict(checkpoint_state(out)["model"])

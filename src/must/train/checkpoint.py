@@ -31,23 +31,12 @@ def load(path: str | Path, device: torch.device | str = "cpu") -> dict[str, Any]
     return torch.load(path, map_location=device, weights_only=True)
 
 
-INPUT_TRANSFORMS = ("rgb", "harmonized")
-"""What a trunk's input is made from the RGB images: the images themselves, or Doersch &
-Zisserman's harmonized input (sec. 4.3: Lab lightness replicated to three channels)."""
-
-
 def model_record(model: nn.Module) -> dict[str, Any]:
     """What a checkpoint records about ``model`` beyond its tensors (``model_record``): the
     input transform it was trained with (a transfer of it must feed the same), and for a
     :class:`~must.models.MultiTaskModel` subclass whatever else it records (its lasso's row names)."""
     record = getattr(model, "record", None)
     return dict(record()) if callable(record) else {"input_transform": "rgb"}
-
-
-def input_transform(state: dict[str, Any]) -> str:
-    """The input transform a loaded checkpoint was trained with; ``rgb`` for checkpoints written
-    before it was recorded."""
-    return str(state.get("model_record", {}).get("input_transform", "rgb"))
 
 
 def rng_state() -> dict[str, Any]:
