@@ -34,7 +34,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-
 from must import config as config_lib
 from must import distributed
 from must.data.loader import make_loader
