@@ -6,6 +6,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -152,3 +153,28 @@ def files() -> SimpleNamespace:
     under ``--import-mode=importlib``)."""
     return SimpleNamespace(write_json=write_json, best_record=best_record, write_jsonl=write_jsonl, save_model=save_model, save_cell=save_cell,
                            write_images=write_images, write_teachers_and_student=write_teachers_and_student)
+
+
+def write_lasso_checkpoint(path: Path) -> list[str]:
+    """A pre-training checkpoint with a lasso: classification reads C2..C5, segmentation P2..P7."""
+    from must.tasks.classification import ClassificationTask
+    from must.tasks.segmentation import SegmentationTask
+    from must.tasks.self_supervised.doersch import DoerschMultiTaskModel
+    from must.train.checkpoint import save_atomically
+
+    torch.manual_seed(0)
+    tasks = [ClassificationTask(3), SegmentationTask(3, hidden_channels=8)]
+    model = build_model(ModelConfig(backbone="resnet18", width=0.125, fpn_channels=8), {t.name: t for t in tasks})
+    model = DoerschMultiTaskModel(model, 1e-3, harmonized=False)
+    with torch.no_grad():
+        model.pyramid_lasso.alpha[0, 3:] = 0.0  # segmentation drops P5..P7
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_atomically({"model": model.state_dict(), "model_record": model.record()}, path)
+    return ["classification", "segmentation"]
+
+
+@pytest.fixture(scope="session")
+def lasso_checkpoint() -> Callable[[Path], list[str]]:
+    """Writes a pre-training checkpoint with a lasso (classification reads C2..C5, segmentation
+    P2..P7, its P5..P7 weights zero) and returns its row names."""
+    return write_lasso_checkpoint

@@ -146,3 +146,13 @@ def test_figure4_normals_come_from_the_chosen_grid_cell(run_dir: Path, tmp_path:
     (normals / "cells" / "lr0.1-steps200" / "checkpoint.pt").unlink()
     result = write_report(run, figure_images=1, panel=48)
     assert any("transfer/must/normals/cells/lr0.1-steps200/checkpoint.pt" in note for note in result.notes)
+
+
+def test_a_lasso_pretraining_gets_its_heat_map(tmp_path: Path, lasso_checkpoint: Any) -> None:
+    tasks = lasso_checkpoint(tmp_path / "run" / "pretrain" / "multi" / "checkpoint.pt")
+    result = write_report(tmp_path / "run")
+    assert (result.out_dir / "lasso_multi.png").exists()
+    lasso = json.loads(result.results_json.read_text())["lasso"]["multi"]
+    assert lasso["tasks"] == tasks and len(lasso["units"]) == 10
+    assert 'id="lasso"' in result.html.read_text() and 'src="lasso_multi.png"' in result.html.read_text()
+    assert "lasso_multi.png" in result.markdown.read_text()

@@ -158,13 +158,16 @@ def test_strong_lasso_makes_the_matrix_sparse(trained: Run) -> None:
     free = load_lasso_matrix(trained("multi", schedule="joint", lasso=0.0, steps=10, limit=8, batch_size=4)
                              / "checkpoint.pt")
     assert strong is not None and free is not None
-    assert strong["tasks"] == ["relative_position", "colorization", "exemplar"]
-    assert strong["units"] == ["c2", "c3", "c4", "c5"]
+    # rows: the heads that read C5 (columns C2..C5), then colorization's pixel head (P2..P7)
+    assert strong["tasks"] == ["relative_position", "exemplar", "colorization"]
+    assert strong["units"] == ["c2", "c3", "c4", "c5", "p2", "p3", "p4", "p5", "p6", "p7"]
     alpha, reference = torch.tensor(strong["alpha"]), torch.tensor(free["alpha"])
-    assert alpha.shape == reference.shape == (3, 4)
-    # every entry starts at 1/4; the L1 pull drives them to zero, the task losses alone do not
-    assert alpha.abs().max() < 0.05, alpha
-    assert reference.abs().min() > 0.15, reference
+    assert alpha.shape == reference.shape == (3, 10)
+    # C entries start at 1/4; the L1 pull drives them to zero, the task losses alone do not
+    assert alpha[:2, :4].abs().max() < 0.05, alpha
+    assert reference[:2, :4].abs().min() > 0.15, reference
+    # P entries start at 1 (the plain fused P2): pulled down too, and further than without L1
+    assert (alpha[2, 4:].abs() < reference[2, 4:].abs()).all() and alpha[2, 4:].abs().max() < 1, alpha
     assert load_lasso_matrix(trained("rotation") / "checkpoint.pt") is None
 
 
@@ -172,6 +175,7 @@ def test_harmonized_trunk_sees_lightness_only(world: Path, trained: Run) -> None
     config = tiny_config(world, "rotation", harmonize=True)
     out = trained("rotation", harmonize=True)
     assert json.loads((out / RECORD_NAME).read_text())["harmonize"] is True
+    assert checkpoint_state(out)["model_record"]["input_transform"] == "harmonized"  # read by transfer
     model = build_pretrain_model(config, build_pretext_tasks(config, IMAGES))
     assert isinstance(model, DoerschMultiTaskModel) and model.lasso is None
     model.load_state_dict(checkpoint_state(out)["model"])

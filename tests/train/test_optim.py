@@ -91,3 +91,25 @@ def test_vit_position_embedding_and_class_token_get_no_weight_decay() -> None:
 def test_layer_decay_must_be_in_zero_one() -> None:
     with pytest.raises(ValueError, match="layer_decay"):
         TrainConfig(layer_decay=0.0)
+
+
+class _Mixing(nn.Module):
+    """A module that exempts its 2-D mixing matrix, as the lasso does (its L1 penalty is its
+    only regularizer, Doersch & Zisserman 2017 sec. 4.2)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.alpha = nn.Parameter(torch.ones(2, 3))
+        self.projection = nn.Conv2d(3, 3, 1)
+
+    def no_weight_decay(self) -> set[str]:
+        return {"alpha"}
+
+
+def test_any_submodule_may_exempt_its_parameters_from_weight_decay() -> None:
+    model = nn.Module()
+    model.lasso = _Mixing()
+    model.head = nn.Linear(3, 2)
+    decay = {id(p) for group in parameter_groups(model, 1e-4) if group["weight_decay"] > 0 for p in group["params"]}
+    assert id(model.lasso.alpha) not in decay
+    assert decay == {id(model.lasso.projection.weight), id(model.head.weight)}

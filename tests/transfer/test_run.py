@@ -17,7 +17,7 @@ from must.models import build_model
 from must.tasks import build_task
 from must.transfer import run as run_module
 from must.transfer.config import DownstreamTask, TransferConfig, world_splits
-from must.transfer.grid import RECORD_FIELDS
+from must.transfer.grid import RECORD_FIELDS, grid_cells
 from must.transfer.run import build_transfer_model, run_transfer, run_transfers
 
 from .conftest import TINY_MODEL
@@ -231,3 +231,76 @@ def test_more_train_sets_are_read_as_one_with_train(
     monkeypatch.setattr(run_module, "make_loader", recording_loader)
     run_transfer(TransferConfig(tasks={"detection": spec}, model=TINY_MODEL, progress=False), tmp_path)
     assert seen == [12, 8]
+
+
+# The input transform (Doersch & Zisserman 2017 sec. 4.3): a harmonized pre-training is
+# fine-tuned on the lightness images it learned from.
+
+@pytest.fixture(scope="module")
+def harmonized(pretrained: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The same weights, recorded as trained on harmonized inputs (what the engine writes)."""
+    state = torch.load(pretrained, weights_only=True)
+    path = tmp_path_factory.mktemp("harmonized") / "checkpoint.pt"
+    torch.save({**state, "model_record": {"input_transform": "harmonized"}}, path)
+    return path
+
+
+def trunk_inputs(model: torch.nn.Module, images: torch.Tensor) -> torch.Tensor:
+    """What the backbone receives (normalized) when ``model`` runs on ``images``."""
+    seen = []
+    handle = model.backbone.register_forward_pre_hook(lambda module, inputs: seen.append(inputs[0]))
+    model.eval()(images)
+    handle.remove()
+    return seen[0]
+
+
+def is_gray(inputs: torch.Tensor) -> bool:
+    # TINY_MODEL normalizes each channel by its own mean / std: undo it before comparing channels
+    unit = inputs * torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1) + torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
+    return bool(torch.allclose(unit[:, 0], unit[:, 1], atol=1e-5) and torch.allclose(unit[:, 1], unit[:, 2], atol=1e-5))
+
+
+@pytest.mark.parametrize("init, setting, expected", [
+    ("harmonized", "auto", "harmonized"), ("harmonized", "rgb", "rgb"),
+    ("pretrained", "auto", "rgb"), ("pretrained", "harmonized", "harmonized"), (None, "auto", "rgb")])
+def test_the_trunk_is_fed_the_recorded_or_configured_input_transform(
+        request: pytest.FixtureRequest, init: str | None, setting: str, expected: str) -> None:
+    path = None if init is None else str(request.getfixturevalue(init))
+    config = TransferConfig(init=path, model=TINY_MODEL, input_transform=setting)
+    assert run_module.resolve_input_transform(config) == expected
+    task = build_task("classification", num_classes=WORLD_CLASSES, background_class=True)
+    model = build_transfer_model(config, task)
+    images = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    assert is_gray(trunk_inputs(model, images)) == (expected == "harmonized")
+    assert model.record()["input_transform"] == expected
+    # cells of RGB transfers keep the identity they had before the transform was recorded
+    resolved = replace(config, input_transform=expected, tasks={"depth": DownstreamTask(
+        task="depth", train=DatasetConfig(format="world", root="w"), test=DatasetConfig(format="world", root="w"))})
+    identity = run_module.cell_identity(resolved, grid_cells("depth", (0.1,), (2,), "finetune")[0], None)
+    assert ("input_transform" in identity) == (expected != "rgb")
+
+
+def test_a_harmonized_transfer_trains_on_lightness_and_records_it(
+        tmp_path: Path, world_root: Path, harmonized: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: list[torch.Tensor] = []
+
+    def watched(config: TransferConfig, task) -> torch.nn.Module:
+        model = build_transfer_model(config, task)
+        model.backbone.register_forward_pre_hook(lambda module, inputs: seen.append(inputs[0].detach()))
+        return model
+
+    monkeypatch.setattr(run_module, "build_transfer_model", watched)
+    tasks = {"depth": downstream(world_root, "depth", steps=(2,))}
+    config = TransferConfig(init=str(harmonized), init_name="doersch", tasks=tasks, model=TINY_MODEL,
+                            progress=False)
+    run_transfer(config, tmp_path)
+    assert seen and all(is_gray(inputs) for inputs in seen)  # training and evaluation batches
+    root = tmp_path / "transfer" / "doersch"
+    assert "input_transform: harmonized" in (root / "config_finetune.yaml").read_text()
+    (cell,) = (root / "depth" / "cells").glob("*/cell.json")
+    assert json.loads(cell.read_text())["input_transform"] == "harmonized"
+    (checkpoint,) = (root / "depth" / "cells").glob("*/checkpoint.pt")
+    assert torch.load(checkpoint, weights_only=True)["model_record"]["input_transform"] == "harmonized"
+    forced = replace(config, input_transform="rgb")
+    with pytest.raises(ConfigError, match="another config"):  # another transform, another cell
+        run_transfer(forced, tmp_path)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
 
@@ -29,10 +30,17 @@ class Features:
     """One forward pass of backbone + FPN, shared by every head."""
 
     def __init__(self, image_size: tuple[int, int], stages: OrderedDict[str, Tensor],
-                 pyramid: OrderedDict[str, Tensor]) -> None:
+                 pyramid: OrderedDict[str, Tensor], level_weights: Mapping[str, Tensor] | None = None) -> None:
         self.image_size = image_size
         self.stages = stages
         self.pyramid = pyramid
+        self.level_weights = level_weights
+        """Per-level scalars of :attr:`fused_p2` (a task's lasso row); None = the plain sum."""
+
+    def with_level_weights(self, weights: Mapping[str, Tensor]) -> Features:
+        """The same features, with :attr:`fused_p2` the ``weights``-weighted sum of the levels
+        (Doersch & Zisserman sec. 4.2's per-task selection, :class:`must.models.lasso.PyramidLasso`)."""
+        return Features(self.image_size, self.stages, self.pyramid, weights)
 
     @classmethod
     def random(cls, spec: FeatureSpec, batch: int, size: tuple[int, int] = (32, 32),
@@ -58,13 +66,17 @@ class Features:
     @cached_property
     def fused_p2(self) -> Tensor:
         """All pyramid levels upsampled to P2's resolution and summed (MuST sec. 3.3: "we
-        upsample all feature levels to P2 and sum them"). Computed once, read by every pixel head."""
+        upsample all feature levels to P2 and sum them"), each level scaled by :attr:`level_weights`
+        when set. Computed once, read by every pixel head of these features."""
         p2 = self.pyramid["p2"]
-        fused = p2
+        weights = self.level_weights
+        # Weighted in the same order as the plain sum: weights of 1 give today's tensor bit for bit.
+        fused = p2 if weights is None else weights["p2"] * p2
         for name, level in self.pyramid.items():
             if name == "p2":
                 continue
-            fused = fused + F.interpolate(level, size=p2.shape[-2:], mode="bilinear", align_corners=False)
+            upsampled = F.interpolate(level, size=p2.shape[-2:], mode="bilinear", align_corners=False)
+            fused = fused + (upsampled if weights is None else weights[name] * upsampled)
         return fused
 
     def select(self, index: Tensor) -> Features:
@@ -73,6 +85,7 @@ class Features:
             self.image_size,
             OrderedDict((k, v[index]) for k, v in self.stages.items()),
             OrderedDict((k, v[index]) for k, v in self.pyramid.items()),
+            self.level_weights,
         )
 
     @property

@@ -55,6 +55,10 @@ class PixelHead(nn.Module):
     every output pixel, not only at P2's.
     """
 
+    reads_fused_p2 = True
+    """What the head reads (:func:`must.models.multitask.reads_fused_p2`): a per-task lasso over
+    the pyramid levels applies to it."""
+
     def __init__(self, in_channels: int, out_channels: int, hidden_channels: int,
                  num_hidden: int = 3, activation: nn.Module | None = None) -> None:
         super().__init__()

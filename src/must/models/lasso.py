@@ -16,11 +16,22 @@ projected to a common width by a 1x1 conv and resized to a common size (the last
 real residual units from :meth:`must.models.backbone.ResNetBackbone.forward_with_blocks`. Every
 projected unit is normalized without learned scale (GroupNorm, one group, no affine): otherwise a
 projection could grow while its ``alpha`` shrinks, and the L1 penalty would bind nothing.
+
+Pixel heads (segmentation, depth, normals, colorization: heads that read fused P2) do not read C5;
+:class:`PyramidLasso` gives each of them its own weights over the FPN levels P2..P7 that fused P2
+sums (MuST sec. 3.3), ``fused_n = sum_l beta[n, l] * upsample(P_l)``, L1-penalized the same way.
+``beta`` starts at 1, where the sum is today's fused P2 bit for bit. The levels are the shared
+FPN's outputs, without a normalization of their own (that would change fused P2), so the L1 pull
+on ``beta`` is balanced by the weight decay of the FPN's output convs rather than by a fixed scale.
+
+The mixing weights themselves are exempt from weight decay (:meth:`LassoMixing.no_weight_decay`):
+their only regularizer is the L1 penalty the paper puts on them.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -64,16 +75,108 @@ class LassoMixing(nn.Module):
         return mixed
 
     def task_index(self, task: str) -> int:
-        if task not in self.task_names:
-            raise KeyError(f"no lasso row for task '{task}'; rows: {', '.join(self.task_names)}")
-        return self.task_names.index(task)
+        return row_index(self.task_names, task)
 
     def penalty(self) -> Tensor:
         """``l1_weight * sum |alpha|``: add it to the loss of every step."""
         return self.l1_weight * self.alpha.abs().sum()
+
+    def task_penalty(self, task: str) -> Tensor:
+        """``l1_weight * sum_m |alpha[task, m]|``: the L1 term of one task's row."""
+        return self.l1_weight * self.alpha[self.task_index(task)].abs().sum()
+
+    def no_weight_decay(self) -> set[str]:
+        """``alpha``: regularized by its L1 penalty only (read by the optimizer's parameter groups)."""
+        return {"alpha"}
 
     @property
     def matrix(self) -> Tensor:
         """The learned ``alpha``, ``[tasks, units]`` (rows :attr:`task_names`, columns
         :attr:`unit_names`), detached."""
         return self.alpha.detach().clone()
+
+
+class PyramidLasso(nn.Module):
+    """Per pixel task, learned weights over the pyramid levels fused at P2 (Doersch & Zisserman
+    sec. 4.2's per-task selection, applied to MuST sec. 3.3's fused P2).
+
+    ``weights(task) -> {level: beta[task, level]}`` is what :meth:`Features.with_level_weights`
+    fuses; ``beta`` starts at 1, so an untrained lasso computes exactly the plain fused P2.
+    """
+
+    def __init__(self, task_names: Sequence[str], level_names: Sequence[str],
+                 l1_weight: float = 1e-3) -> None:
+        super().__init__()
+        if len(set(task_names)) != len(task_names) or not task_names:
+            raise ValueError(f"task names must be distinct and non-empty, got {list(task_names)}")
+        if len(set(level_names)) != len(level_names) or not level_names:
+            raise ValueError(f"level names must be distinct and non-empty, got {list(level_names)}")
+        if l1_weight < 0:
+            raise ValueError(f"l1_weight must be non-negative, got {l1_weight}")
+        self.task_names = list(task_names)
+        self.unit_names = list(level_names)
+        self.l1_weight = l1_weight
+        # 1, not 1 / levels: fused P2 is a plain sum (MuST sec. 3.3), and must stay so untrained.
+        self.alpha = nn.Parameter(torch.ones(len(task_names), len(level_names)))
+
+    def weights(self, task: str) -> dict[str, Tensor]:
+        row = self.alpha[row_index(self.task_names, task)]
+        return dict(zip(self.unit_names, row.unbind()))
+
+    def task_penalty(self, task: str) -> Tensor:
+        """``l1_weight * sum_l |beta[task, l]|``: the L1 term of one task's row."""
+        return self.l1_weight * self.alpha[row_index(self.task_names, task)].abs().sum()
+
+    def penalty(self) -> Tensor:
+        return self.l1_weight * self.alpha.abs().sum()
+
+    def no_weight_decay(self) -> set[str]:
+        """``alpha``: regularized by its L1 penalty only."""
+        return {"alpha"}
+
+    @property
+    def matrix(self) -> Tensor:
+        """The learned ``beta``, ``[tasks, levels]``, detached."""
+        return self.alpha.detach().clone()
+
+
+def row_index(task_names: Sequence[str], task: str) -> int:
+    if task not in task_names:
+        raise KeyError(f"no lasso row for task '{task}'; rows: {', '.join(task_names)}")
+    return list(task_names).index(task)
+
+
+def lasso_rows(trunk: LassoMixing | None, pyramid: PyramidLasso | None) -> dict[str, dict[str, list[str]]]:
+    """The row and column names of a model's lasso matrices, for its checkpoint record (the
+    state dict holds tensors only)."""
+    return {key: {"tasks": list(part.task_names), "units": list(part.unit_names)}
+            for key, part in (("lasso", trunk), ("pyramid_lasso", pyramid)) if part is not None}
+
+
+def read_lasso_matrix(state: Mapping[str, Any]) -> dict[str, Any] | None:
+    """A checkpoint's learned lasso as one ``tasks x levels`` table (``{"tasks", "units",
+    "alpha"}``): C2..C5 columns for the heads that read C5, P2..P7 for the pixel heads, NaN where
+    a task has no weight; None without a lasso. ``state`` is a loaded checkpoint; names come from
+    its ``model_record`` (older checkpoints: rows ``task0...``, columns ``c2..c5``)."""
+    weights, rows = state.get("model", {}), state.get("model_record", {}).get("lasso_rows", {})
+    parts = []
+    for key, default_units in (("lasso", ("c2", "c3", "c4", "c5")), ("pyramid_lasso", ())):
+        alpha = weights.get(f"{key}.alpha")
+        if alpha is None:
+            continue
+        alpha = torch.as_tensor(alpha).float()
+        names = rows.get(key, {})
+        tasks = names.get("tasks") or [f"task{index}" for index in range(alpha.shape[0])]
+        units = names.get("units") or list(default_units) or [f"level{i}" for i in range(alpha.shape[1])]
+        parts.append((list(tasks), list(units), alpha))
+    if not parts:
+        return None
+    tasks = [task for part in parts for task in part[0]]
+    units = list(dict.fromkeys(unit for part in parts for unit in part[1]))
+    table = torch.full((len(tasks), len(units)), float("nan"))
+    first = 0
+    for part_tasks, part_units, alpha in parts:
+        columns = [units.index(unit) for unit in part_units]
+        table[first:first + len(part_tasks), columns] = alpha
+        first += len(part_tasks)
+    return {"tasks": tasks, "units": units, "alpha": table.tolist()}

@@ -44,6 +44,10 @@ class MultiTaskModel(nn.Module):
     ``sync_bn`` asks the training engine to make its BatchNorm layers SyncBatchNorm under DDP.
     """
 
+    input_transform = "rgb"
+    """What the trunk's input is made from the images (a subclass may feed another transform,
+    e.g. Doersch & Zisserman's harmonized lightness); recorded in every checkpoint."""
+
     def __init__(self, backbone: ResNetBackbone, fpn: FeaturePyramid, heads: Mapping[str, nn.Module],
                  mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD,
                  view_tasks: Mapping[str, SelfSupervisedTask] | None = None, sync_bn: bool = False) -> None:
@@ -81,6 +85,16 @@ class MultiTaskModel(nn.Module):
         """Whether any head reads the pyramid (otherwise the FPN is kept, so every checkpoint has
         the same ``backbone.* / fpn.* / heads.*`` layout, but never run)."""
         return any(reads_pyramid(head) for head in self.heads.values())
+
+    def head_of(self, name: str) -> nn.Module:
+        """The head task ``name`` trains: its own, or for a self-supervised task ``head_name``'s."""
+        task = self.view_tasks.get(name)
+        return self.heads[task.head_name if task is not None else name]
+
+    def record(self) -> dict[str, Any]:
+        """What a checkpoint records about this model beyond its tensors (:meth:`fit` stores it
+        under ``model_record``): its input transform; a subclass adds what it has."""
+        return {"input_transform": self.input_transform}
 
     def features(self, images: Tensor) -> Features:
         """Normalizes ``images`` and runs the backbone once, and the FPN if a head reads it (an
@@ -142,6 +156,12 @@ def reads_pyramid(head: nn.Module) -> bool:
     """Whether ``head`` reads the FPN pyramid: a head says so with a ``reads_pyramid`` attribute;
     without one, every head but the classification head (global pool of C5) is assumed to."""
     return bool(getattr(head, "reads_pyramid", not isinstance(head, ClassificationHead)))
+
+
+def reads_fused_p2(head: nn.Module) -> bool:
+    """Whether ``head`` reads fused P2 (a pixel head): it says so with a ``reads_fused_p2``
+    attribute (:class:`~must.models.heads.PixelHead` does)."""
+    return bool(getattr(head, "reads_fused_p2", False))
 
 
 def feature_spec(backbone: ResNetBackbone, fpn: FeaturePyramid) -> FeatureSpec:

@@ -183,6 +183,15 @@ def _head_mismatch(model: MultiTaskModel, name: str, source: dict[str, Tensor]) 
     return None
 
 
+def read_checkpoint_record(path: str | Path) -> dict[str, Any]:
+    """The ``model_record`` of one of our checkpoints (what the training engine records beside the
+    tensors, e.g. the input transform); ``{}`` for a checkpoint written before it, or another
+    weight file. An unreadable file raises :class:`CheckpointError` naming it."""
+    data = _read_file(Path(path))
+    record = data.get("model_record") if isinstance(data, dict) else None
+    return dict(record) if isinstance(record, dict) else {}
+
+
 def _read_file(path: Path) -> Any:
     if not path.is_file():
         raise CheckpointError(f"{path}: no such weight file")

@@ -1,18 +1,33 @@
-"""Training curves of the teachers and the student (matplotlib, one PNG per run).
+"""Training curves of the teachers and the student (matplotlib, one PNG per run), and the lasso
+heat maps of the self-supervised pre-trainings that learned one.
 
-Each picture has two panels over training steps: the losses logged in ``metrics.jsonl`` (the
+Each curve picture has two panels over training steps: the losses logged in ``metrics.jsonl`` (the
 total and, for the student, each task's share: MuST sec. 3.3's weighted sum L = sum_i w_i L_i)
-and the validation metrics (each task's primary metric, higher is better).
+and the validation metrics (each task's primary metric, higher is better). A lasso heat map is
+tasks x levels (Doersch & Zisserman 2017, Figure 3's analogue): each task's learned weight on
+C2..C5 (heads that read C5) or on P2..P7 (pixel heads, the levels of fused P2).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from must.models.lasso import read_lasso_matrix
 from must.report.results import is_number, primary_metric, read_jsonl
+from must.train import checkpoint as checkpoints
+
+
+@dataclass
+class LassoPlot:
+    name: str
+    """The pre-training's directory name under ``pretrain/`` (its method)."""
+    path: Path
+    table: dict[str, Any]
+    """``{"tasks", "units", "alpha"}``: ``alpha[task][unit]``, None where a task has no weight."""
 
 
 @dataclass
@@ -104,4 +119,49 @@ def plot_run_curves(run_dir: Path, out_dir: Path) -> list[CurvePlot]:
         path = plot_curves(metrics, out_dir / file_name, name) if metrics.exists() else None
         if path is not None:
             plots.append(CurvePlot(name, path))
+    return plots
+
+
+def plot_lasso(table: dict[str, Any], out_png: Path, title: str) -> Path:
+    """A tasks x levels heat map of a learned lasso: colour = |weight| / the row's largest (which
+    levels each task selects), the value written in each cell, grey where a task has no weight."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    values = np.array([[np.nan if v is None else float(v) for v in row] for row in table["alpha"]], dtype=float)
+    magnitude = np.abs(values)
+    row_max = np.nanmax(np.where(np.isnan(magnitude), -np.inf, magnitude), axis=1, keepdims=True)
+    shade = np.ma.masked_invalid(magnitude / np.where(row_max > 0, row_max, 1.0))
+    figure, axis = plt.subplots(figsize=(1.0 + 0.7 * len(table["units"]), 1.2 + 0.5 * len(table["tasks"])),
+                                dpi=100)
+    colours = matplotlib.colormaps["Blues"].with_extremes(bad="#d9d9d9")  # grey: no such weight
+    axis.imshow(shade, cmap=colours, vmin=0.0, vmax=1.0, aspect="auto")
+    for (row, column), value in np.ndenumerate(values):
+        if not np.isnan(value):
+            axis.text(column, row, f"{value:.2f}", ha="center", va="center", fontsize=7,
+                      color="white" if shade[row, column] > 0.6 else "black")
+    axis.set_xticks(range(len(table["units"])), [unit.upper() for unit in table["units"]])
+    axis.set_yticks(range(len(table["tasks"])), table["tasks"])
+    axis.set_title(title, fontsize=10)
+    figure.tight_layout()
+    out_png.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(out_png)
+    plt.close(figure)
+    return out_png
+
+
+def plot_run_lassos(run_dir: Path, out_dir: Path) -> list[LassoPlot]:
+    """One heat map per ``pretrain/<method>/checkpoint.pt`` that has a lasso (``lasso_<method>.png``)."""
+    plots = []
+    for path in sorted((run_dir / "pretrain").glob("*/checkpoint.pt")):
+        table = read_lasso_matrix(checkpoints.load(path))
+        if table is None:
+            continue
+        table["alpha"] = [[None if math.isnan(value) else value for value in row] for row in table["alpha"]]
+        name = path.parent.name
+        plot = plot_lasso(table, out_dir / f"lasso_{name}.png", f"lasso of pre-training '{name}'")
+        plots.append(LassoPlot(name, plot, table))
     return plots

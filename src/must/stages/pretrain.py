@@ -36,14 +36,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-import torch
-
 from must import config as config_lib
 from must import distributed
 from must.data.loader import make_loader
 from must.data.readers import DatasetConfig, open_dataset, parse_dataset_spec
 from must.data.sample import Batch
 from must.models import ModelConfig, MultiTaskModel, build_model, demo_model
+from must.models.lasso import read_lasso_matrix
 from must.models import records as model_records
 from must.models.records import PRETRAIN_RECORD, PretrainRecord
 from must.tasks import construct, pretext_builders
@@ -213,7 +212,7 @@ def run_pretrain(config: PretrainConfig, out: Path) -> FitResult:
         if config.schedule == "alternate" else {}))
     train = engine_config(config.train, schedule)
     inner = build_weighting(train.weighting, list(tasks), config.train.batch_size, train.lr, train.seed)
-    penalty = model.penalty if isinstance(model, DoerschMultiTaskModel) and model.lasso is not None else None
+    penalty = model.penalty if isinstance(model, DoerschMultiTaskModel) and model.has_lasso else None
     weighting = ScheduledWeighting(inner, schedule.loss_scale * schedule.steps_per_update, penalty)
 
     def batches_from(first: int) -> Iterator[Batch]:
@@ -263,13 +262,9 @@ def last_logged_losses(out: Path) -> dict[str, float]:
 
 
 def load_lasso_matrix(checkpoint: Path) -> dict[str, Any] | None:
-    """The learned lasso matrix of a ``multi`` checkpoint (rows: tasks, columns: C2..C5), or None."""
-    state = checkpoints.load(checkpoint)
-    alpha = state["model"].get("lasso.alpha")
-    if alpha is None:
-        return None
-    tasks = list(state.get("extra", {}).get("pretrain", {}).get("tasks", {}))
-    return {"tasks": tasks, "units": ["c2", "c3", "c4", "c5"], "alpha": torch.as_tensor(alpha).tolist()}
+    """The learned lasso of a ``multi`` checkpoint (rows: tasks, columns: C2..C5 for the heads
+    that read C5, P2..P7 for the pixel heads, NaN elsewhere), or None."""
+    return read_lasso_matrix(checkpoints.load(checkpoint))
 
 
 SUMMARY = "self-supervised pre-training (SimCLR, BYOL, MoCo, DINO, Barlow Twins, VICReg, SimSiam, pretext tasks)"

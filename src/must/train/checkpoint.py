@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
 
 from must import distributed
 from must.files import write_atomic
@@ -28,6 +29,14 @@ def load(path: str | Path, device: torch.device | str = "cpu") -> dict[str, Any]
     """Loads a checkpoint written by :func:`save_atomically` (plain tensors and containers only,
     so ``weights_only`` loading is safe)."""
     return torch.load(path, map_location=device, weights_only=True)
+
+
+def model_record(model: nn.Module) -> dict[str, Any]:
+    """What a checkpoint records about ``model`` beyond its tensors (``model_record``): the
+    input transform it was trained with (a transfer of it must feed the same), and for a
+    :class:`~must.models.MultiTaskModel` subclass whatever else it records (its lasso's row names)."""
+    record = getattr(model, "record", None)
+    return dict(record()) if callable(record) else {"input_transform": "rgb"}
 
 
 def rng_state() -> dict[str, Any]:

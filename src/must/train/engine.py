@@ -315,6 +315,7 @@ class _Run:
                 # what a task learns outside the weights (FlexMatch's, FreeMatch's statistics)
                 "task_state": {name: task.state_dict() for name, task in self.tasks.items()
                                if hasattr(task, "state_dict")},
+                "model_record": checkpoints.model_record(self.model),
             }
             checkpoints.save_atomically(state, self.path)
         distributed.barrier()

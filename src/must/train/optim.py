@@ -1,7 +1,9 @@
 """Optimizer, learning-rate schedule and weight EMA of the training engine.
 
 SGD with momentum or AdamW; weight decay on weights only (norm parameters and biases are exempt,
-as in the ResNet / Goyal et al. 2017 recipes); optional layer-wise learning-rate decay over the
+as in the ResNet / Goyal et al. 2017 recipes, and so is whatever a module lists in its
+``no_weight_decay()``: a ViT's position embedding, the lasso's mixing weights, whose only
+regularizer is their L1 penalty, Doersch & Zisserman 2017 sec. 4.2); optional layer-wise learning-rate decay over the
 backbone for fine-tuning; a linear warmup followed by a cosine decay to zero (MuST supp.: "all
 models are trained with cosine learning rate").
 """
@@ -23,7 +25,8 @@ from must.train.config import TrainConfig
 def parameter_groups(model: nn.Module, weight_decay: float, extra: Iterable[nn.Parameter] = (),
                      layer_decay: float = 1.0) -> list[dict]:
     """Weights (``ndim > 1``) with decay; norm / bias parameters, ``extra`` (e.g. learned loss
-    weights) and what the backbone exempts (a ViT's position embedding and class token) without.
+    weights) and what any module exempts (:func:`exempt_from_decay`: a ViT's position embedding
+    and class token, the lasso's mixing weights) without.
 
     ``layer_decay < 1``: layer-wise learning-rate decay for fine-tuning (BEiT, Bao et al. 2022; the
     MAE and ViTDet fine-tuning recipes, He et al. 2022, Li et al. 2022): backbone layer ``l`` of ``L`` (0 = stem, from
@@ -31,7 +34,7 @@ def parameter_groups(model: nn.Module, weight_decay: float, extra: Iterable[nn.P
     rate, while the FPN, the heads and ``extra`` train at the full rate. Each group carries its
     ``lr_scale``."""
     backbone = getattr(model, "backbone", None)
-    exempt = {f"backbone.{name}" for name in getattr(backbone, "no_weight_decay", set)()}
+    exempt = exempt_from_decay(model)
     layers = _backbone_layers(backbone) if layer_decay != 1.0 else {}
     top = max(layers.values(), default=-1) + 1
     groups: dict[tuple[bool, int], dict] = {}
@@ -45,6 +48,17 @@ def parameter_groups(model: nn.Module, weight_decay: float, extra: Iterable[nn.P
             _group(groups, False, top, top, weight_decay, layer_decay)["params"].append(parameter)
     # Full-rate groups first: the engine logs the learning rate of group 0.
     return [groups[key] for key in sorted(groups, key=lambda key: (-key[1], not key[0]))]
+
+
+def exempt_from_decay(model: nn.Module) -> set[str]:
+    """Full names of the parameters that some submodule lists in its ``no_weight_decay()`` (the
+    timm convention: names relative to that module)."""
+    exempt: set[str] = set()
+    for prefix, module in model.named_modules():
+        names = getattr(module, "no_weight_decay", None)
+        if callable(names):
+            exempt |= {f"{prefix}.{name}" if prefix else name for name in names()}
+    return exempt
 
 
 def _group(groups: dict[tuple[bool, int], dict], decays: bool, layer: int, top: int, weight_decay: float,

@@ -128,6 +128,11 @@ class TransferConfig:
     k-NN on frozen pooled features, classification tasks only (:mod:`must.transfer.knn`)."""
     model: ModelConfig = field(default_factory=demo_model)
     """Architecture; must match ``init`` (its ``init`` field is ignored: the top-level one wins)."""
+    input_transform: Literal["auto", "rgb", "harmonized"] = "auto"
+    """What the trunk is fed: ``auto`` = what ``init`` was trained with (its checkpoint's record;
+    RGB for checkpoints without one, torchvision / timm files and from scratch); ``harmonized`` =
+    Lab lightness replicated to three channels (Doersch & Zisserman 2017 sec. 4.3); ``rgb`` = the
+    images as they are."""
     device: str = "auto"
     precision: Literal["auto", "fp32", "bf16"] = "auto"
     workers: int = 1

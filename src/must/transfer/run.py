@@ -25,7 +25,9 @@ from must.data.readers import ReaderDataset, open_for_task
 from must.files import CHECKPOINT_NAME, file_sha256, write_atomic
 from must.data.sample import Batch
 from must.models import MultiTaskModel, build_model
+from must.models.weights import read_checkpoint_record
 from must.tasks import Task, build_task, check_task_options, task_options_from_data
+from must.tasks.self_supervised.doersch import DoerschMultiTaskModel
 from must.train import checkpoint as checkpoints
 from must.train.engine import fit
 from must.train.evaluation import make_evaluator
@@ -61,10 +63,25 @@ def build_transfer_model(config: TransferConfig, task: Task) -> MultiTaskModel:
     """Backbone + FPN from ``config.init`` (ours: backbone + FPN; torchvision / timm: the backbone;
     None: random) and a new randomly initialized head for ``task`` (MuST supp. sec. 2.3: "we
     initialize the parameters in the ResNet and FPN backbone with a pre-trained model and randomly
-    initialize the rest of the layers"). Seeded: every cell of a task starts from the same head."""
+    initialize the rest of the layers"). Seeded: every cell of a task starts from the same head.
+    The trunk is fed the input transform of :func:`resolve_input_transform` (a harmonized
+    pre-training is fine-tuned on the lightness images it learned from, Doersch & Zisserman sec. 4.3)."""
     checkpoints.seed_everything(config.seed)
     model_config = config_lib.replace(config.model, init=config.init, init_heads=False)
-    return build_model(model_config, {task.name: task})
+    model = build_model(model_config, {task.name: task})
+    if resolve_input_transform(config) == "harmonized":
+        return DoerschMultiTaskModel(model, lasso_weight=None, harmonized=True)
+    return model
+
+
+def resolve_input_transform(config: TransferConfig) -> str:
+    """``config.input_transform``, or for ``auto`` the one ``config.init``'s checkpoint records
+    (``rgb`` without a record: older checkpoints, torchvision / timm files, from scratch)."""
+    if config.input_transform != "auto":
+        return config.input_transform
+    if config.init is None:
+        return "rgb"
+    return str(read_checkpoint_record(config.init).get("input_transform", "rgb"))
 
 
 def cell_identity(config: TransferConfig, cell: Cell, init_sha256: str | None) -> dict[str, Any]:
@@ -77,6 +94,8 @@ def cell_identity(config: TransferConfig, cell: Cell, init_sha256: str | None) -
                        if key not in NOT_IN_IDENTITY and not (key in OMITTED_WHEN_EMPTY and not value)},
         "model": config_lib.to_dict(config_lib.replace(config.model, init=None)),
         "seed": config.seed, "precision": config.precision,
+        # Only when not RGB, so cells trained before the transform was recorded stay valid.
+        **({"input_transform": config.input_transform} if config.input_transform != "rgb" else {}),
     }
 
 
@@ -200,7 +219,8 @@ def _plan(config: TransferConfig, out: Path, info: distributed.ProcessInfo) -> _
         raise FileNotFoundError(f"transfer: init checkpoint {config.init} not found")
     for spec in config.tasks.values():  # a bad option fails before any cell trains
         check_task_options(spec.task, spec.task_options)
-    config = config_lib.replace(config, device=str(distributed.pick_device(config.device)))
+    config = config_lib.replace(config, device=str(distributed.pick_device(config.device)),
+                                input_transform=resolve_input_transform(config))
     root = out / "transfer" / config.init_name
     if info.is_main:
         config_lib.save(config, root / f"config_{config.mode}.yaml")

@@ -17,8 +17,10 @@ jointly, with lasso layer selection and harmonized inputs.
 * D3, lasso: :class:`DoerschMultiTaskModel` feeds every head a
   :class:`~must.models.lasso.LassoMixing` of the trunk's stages C2..C5 (each projected to C5's width and resized to C5's size) in place of
   C5, so every head that reads C5 (relative position, exemplar, rotation, jigsaw, SimCLR, PIRL,
-  classification...) reads its own learned combination. Pixel heads (colorization) read the FPN,
-  which already mixes levels; the lasso does not change their input. The paper mixes the 23
+  classification...) reads its own learned combination. Pixel heads (colorization, segmentation,
+  depth, normals: ``reads_fused_p2``) read fused P2 instead, as their own learned, L1-penalized
+  combination of P2..P7 (:class:`~must.models.lasso.PyramidLasso`, 1 per level at the start: the
+  plain fused P2). The paper mixes the 23
   residual units of ResNet-101's block 3; :class:`LassoMixing` also takes those
   (``ResNetBackbone.forward_with_blocks``), the stage-level version is what ``Features`` offers.
 * D4, harmonization: :func:`harmonize`: every input (image or view) converted to Lab, ``a`` and
@@ -42,8 +44,8 @@ import torch
 from torch import Tensor, nn
 
 from must.models.features import Features
-from must.models.lasso import LassoMixing
-from must.models.multitask import MultiTaskModel
+from must.models.lasso import LassoMixing, PyramidLasso, lasso_rows
+from must.models.multitask import MultiTaskModel, reads_fused_p2
 from must.tasks.base import require_known
 from must.tasks.self_supervised.colorization import lightness_image
 from must.train.weighting import Weighting
@@ -128,29 +130,49 @@ def lasso_features(features: Features, lasso: LassoMixing, task: str) -> Feature
 class DoerschMultiTaskModel(MultiTaskModel):
     """A :class:`MultiTaskModel` with Doersch & Zisserman's lasso (each task reads its own
     mixture of C2..C5 in place of C5, :func:`~must.tasks.self_supervised.doersch.lasso_features`)
-    and harmonized inputs, in the checkpoint layout every stage loads (``lasso.*`` beside
-    ``backbone.*``, ``fpn.*``, ``heads.*``)."""
+    and harmonized inputs, in the checkpoint layout every stage loads (``lasso.*`` for the heads
+    that read C5 and ``pyramid_lasso.*`` for the pixel heads, beside ``backbone.*``, ``fpn.*``,
+    ``heads.*``)."""
 
     def __init__(self, model: MultiTaskModel, lasso_weight: float | None, harmonized: bool) -> None:
         super().__init__(model.backbone, model.fpn, model.heads, model.mean.flatten().tolist(),
                          model.std.flatten().tolist(), model.view_tasks, model.sync_bn)
         spec = self.spec
-        self.lasso = None if lasso_weight is None else LassoMixing(
-            self.task_names, spec.stage_channels, spec.c5_channels, lasso_weight,
-            unit_names=("c2", "c3", "c4", "c5"))
+        pixel = [name for name in self.task_names if reads_fused_p2(self.head_of(name))]
+        trunk = [name for name in self.task_names if name not in pixel]
+        self.lasso = None if lasso_weight is None or not trunk else LassoMixing(
+            trunk, spec.stage_channels, spec.c5_channels, lasso_weight, unit_names=("c2", "c3", "c4", "c5"))
+        self.pyramid_lasso = None if lasso_weight is None or not pixel else PyramidLasso(
+            pixel, spec.levels, lasso_weight)
         self.harmonized = harmonized
+
+    @property
+    def input_transform(self) -> str:  # type: ignore[override]
+        return "harmonized" if self.harmonized else "rgb"
+
+    @property
+    def has_lasso(self) -> bool:
+        return self.lasso is not None or self.pyramid_lasso is not None
+
+    def record(self) -> dict[str, Any]:
+        return {**super().record(), "lasso_rows": lasso_rows(self.lasso, self.pyramid_lasso)}
 
     def features(self, images: Tensor) -> Features:
         return super().features(harmonize(images) if self.harmonized else images)
 
     def task_features(self, name: str, features: Features) -> Features:
-        return features if self.lasso is None else lasso_features(features, self.lasso, name)
+        if self.lasso is not None and name in self.lasso.task_names:
+            return lasso_features(features, self.lasso, name)
+        if self.pyramid_lasso is not None and name in self.pyramid_lasso.task_names:
+            return features.with_level_weights(self.pyramid_lasso.weights(name))
+        return features
 
     def penalty(self, name: str) -> Tensor:
-        """The L1 term of task ``name``'s row of the lasso matrix (zero without a lasso)."""
-        if self.lasso is None:
-            return self.mean.new_zeros(())
-        return self.lasso.l1_weight * self.lasso.alpha[self.lasso.task_index(name)].abs().sum()
+        """The L1 term of task ``name``'s row of its lasso matrix (zero without a lasso)."""
+        for lasso in (self.lasso, self.pyramid_lasso):
+            if lasso is not None and name in lasso.task_names:
+                return lasso.task_penalty(name)
+        return self.mean.new_zeros(())
 
 
 class ScheduledWeighting(Weighting):
