@@ -110,7 +110,12 @@ class PCGradWeighting(Weighting):
     the order of ``task_names``, zero for a task absent here (a zero gradient neither projects nor
     is projected), then one ordinary backward. A loss whose backward is a collective (SimCLR's
     gather, present on every rank) thus runs the same collectives in the same order everywhere,
-    and every rank's generator draws the same permutations, so they stay in lockstep."""
+    and every rank's generator draws the same permutations, so they stay in lockstep.
+
+    Each rank projects its own task gradients and the results are averaged, so under DDP this is
+    not the projection one process would compute on the global batch (the projection is not
+    linear); the torchjd methods (:mod:`must.train.gradient_weighting`) average the Jacobian
+    first and are."""
 
     def __init__(self, weights: Mapping[str, float], seed: int = 0) -> None:
         super().__init__(list(weights))
