@@ -233,3 +233,14 @@ def test_gradnorm_update_follows_eq_2() -> None:
     target = grad_norms.mean() * (relative / relative.mean()) ** 1.5
     weights = weights - 0.1 * torch.sign(grad_norms - target) * norms
     torch.testing.assert_close(weighting.task_weights, weights * 2 / weights.sum())
+
+
+def test_must_train_help_lists_every_method() -> None:
+    import argparse
+
+    from must.stages import student
+
+    parser = argparse.ArgumentParser()
+    student.add_arguments(parser)
+    text = " ".join(parser.format_help().split())
+    assert all(f"{method}," in text or f"{method}." in text for method in METHODS)
