@@ -17,6 +17,7 @@ import json
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -54,30 +55,37 @@ def main() -> None:
                         help="directory holding runs/demo (the demo's pseudo labels and teachers)")
     parser.add_argument("--out", type=Path, default=Path("/tmp/must-weightings"))
     parser.add_argument("--json", type=Path, default=Path("docs/measurements/weightings.json"))
-    parser.add_argument("--steps", type=int, default=12)
+    parser.add_argument("--steps", type=int, default=8)
     parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--val-limit", type=int, default=100, help="validation images per task")
+    parser.add_argument("--val-limit", type=int, default=40, help="validation images per task")
     parser.add_argument("--methods", nargs="+", default=METHODS)
+    parser.add_argument("--parallel", type=int, default=1, help="trainings run at once (seconds are then "
+                        "wall times under each other's contention)")
     args = parser.parse_args()
     teachers = dict(teacher_metrics(args.run_dir / "runs/demo/teachers" / task) for task in TASKS)
     commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
                             cwd=Path(__file__).parent).stdout.strip()
     record: dict[str, Any] = {
         "commit": commit, "utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "command": " ".join(sys.argv),
+        "command": " ".join(["python -m benchmarks.weightings", *sys.argv[1:]]),
         "schedule": {"steps": args.steps, "batch_size": args.batch_size, "val_images_per_task": args.val_limit,
+                     "parallel": args.parallel,
                      "note": "reduced: the demo student trains 1280 steps of 32 images on every validation image; "
                              "teachers' metrics are on their full validation sets"},
         "teachers": {task: entry["teacher"] for task, entry in collect_teacher_vs_student(teachers, teachers).items()},
         "methods": {},
     }
-    for method in args.methods:
+    def one(method: str) -> None:
         record["methods"][method] = measure(method, args, teachers)
         print(method, json.dumps({k: v for k, v in record["methods"][method].items() if k != "command"})[:400],
               flush=True)
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(record, indent=2) + "\n")
 
+    with ThreadPoolExecutor(args.parallel) as pool:
+        list(pool.map(one, args.methods))
+    record["methods"] = {method: record["methods"][method] for method in args.methods}
+    args.json.write_text(json.dumps(record, indent=2) + "\n")
 
 if __name__ == "__main__":
     main()
