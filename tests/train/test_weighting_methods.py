@@ -244,3 +244,19 @@ def test_must_train_help_lists_every_method() -> None:
     student.add_arguments(parser)
     text = " ".join(parser.format_help().split())
     assert all(f"{method}," in text or f"{method}." in text for method in METHODS)
+
+
+def test_nash_mtl_solves_the_bargaining_equation() -> None:
+    # Navon et al. 2022, Theorem 5.1: d = sum alpha_i g_i with g_i . d = 1 / alpha_i, i.e. every
+    # alpha_i (G alpha)_i is equal (to 1; torchjd then caps |d| at 1, which scales them alike)
+    if not available("nash_mtl"):
+        pytest.skip("torchjd's solver for nash_mtl is not installed")
+    jacobian = torch.tensor([[1.0, 0.0, 2.0], [-1.0, 1.0, 0.5], [0.3, -2.0, 1.0]])
+    x = nn.Parameter(torch.zeros(3))
+    weighting = build_weighting(WeightingConfig(method="nash_mtl"), ["t0", "t1", "t2"], 8, 0.1)
+    weighting.backward({f"t{i}": row @ x for i, row in enumerate(jacobian)}, [x])
+    alpha = torch.tensor([weighting.weights()[f"t{i}"] for i in range(3)])
+    torch.testing.assert_close(x.grad, alpha @ jacobian)
+    products = alpha * (jacobian @ x.grad)
+    torch.testing.assert_close(products, products.mean().expand(3), rtol=1e-3, atol=1e-4)
+    assert float(x.grad.norm()) == pytest.approx(1.0, rel=1e-4) or float(products.mean()) == pytest.approx(1.0, rel=1e-3)
