@@ -38,15 +38,19 @@ def train_command(method: str, out: Path, steps: int, batch_size: int, val_limit
 
 
 def measure(method: str, args: argparse.Namespace, teachers: dict[str, dict[str, float]]) -> dict[str, Any]:
+    """Trains ``method`` (or, with ``--reuse``, reads a finished run of the same command)."""
     command = train_command(method, args.out, args.steps, args.batch_size, args.val_limit)
+    reused = args.reuse and (args.out / method / "student.json").exists()
     started = time.perf_counter()
-    run = subprocess.run(command, cwd=args.run_dir, capture_output=True, text=True)
-    seconds = time.perf_counter() - started
-    if run.returncode != 0:
-        return {"command": command, "seconds": seconds, "error": run.stderr[-2000:]}
+    if not reused:
+        run = subprocess.run(command, cwd=args.run_dir, capture_output=True, text=True)
+        if run.returncode != 0:
+            return {"command": command, "seconds": time.perf_counter() - started, "error": run.stderr[-2000:]}
+    seconds = None if reused else time.perf_counter() - started
     student = student_metrics(args.out / method)
     entries = collect_teacher_vs_student(teachers, student)
-    return {"command": command, "seconds": seconds, "own_task": entries, "delta_m": delta_m_percent(entries)}
+    return {"command": command, "seconds": seconds, "reused_finished_run": reused, "own_task": entries,
+            "delta_m": delta_m_percent(entries)}
 
 
 def main() -> None:
@@ -59,6 +63,8 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--val-limit", type=int, default=40, help="validation images per task")
     parser.add_argument("--methods", nargs="+", default=METHODS)
+    parser.add_argument("--reuse", action="store_true",
+                        help="read methods whose run under --out has finished instead of training them again")
     parser.add_argument("--parallel", type=int, default=1, help="trainings run at once (seconds are then "
                         "wall times under each other's contention)")
     args = parser.parse_args()
