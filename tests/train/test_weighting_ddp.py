@@ -77,7 +77,8 @@ def main(arguments: list[str]) -> None:
     from must import distributed
 
     torch.set_num_threads(1)
-    distributed.setup(torch.device("cpu"), timeout_minutes=1.0)  # a hang fails within a minute
+    # a hang fails within 5 minutes (generous: on a loaded machine one rank may wait long for the other)
+    distributed.setup(torch.device("cpu"), timeout_minutes=5.0)
     rank = distributed.rank()
     batches = [(share(step, rank), TASKS) for step in range(STEPS)]
     batches.append((share(STEPS, rank), TASKS if rank == 0 else ["a", "b"]))
