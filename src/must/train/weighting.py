@@ -22,7 +22,7 @@ from torch import Tensor, nn
 
 from must.config import ConfigError
 from must.train.config import WeightingConfig
-from must.train.gradient_weighting import AGGREGATORS, build_aggregator_weighting
+from must.train.gradient_weighting import AGGREGATORS, build_aggregator_weighting, flat_gradient
 from must.train.loss_weighting import DWAWeighting, FAMOWeighting, GradNormWeighting, RLWWeighting
 from must.train.weighting_base import Weighting, all_reduce_gradients
 
@@ -131,7 +131,7 @@ class PCGradWeighting(Weighting):
         if not shared:
             (total * scale).backward()
             return total.detach()
-        flat = [self._flat_gradient(weighted.get(name), shared) for name in self.task_names]
+        flat = [flat_gradient(weighted.get(name), shared) for name in self.task_names]
         combined = project_conflicting(flat, self.generator) * scale
         previous = [None if p.grad is None else p.grad.detach().clone() for p in shared]
         # One ordinary backward gives the heads their gradients (and lets DDP finish its
@@ -147,15 +147,6 @@ class PCGradWeighting(Weighting):
             else:
                 parameter.grad.copy_(value)
         return total.detach()
-
-    @staticmethod
-    def _flat_gradient(loss: Tensor | None, shared: Sequence[nn.Parameter]) -> Tensor:
-        """d loss / d shared as one vector; zeros for an absent task or a loss without a graph."""
-        if loss is None or not loss.requires_grad:
-            return torch.cat([torch.zeros_like(p).flatten() for p in shared])
-        gradients = torch.autograd.grad(loss, shared, retain_graph=True, allow_unused=True)
-        return torch.cat([torch.zeros_like(p).flatten() if g is None else g.flatten()
-                          for p, g in zip(shared, gradients)])
 
     def synchronize_gradients(self, shared_parameters: Sequence[nn.Parameter]) -> None:
         """The projected shared gradients were computed per process: average them too."""
