@@ -8,6 +8,7 @@ The DDP toy lives here; the torchrun workers import this file to run it (see ``m
 
 from __future__ import annotations
 
+import typing
 from pathlib import Path
 
 import pytest
@@ -42,10 +43,13 @@ def test_must_rule_without_a_teacher_recipe_names_the_task() -> None:
 
 
 def test_methods_are_one_explicit_dict_and_unknown_names_fail() -> None:
-    assert set(METHODS) == {"must", "equal", "uncertainty", "pcgrad"}
+    assert set(METHODS) == {"must", "equal", "uncertainty", "pcgrad", "upgrad", "mgda", "cagrad", "nash_mtl",
+                            "imtl_g", "aligned_mtl", "graddrop", "dualproj", "dwa", "gradnorm", "rlw", "famo"}
+    assert set(typing.get_args(typing.get_type_hints(WeightingConfig)["method"])) == set(METHODS)
     bogus = WeightingConfig.__new__(WeightingConfig)
-    object.__setattr__(bogus, "method", "gradnorm")
-    with pytest.raises(ConfigError, match="choose one of: equal, must, pcgrad, uncertainty"):
+    object.__setattr__(bogus, "method", "gradvac")
+    with pytest.raises(ConfigError, match="train.weighting.method: unknown method 'gradvac'; choose one of: "
+                                          "aligned_mtl, cagrad, dualproj, dwa, equal, famo, graddrop"):
         build_weighting(bogus, ["a"], 8, 0.1)
 
 

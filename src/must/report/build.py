@@ -191,7 +191,7 @@ def write_report(run_dir: str | Path, out_dir: str | Path | None = None, device:
     results = collect_results(run_dir)
     notes = list(results["notes"])
     sections = transfer_sections(results)
-    tables = [teacher_student_table(results["teacher_vs_student"])]
+    tables = [teacher_student_table(results["teacher_vs_student"], results.get("delta_m"))]
     sections += [Section(t.title, t.key + "_section", tables=[t]) for t in tables if t is not None]
     figure_part, figure_result = figure_section(run_dir, out_dir, device, figure_images, image_sources,
                                                 panel, notes)

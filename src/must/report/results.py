@@ -21,6 +21,8 @@ The run directory is the one every stage writes::
                                 (``must transfer --mode linear``), present only when some exist
     knn[init][task]           = the same for k-NN top-1 (``best_knn.json``, ``--mode knn``: no grid)
     teacher_vs_student[task]  = {"metric", "teacher", "student", "delta"}   (paper Table 4)
+    delta_m                   = Delta_m% of the student against the teachers (:func:`delta_m_percent`),
+                                null when no task has both numbers
     teachers / student        = every validation metric found, {task: {metric: value}}
     timings                   = {stage: seconds}
     notes                     = what is missing and therefore left out
@@ -282,6 +284,22 @@ def collect_teacher_vs_student(teachers: Mapping[str, Mapping[str, float]],
     return result
 
 
+def delta_m_percent(entries: Mapping[str, Mapping[str, Any]]) -> float | None:
+    """Delta_m% (Maninis et al., CVPR 2019, sec. 4; Vandenhende et al., TPAMI 2021, eq. 10): the
+    mean over tasks of (-1)^{l_i} (M_m,i - M_b,i) / M_b,i * 100, l_i = 1 when lower is better, the
+    baseline M_b,i the single-task model: here the teacher, on the one metric per task of
+    ``teacher_vs_student``'s ``entries``. Positive = the multi-task student beats its teachers on
+    average. Tasks without both numbers, or with a zero baseline, are left out; None if none is left."""
+    terms = []
+    for entry in entries.values():
+        student, teacher = entry.get("student"), entry.get("teacher")
+        if student is None or teacher is None or teacher == 0:
+            continue
+        sign = -1.0 if entry.get("lower_is_better") else 1.0
+        terms.append(sign * (student - teacher) / abs(teacher) * 100.0)
+    return sum(terms) / len(terms) if terms else None
+
+
 def collect_timings(run_dir: Path, notes: list[str]) -> dict[str, float]:
     data = read_json(run_dir / "timings.json")
     if not isinstance(data, Mapping):
@@ -316,6 +334,7 @@ def collect_results(run_dir: str | Path) -> dict[str, Any]:
         "transfer": transfer.get("finetune", {}),
         "transfer_mean": row_means(transfer.get("finetune", {})),
         "teacher_vs_student": collect_teacher_vs_student(teachers, student),
+        "delta_m": delta_m_percent(collect_teacher_vs_student(teachers, student)),
         "teachers": teachers,
         "student": student,
         "timings": collect_timings(run_dir, notes),

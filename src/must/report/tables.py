@@ -144,8 +144,9 @@ def transfer_table(table: Mapping[str, Mapping[str, Mapping[str, Any]]], key: st
     return Table(key, title, caption, header, rows)
 
 
-def teacher_student_table(entries: Mapping[str, Mapping[str, Any]]) -> Table | None:
-    """MuST Table 4 ("Performance" columns): teacher and student on the teacher's own task."""
+def teacher_student_table(entries: Mapping[str, Mapping[str, Any]], delta_m: float | None = None) -> Table | None:
+    """MuST Table 4 ("Performance" columns): teacher and student on the teacher's own task, then
+    Delta_m% over the tasks (``results.delta_m_percent``) when given."""
     if not entries:
         return None
     header = [("Task", ""), ("Metric", ""), ("Teacher", "single task"), ("Student", "multi-task"),
@@ -164,9 +165,13 @@ def teacher_student_table(entries: Mapping[str, Mapping[str, Any]]) -> Table | N
             Cell("—") if student is None else Cell(format_value(student, percent), student in best),
             Cell("—" if student is None else format_delta(entry["delta"], percent)),
         ])
+    if delta_m is not None:
+        rows.append([Cell("all tasks"), Cell("Δm %"), Cell("—"), Cell("—"), Cell(f"{delta_m:+.1f}")])
     caption = ("Each specialized teacher's validation metric on its own task next to the student's "
                "on the same task: the student learned it from that teacher's pseudo labels (MuST sec. "
-               "3.2). Mirrors the 'Performance' columns of the paper's Table 4; bold = better.")
+               "3.2). Mirrors the 'Performance' columns of the paper's Table 4; bold = better. "
+               "Δm %: the mean relative change against the teachers, signed so that + is better "
+               "(Maninis et al. 2019).")
     return Table("teacher_vs_student", "Teacher vs. student (paper Table 4)", caption, header, rows, 2)
 
 

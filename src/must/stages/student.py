@@ -32,6 +32,7 @@ from must.train import checkpoint as checkpoints
 from must.train.config import TeacherRecipe, TrainConfig, WeightingConfig
 from must.train.engine import evaluate_tasks, fit, resolve_precision
 from must.train.evaluation import final_evaluation
+from must.train.weighting import METHODS as WEIGHTING_METHODS
 
 
 
@@ -274,7 +275,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "pseudo labels of `must label`, with the MuST loss weights from the teachers' recorded batch "
         "sizes and learning rates. Noisy Student options: randaugment.num_ops=2, "
         "model.drop_path_rate=0.2, tasks.classification.dropout=0.3. Several datasets: put "
-        "`sources: [{data: {...}, pseudo: [...]}, ...]` in a --config YAML.")
+        "`sources: [{data: {...}, pseudo: [...]}, ...]` in a --config YAML. Loss weighting, "
+        f"train.weighting.method=: {', '.join(WEIGHTING_METHODS)}.")
     parser.add_argument("--teacher", action="append", default=[], metavar="DIR",
                         help="a teacher directory (repeat): the student's tasks and loss weights")
     parser.add_argument("--data", metavar="FORMAT:ROOT", help="the (unlabeled) image set that was labeled")

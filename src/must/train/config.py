@@ -23,10 +23,16 @@ class TeacherRecipe:
 
 @dataclass(frozen=True)
 class WeightingConfig:
-    method: Literal["must", "equal", "uncertainty", "pcgrad"] = "equal"
-    """``must``: w_i = b_s lr_it / (b_it lr_s) (MuST sec. 3.3); ``equal``: w_i = 1;
-    ``uncertainty``: learned task noise (Kendall et al. 2018); ``pcgrad``: projected
-    conflicting gradients (Yu et al. 2020)."""
+    method: Literal["must", "equal", "uncertainty", "pcgrad", "upgrad", "mgda", "cagrad", "nash_mtl", "imtl_g",
+                    "aligned_mtl", "graddrop", "dualproj", "dwa", "gradnorm", "rlw", "famo"] = "equal"
+    """Loss weights: ``must``: w_i = b_s lr_it / (b_it lr_s) (MuST sec. 3.3); ``equal``: w_i = 1;
+    ``uncertainty``: learned task noise (Kendall et al. 2018). Gradient methods on the shared
+    parameters (one backward per task): ``pcgrad`` (Yu et al. 2020) and, through torchjd,
+    ``upgrad`` / ``dualproj`` (Quinton & Rey 2024), ``mgda`` (Sener & Koltun 2018), ``cagrad``
+    (Liu et al. 2021), ``nash_mtl`` (Navon et al. 2022), ``imtl_g`` (Liu et al. 2021),
+    ``aligned_mtl`` (Senushkin et al. 2023), ``graddrop`` (Chen et al. 2020); upgrad, dualproj,
+    cagrad and nash_mtl need torchjd's optional solvers. Loss-based: ``dwa`` (Liu et al. 2019),
+    ``gradnorm`` (Chen et al. 2018), ``rlw`` (Lin et al. 2022), ``famo`` (Liu et al. 2023)."""
     depth_weight: float = 1.0
     """MuST sec. 3.3 sets the depth loss weight separately from the rule (``must`` only)."""
     depth_tasks: tuple[str, ...] = ("depth",)
@@ -39,10 +45,29 @@ class WeightingConfig:
     regression_tasks: tuple[str, ...] = ("depth", "normals")
     """Tasks that ``uncertainty`` weighs as regression, 1/(2 sigma^2) L + log sigma; the others as
     classification, 1/sigma^2 L + log sigma (Kendall et al. 2018, eq. 7 and 10)."""
+    cagrad_c: float = 0.4
+    """``cagrad``: radius c of the ball around the average gradient (Liu et al. 2021, eq. 3)."""
+    dwa_temperature: float = 2.0
+    """``dwa``: softmax temperature T (Liu et al. 2019, eq. 7; the paper's 2)."""
+    dwa_window: int = 1
+    """``dwa``: optimizer steps averaged into one L_k(t) (the paper averages an epoch)."""
+    gradnorm_alpha: float = 1.5
+    """``gradnorm``: asymmetry alpha (Chen et al. 2018, eq. 2)."""
+    gradnorm_lr: float = 0.025
+    """``gradnorm``: step size of the task weights' own gradient descent."""
+    famo_lr: float = 0.025
+    """``famo``: step size beta of the logits (Liu et al. 2023, Algorithm 1)."""
+    famo_decay: float = 0.001
+    """``famo``: logit decay gamma (Liu et al. 2023, Algorithm 1)."""
 
     def __post_init__(self) -> None:
         if self.depth_weight < 0 or any(value < 0 for value in self.weights.values()):
             raise ConfigError("loss weights must be non-negative")
+        if self.dwa_window <= 0 or self.dwa_temperature <= 0:
+            raise ConfigError(f"dwa_window and dwa_temperature must be positive, got {self.dwa_window}, "
+                             f"{self.dwa_temperature}")
+        if min(self.gradnorm_lr, self.famo_lr) <= 0 or min(self.cagrad_c, self.gradnorm_alpha, self.famo_decay) < 0:
+            raise ConfigError("gradnorm_lr and famo_lr must be positive; cagrad_c, gradnorm_alpha, famo_decay >= 0")
 
 
 @dataclass(frozen=True)

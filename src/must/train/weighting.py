@@ -8,7 +8,9 @@ gradient methods (PCGrad) need more than one backward. Interface::
 
 A strategy is an ``nn.Module``: learnable weights (uncertainty) are its parameters, which the
 engine gives to the optimizer, and everything it needs to resume is in its ``state_dict``.
-Strategies are picked by name from :data:`METHODS`, one explicit dict.
+Strategies are picked by name from :data:`METHODS`, one explicit dict: the static rules and
+uncertainty here, the torchjd gradient aggregators in :mod:`must.train.gradient_weighting`, the
+loss-based DWA, RLW, FAMO and GradNorm in :mod:`must.train.loss_weighting`.
 """
 
 from __future__ import annotations
@@ -18,46 +20,14 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 import torch
 from torch import Tensor, nn
 
-from must import distributed
 from must.errors import ConfigError
-from must.tasks.base import require_known
 from must.train.config import WeightingConfig
+from must.train.gradient_weighting import AGGREGATORS, build_aggregator_weighting, flat_gradient
+from must.train.loss_weighting import DWAWeighting, FAMOWeighting, GradNormWeighting, RLWWeighting
+from must.train.weighting_base import Weighting, all_reduce_gradients
 
-
-class Weighting(nn.Module):
-    """Base class: ``losses`` hold only the tasks present in the batch (MuST sec. 3.4)."""
-
-    def __init__(self, task_names: Sequence[str]) -> None:
-        super().__init__()
-        self.task_names = list(task_names)
-
-    def backward(self, losses: Mapping[str, Tensor], shared_parameters: Sequence[nn.Parameter],
-                 scale: float = 1.0) -> Tensor:
-        """Backpropagates ``scale *`` the combined loss (``scale`` = 1 / accumulation steps);
-        returns the unscaled combined loss, detached."""
-        raise NotImplementedError
-
-    def weights(self) -> dict[str, float]:
-        raise NotImplementedError
-
-    def synchronize_gradients(self, shared_parameters: Sequence[nn.Parameter]) -> None:
-        """Averages over processes the gradients DDP does not see: the strategy's own parameters,
-        which live outside the DDP-wrapped model. Called once per optimizer step."""
-        _all_reduce_gradients(self.parameters())
-
-    def _check(self, losses: Mapping[str, Tensor]) -> None:
-        unknown = sorted(set(losses) - set(self.task_names))
-        if unknown:
-            raise KeyError(f"losses for unknown task(s) {unknown}; weighting knows {self.task_names}")
-
-
-def _all_reduce_gradients(parameters: Iterable[nn.Parameter]) -> None:
-    if not distributed.is_initialized():
-        return
-    for parameter in parameters:
-        if parameter.grad is None:  # every rank must join each collective: use zeros
-            parameter.grad = torch.zeros_like(parameter)
-        parameter.grad.copy_(distributed.all_reduce_mean(parameter.grad))
+__all__ = ["METHODS", "PCGradWeighting", "StaticWeighting", "UncertaintyWeighting", "Weighting",
+           "build_weighting", "must_weights", "project_conflicting"]
 
 
 class StaticWeighting(Weighting):
@@ -140,7 +110,12 @@ class PCGradWeighting(Weighting):
     the order of ``task_names``, zero for a task absent here (a zero gradient neither projects nor
     is projected), then one ordinary backward. A loss whose backward is a collective (SimCLR's
     gather, present on every rank) thus runs the same collectives in the same order everywhere,
-    and every rank's generator draws the same permutations, so they stay in lockstep."""
+    and every rank's generator draws the same permutations, so they stay in lockstep.
+
+    Each rank projects its own task gradients and the results are averaged, so under DDP this is
+    not the projection one process would compute on the global batch (the projection is not
+    linear); the torchjd methods (:mod:`must.train.gradient_weighting`) average the Jacobian
+    first and are."""
 
     def __init__(self, weights: Mapping[str, float], seed: int = 0) -> None:
         super().__init__(list(weights))
@@ -156,7 +131,7 @@ class PCGradWeighting(Weighting):
         if not shared:
             (total * scale).backward()
             return total.detach()
-        flat = [self._flat_gradient(weighted.get(name), shared) for name in self.task_names]
+        flat = [flat_gradient(weighted.get(name), shared) for name in self.task_names]
         combined = project_conflicting(flat, self.generator) * scale
         previous = [None if p.grad is None else p.grad.detach().clone() for p in shared]
         # One ordinary backward gives the heads their gradients (and lets DDP finish its
@@ -173,18 +148,9 @@ class PCGradWeighting(Weighting):
                 parameter.grad.copy_(value)
         return total.detach()
 
-    @staticmethod
-    def _flat_gradient(loss: Tensor | None, shared: Sequence[nn.Parameter]) -> Tensor:
-        """d loss / d shared as one vector; zeros for an absent task or a loss without a graph."""
-        if loss is None or not loss.requires_grad:
-            return torch.cat([torch.zeros_like(p).flatten() for p in shared])
-        gradients = torch.autograd.grad(loss, shared, retain_graph=True, allow_unused=True)
-        return torch.cat([torch.zeros_like(p).flatten() if g is None else g.flatten()
-                          for p, g in zip(shared, gradients)])
-
     def synchronize_gradients(self, shared_parameters: Sequence[nn.Parameter]) -> None:
         """The projected shared gradients were computed per process: average them too."""
-        _all_reduce_gradients(p for p in shared_parameters if p.requires_grad)
+        all_reduce_gradients(p for p in shared_parameters if p.requires_grad)
 
     def weights(self) -> dict[str, float]:
         return dict(self.fixed)
@@ -227,6 +193,13 @@ METHODS: dict[str, Builder] = {
     "equal": lambda config, names, batch, lr, seed: StaticWeighting(_equal(config, names)),
     "uncertainty": lambda config, names, batch, lr, seed: UncertaintyWeighting(names, config.regression_tasks),
     "pcgrad": lambda config, names, batch, lr, seed: PCGradWeighting(_equal(config, names), seed),
+    **{name: (lambda method: lambda config, names, batch, lr, seed: build_aggregator_weighting(
+        method, names, config.cagrad_c, seed))(name) for name in AGGREGATORS},
+    "dwa": lambda config, names, batch, lr, seed: DWAWeighting(names, config.dwa_temperature, config.dwa_window),
+    "gradnorm": lambda config, names, batch, lr, seed: GradNormWeighting(
+        names, config.gradnorm_alpha, config.gradnorm_lr, seed),
+    "rlw": lambda config, names, batch, lr, seed: RLWWeighting(names, seed),
+    "famo": lambda config, names, batch, lr, seed: FAMOWeighting(names, config.famo_lr, config.famo_decay),
 }
 
 
@@ -234,5 +207,7 @@ def build_weighting(config: WeightingConfig, task_names: Sequence[str], student_
                     student_lr: float, seed: int = 0) -> Weighting:
     """The strategy named by ``config.method`` for ``task_names``; ``student_batch_size`` and
     ``student_lr`` are b_s and lr_s of the MuST rule."""
-    builder = require_known(config.method, METHODS, "weighting method")
-    return builder(config, list(task_names), student_batch_size, student_lr, seed)
+    if config.method not in METHODS:
+        raise ConfigError(f"train.weighting.method: unknown method '{config.method}'; "
+                          f"choose one of: {', '.join(sorted(METHODS))}")
+    return METHODS[config.method](config, list(task_names), student_batch_size, student_lr, seed)
