@@ -2,6 +2,7 @@
 (real datasets, no world, the supplementary's settings) and tiny (the test suite's sizes); student
 variants get the sources their table needs."""
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -60,6 +61,18 @@ def test_student_variants_pick_their_sources(tmp_path: Path) -> None:
         StudentVariant(pool_images=0)
     with pytest.raises(config_lib.ConfigError, match="unknown task"):
         student_config(config, tmp_path, StudentVariant(tasks=("normals",)))
+
+
+def test_a_student_variant_can_change_the_loss_weighting_only(tmp_path: Path) -> None:
+    config = config_lib.load(DemoConfig, "demo", [])
+    main, upgrad = student_config(config, tmp_path), student_config(config, tmp_path, StudentVariant(weighting="upgrad"))
+    assert main.train.weighting.method == "must" and upgrad.train.weighting.method == "upgrad"
+    assert dataclasses.replace(upgrad.train, weighting=main.train.weighting) == main.train
+    with pytest.raises(config_lib.ConfigError, match="unknown weighting 'gradvac'"):
+        StudentVariant(weighting="gradvac")
+    study = config_lib.load(DemoConfig, "study", [])
+    assert {variant.weighting for variant in study.students.values()} >= {"equal", "uncertainty", "pcgrad", "upgrad",
+                                                                          "nash_mtl", "famo", "dwa"}
 
 
 def test_precision_overrides_every_training_stage(tmp_path: Path) -> None:

@@ -24,8 +24,8 @@ from must.report.plots import plot_run_curves, plot_run_lassos
 from must.report.results import collect_results, order_tasks, write_results
 from must.report.student import (STUDENT_RECORD, LoadedModel, load_student,
                                  load_transfer_model)
-from must.report.tables import (baseline_note, selection_table, teacher_student_table, timings_table,
-                                transfer_table)
+from must.report.tables import (baseline_note, selection_table, student_variants_table, teacher_student_table,
+                                timings_table, transfer_table)
 from must.transfer.grid import best_cell_directory
 
 LOAD_ERRORS = (FileNotFoundError, MustError)
@@ -191,7 +191,8 @@ def write_report(run_dir: str | Path, out_dir: str | Path | None = None, device:
     results = collect_results(run_dir)
     notes = list(results["notes"])
     sections = transfer_sections(results)
-    tables = [teacher_student_table(results["teacher_vs_student"], results.get("delta_m"))]
+    tables = [teacher_student_table(results["teacher_vs_student"], results.get("delta_m")),
+              student_variants_table(results.get("students", {}), results["teacher_vs_student"])]
     sections += [Section(t.title, t.key + "_section", tables=[t]) for t in tables if t is not None]
     figure_part, figure_result = figure_section(run_dir, out_dir, device, figure_images, image_sources,
                                                 panel, notes)

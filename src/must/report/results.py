@@ -300,6 +300,24 @@ def delta_m_percent(entries: Mapping[str, Mapping[str, Any]]) -> float | None:
     return sum(terms) / len(terms) if terms else None
 
 
+def collect_student_variants(run_dir: Path, teachers: Mapping[str, Mapping[str, float]],
+                             student: Mapping[str, Mapping[str, float]]) -> dict[str, dict[str, Any]]:
+    """The main student and every comparison variant under ``students/<name>`` (other labels, other
+    loss weightings), each as ``{"metrics": {task: value}, "delta_m": Delta_m%}`` on the metric per
+    task of ``teacher_vs_student``; empty when the run has no variants."""
+    variants = {path.name: student_metrics(path) for path in sorted((run_dir / "students").glob("*"))
+                if path.is_dir()}
+    variants = {name: metrics for name, metrics in variants.items() if metrics}
+    if not variants:
+        return {}
+    result = {}
+    for name, metrics in {"student": student, **variants}.items():
+        entries = collect_teacher_vs_student(teachers, metrics)
+        result[name] = {"metrics": {task: entry["student"] for task, entry in entries.items()},
+                        "delta_m": delta_m_percent(entries)}
+    return result
+
+
 def collect_timings(run_dir: Path, notes: list[str]) -> dict[str, float]:
     data = read_json(run_dir / "timings.json")
     if not isinstance(data, Mapping):
@@ -337,6 +355,7 @@ def collect_results(run_dir: str | Path) -> dict[str, Any]:
         "delta_m": delta_m_percent(collect_teacher_vs_student(teachers, student)),
         "teachers": teachers,
         "student": student,
+        "students": collect_student_variants(run_dir, teachers, student),
         "timings": collect_timings(run_dir, notes),
     }
     if transfer.get("linear"):

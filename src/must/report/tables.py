@@ -277,3 +277,23 @@ def to_html(table: Table) -> str:
     return (f'<figure class="table" id="{table.key}"><table>\n<thead><tr>{head}</tr></thead>\n'
             f"<tbody>\n{body}\n</tbody></table>\n"
             f"<figcaption>{html.escape(table.caption)}</figcaption></figure>")
+
+
+def student_variants_table(variants: Mapping[str, Mapping[str, Any]],
+                           entries: Mapping[str, Mapping[str, Any]]) -> Table | None:
+    """The main student beside every comparison variant (``results.students``: other labels, other
+    loss weightings) on each teacher's metric, and Delta_m% against the teachers."""
+    if not variants:
+        return None
+    tasks = order_tasks(entries)
+    header = [("Student", ""), *((task, metric_label(entries[task]["metric"])) for task in tasks), ("Δm %", "")]
+    rows = []
+    for name, variant in variants.items():
+        values = [variant["metrics"].get(task) for task in tasks]
+        rows.append([Cell(name), *(Cell("—") if v is None else Cell(format_value(v, False)) for v in values),
+                     Cell("—" if variant["delta_m"] is None else f"{variant['delta_m']:+.1f}")])
+    caption = ("Every student of the run on the teachers' validation sets (the metric of the teacher vs. "
+               "student table): the main one and the comparison variants (a subset of the tasks, the "
+               "teachers' own labels, another loss weighting). Δm %: mean relative change against the "
+               "teachers, + is better (Maninis et al. 2019).")
+    return Table("student_variants", "Students compared", caption, header, rows, 1)

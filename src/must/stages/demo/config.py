@@ -17,6 +17,7 @@ from must.models import ModelConfig, demo_model
 from must.stages.pretrain import PretrainConfig
 from must.stages.student import RandAugmentConfig
 from must.train.config import TrainConfig, WeightingConfig
+from must.train.weighting import METHODS as WEIGHTING_METHODS
 from must.transfer.config import DownstreamTask
 from must.world.splits import WorldDataConfig
 
@@ -76,8 +77,14 @@ class StudentVariant:
     pool_images: int | None = None
     """Learn from the first this many ``pool`` images only (None = all): the same steps on less
     unlabeled data (MuST Table 4: more unlabeled images, a better student)."""
+    weighting: str | None = None
+    """Its loss weighting (``train.weighting.method``: equal, uncertainty, pcgrad, upgrad, ...)
+    instead of the main student's: the multi-task weightings compared on the same pseudo labels."""
 
     def __post_init__(self) -> None:
+        if self.weighting is not None and self.weighting not in WEIGHTING_METHODS:
+            raise config_lib.ConfigError(f"students: unknown weighting '{self.weighting}'; choose one of: "
+                                         f"{', '.join(sorted(WEIGHTING_METHODS))}")
         if not (self.pool or self.labeled):
             raise config_lib.ConfigError("a student variant needs pool=true or labeled=true")
         if self.pool_images is not None and (self.pool_images < 1 or not self.pool):

@@ -87,11 +87,14 @@ def student_config(config: DemoConfig, run: Path, variant: StudentVariant = Stud
             train = dataclasses.replace(teacher_sets(config, data, task)[0], tasks=(task,))
             pseudo = (str(run / "pseudo" / f"labeled_{task}"),) if variant.pseudo_on_labeled else ()
             sources.append(SourceConfig(data=train, pseudo=pseudo))
+    train = with_overrides(config, config.student.train)
+    if variant.weighting is not None:
+        train = dataclasses.replace(train, weighting=dataclasses.replace(train.weighting, method=variant.weighting))
     return StudentConfig(
         sources=tuple(sources), teachers=tuple(str(run / "teachers" / task) for task in tasks),
         tasks={name: extra for name, extra in config.student.tasks.items() if name in tasks},
         val={task: teacher_sets(config, data, task)[1] for task in tasks},
-        model=config.model, train=with_overrides(config, config.student.train),
+        model=config.model, train=train,
         image_size=config.image_size, randaugment=config.student.randaugment)
 
 
