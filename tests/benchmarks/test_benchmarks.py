@@ -168,3 +168,18 @@ def test_the_page_shows_each_detail_table() -> None:
     assert "| preset heads | 188 | 46.5 | 0.004 / 46.2 / 92.3 / 90.6 | 464 | 1,121 | 0.414 | 0.397 |" in page
     assert "| resnet50 256px (256 px, batch 4) | 0.500 | 0.45 - 0.55 (7 rounds) | 0.450 | 1.11 |" in page
     assert "commit `def`" in page and "| depth | delta1 | 0.4000 | 0.41 | 0.01 |" in page
+
+
+def test_the_vit_row_times_vit_b16_at_256px(monkeypatch: pytest.MonkeyPatch) -> None:
+    """ViT-B/16 + simple feature pyramid is timed (and FLOP-counted) beside the ResNet rows, at
+    256 px with its smaller batch and round count; quick runs leave it out."""
+    module = run.student_vs_teachers
+    calls = []
+    row = {"value": 0.5, "target": "<= 0.35", "meets_target": False}
+    monkeypatch.setattr(module, "measure", lambda config=None, **kw: calls.append((config, kw)) or row)
+    rows = module.measure_both(repeats=7, paper_like=False, paper_scale=False)["timed"]
+    assert list(rows) == ["demo_model", "vit_b16_256px"]
+    config, options = calls[-1]
+    assert config.backbone == "timm:vit_base_patch16_224" and config.fpn_channels == 256
+    assert options == {"batch_size": module.VIT_BATCH, "size": 256, "repeats": module.VIT_REPEATS}
+    assert run.BENCHMARKS["student_vs_teachers"][2]["vit"] is False
