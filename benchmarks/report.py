@@ -38,8 +38,8 @@ ROWS: dict[str, tuple[str, str]] = {
     "loader_vs_step": ("loader images/s / training step images/s (> 1: loader keeps up)",
                        "make_loader over a world set (in-process) vs the student's step, interleaved"),
     "label_scaling": ("bytes of peak memory per added image (labeling or one training epoch, the larger)",
-                      "fresh subprocess per count; peak RSS of its whole process tree, loader workers "
-                      "included (psutil); least-squares slope"),
+                      "fresh subprocess per count; peak memory of its whole process tree, loader "
+                      "workers included (sum of PSS: shared pages once; psutil); least-squares slope"),
     "ddp_speedup": ("step time 1 process / 2 processes, same global batch",
                     "torchrun gloo, cores split evenly (2x1 thread vs 1x2 threads)"),
 }
@@ -126,16 +126,23 @@ def detail_tables(results: Mapping[str, Any]) -> list[str]:
         lines.append("")
     scaling = results.get("label_scaling", {})
     if "rows" in scaling:
+        memory = scaling.get("memory", "rss").upper()  # results before PSS summed RSS
         lines += ["### Memory and time with the image count", "",
-                  "| images | label s | label peak tree RSS MB | train s (one epoch) | train peak tree RSS MB |",
+                  f"| images | label s | label peak tree {memory} MB | train s (one epoch) | "
+                  f"train peak tree {memory} MB |",
                   "| --- | --- | --- | --- | --- |"]
         for row in scaling["rows"]:
             lines.append(f"| {row['images']:,} | {_number(row['label_seconds'])} | "
-                         f"{_number(row['label_peak_tree_rss_mb'])} | {_number(row['train_seconds'])} | "
-                         f"{_number(row['train_peak_tree_rss_mb'])} |")
+                         f"{_number(_peak(row, 'label'))} | {_number(row['train_seconds'])} | "
+                         f"{_number(_peak(row, 'train'))} |")
         lines += ["", f"Bytes per added image: labeling {_number(scaling['label_bytes_per_added_image'])}, "
                   f"training {_number(scaling['train_bytes_per_added_image'])} (target < 1,024).", ""]
     return lines + separate_run_tables(results)
+
+
+def _peak(row: Mapping[str, Any], kind: str) -> Any:
+    """A scaling row's peak tree memory (``*_peak_tree_rss_mb`` in results made before PSS)."""
+    return row.get(f"{kind}_peak_tree_mb", row.get(f"{kind}_peak_tree_rss_mb"))
 
 
 def separate_run_tables(results: Mapping[str, Any]) -> list[str]:

@@ -38,7 +38,8 @@ Benchmark = tuple[Callable[..., Any], dict[str, Any], dict[str, Any]]
 BENCHMARKS: dict[str, Benchmark] = {
     # key: (function, full sizes, quick sizes); expected minutes on a quiet 2-core CPU in comments
     "student_vs_teachers": (student_vs_teachers.measure_both, {"batch_size": 8, "repeats": 7},  # ~4
-                            {"batch_size": 2, "size": 32, "repeats": 2, "paper_like": False, "paper_scale": False}),
+                            {"batch_size": 2, "size": 32, "repeats": 2, "paper_like": False, "paper_scale": False,
+                             "vit": False}),
     "predict_vs_teachers": (predict_vs_teachers.measure, {"count": 64, "batch_size": 16, "repeats": 3},  # ~3
                             {"count": 16, "size": 32, "batch_size": 8, "repeats": 1}),
     "label_efficiency": (label_efficiency.measure, {"count": 512, "repeats": 7},  # ~1.5

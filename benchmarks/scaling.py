@@ -5,9 +5,14 @@ more unlabeled images).
 Labeling (four teachers, ``label_dataset``, one loader worker) and training (the demo student's
 recipe: bf16, batch 32, one loader worker, one epoch over the pseudo labels it wrote, through
 ``make_loader`` and ``fit``) at each image count, each in a fresh subprocess. The parent samples
-the resident memory of the child's whole process tree (the child and its loader workers, summed;
-``psutil``) every ``SAMPLE_SECONDS`` and keeps the peak. Flat memory: the peak grows by less than
-``TARGET_BYTES`` per added image (least-squares slope over the counts).
+the memory of the child's whole process tree (the child and its loader workers) every
+``SAMPLE_SECONDS`` and keeps the peak. The tree's memory is the sum of each process's PSS
+(proportional set size, ``psutil``'s ``memory_full_info().pss`` from ``/proc/PID/smaps_rollup``):
+a page shared by the child and a forked worker (torch's libraries, the parent's heap before the
+fork) counts once, split between them, where a sum of RSS counted it in every process that maps
+it. Where PSS cannot be read (not Linux) the sum of RSS is used instead; ``memory`` in the result
+says which. Flat memory: the peak grows by less than ``TARGET_BYTES`` per added image
+(least-squares slope over the counts).
 
     python -m benchmarks.scaling                              # 1,000 / 4,000 / 16,000 images
     python -m benchmarks.scaling --sizes 500 1000 2000        # smaller
@@ -38,26 +43,44 @@ TRAIN_BATCH = 32
 """The demo student's batch (``configs/demo.yaml``)."""
 
 
-def tree_rss(process: psutil.Process) -> int:
-    """Resident bytes of ``process`` and all its descendants (processes that end while being
-    read count zero)."""
+def memory_kind() -> str:
+    """``"pss"`` where this system reports proportional set sizes (Linux), else ``"rss"``."""
+    try:
+        return "pss" if hasattr(psutil.Process().memory_full_info(), "pss") else "rss"
+    except (psutil.AccessDenied, NotImplementedError):
+        return "rss"
+
+
+def process_bytes(process: psutil.Process, kind: str) -> int:
+    """PSS (shared pages split between the processes mapping them) or RSS of one process."""
+    if kind == "pss":
+        return int(process.memory_full_info().pss)
+    return int(process.memory_info().rss)
+
+
+def tree_memory(process: psutil.Process, kind: str) -> int:
+    """Bytes of ``process`` and all its descendants, summed (processes that end while being read
+    count zero)."""
     total = 0
     for member in [process, *process.children(recursive=True)]:
         try:
-            total += member.memory_info().rss
+            total += process_bytes(member, kind)
         except (psutil.NoSuchProcess, psutil.AccessDenied):
             pass
     return total
 
 
-def run_sampled(command: Sequence[str], env: dict[str, str], interval: float = SAMPLE_SECONDS) -> tuple[str, int]:
-    """Runs ``command``, sampling its process tree's RSS; returns its stdout and the peak bytes."""
+def run_sampled(command: Sequence[str], env: dict[str, str], interval: float = SAMPLE_SECONDS,
+                kind: str | None = None) -> tuple[str, int]:
+    """Runs ``command``, sampling its process tree's memory (:func:`tree_memory`); returns its
+    stdout and the peak bytes."""
+    kind = kind or memory_kind()
     with tempfile.TemporaryFile(mode="w+") as stdout, tempfile.TemporaryFile(mode="w+") as stderr:
         child = subprocess.Popen(command, cwd=ROOT, env=env, stdout=stdout, stderr=stderr, text=True)
         process, peak = psutil.Process(child.pid), 0
         while child.poll() is None:
             try:
-                peak = max(peak, tree_rss(process))
+                peak = max(peak, tree_memory(process, kind))
             except psutil.NoSuchProcess:
                 break
             time.sleep(interval)
@@ -114,7 +137,7 @@ def _run_child(kind: str, images: Path, teachers: list[Path], count: int, labels
                "--teachers", *map(str, teachers)]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
     stdout, peak = run_sampled(command, env)
-    return {**json.loads(stdout.strip().splitlines()[-1]), "peak_tree_rss_mb": peak / 2**20}
+    return {**json.loads(stdout.strip().splitlines()[-1]), "peak_tree_mb": peak / 2**20}
 
 
 def bytes_per_added_image(images: Sequence[int], peaks_mb: Sequence[float]) -> float:
@@ -128,8 +151,8 @@ def bytes_per_added_image(images: Sequence[int], peaks_mb: Sequence[float]) -> f
 
 
 def measure(sizes: Sequence[int] = SIZES, batch_size: int = TRAIN_BATCH) -> dict[str, Any]:
-    """Rows per image count (seconds, ms per image, peak tree RSS) for labeling and training; the
-    bytes per added image of each (``value``: the larger of the two)."""
+    """Rows per image count (seconds, ms per image, peak tree memory) for labeling and training;
+    the bytes per added image of each (``value``: the larger of the two)."""
     from benchmarks.label_efficiency import pool_and_teachers
 
     images, teachers = pool_and_teachers(max(sizes), 64, model_config())
@@ -141,11 +164,11 @@ def measure(sizes: Sequence[int] = SIZES, batch_size: int = TRAIN_BATCH) -> dict
             train = _run_child("train", images, teachers, count, labels, batch_size)
             rows.append({"images": count,
                          "label_seconds": label["seconds"], "label_ms_per_image": 1000 * label["seconds"] / count,
-                         "label_peak_tree_rss_mb": label["peak_tree_rss_mb"],
+                         "label_peak_tree_mb": label["peak_tree_mb"],
                          "train_seconds": train["seconds"], "train_ms_per_image": 1000 * train["seconds"] / count,
-                         "train_peak_tree_rss_mb": train["peak_tree_rss_mb"]})
+                         "train_peak_tree_mb": train["peak_tree_mb"]})
     counts = [row["images"] for row in rows]
-    per_image = {kind: bytes_per_added_image(counts, [row[f"{kind}_peak_tree_rss_mb"] for row in rows])
+    per_image = {kind: bytes_per_added_image(counts, [row[f"{kind}_peak_tree_mb"] for row in rows])
                  for kind in ("label", "train")}
     value = max(per_image.values())
     return {"value": value, "unit": "bytes per added image", "target": f"< {TARGET_BYTES}",
@@ -153,7 +176,8 @@ def measure(sizes: Sequence[int] = SIZES, batch_size: int = TRAIN_BATCH) -> dict
             "label_bytes_per_added_image": per_image["label"], "train_bytes_per_added_image": per_image["train"],
             "label_time_per_image_ratio": rows[-1]["label_ms_per_image"] / rows[0]["label_ms_per_image"],
             "train_time_per_image_ratio": rows[-1]["train_ms_per_image"] / rows[0]["train_ms_per_image"],
-            "rows": rows, "train_batch_size": batch_size, "sample_seconds": SAMPLE_SECONDS}
+            "rows": rows, "memory": memory_kind(), "train_batch_size": batch_size,
+            "sample_seconds": SAMPLE_SECONDS}
 
 
 def main() -> None:

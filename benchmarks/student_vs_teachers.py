@@ -6,9 +6,13 @@ same architecture run one after another. Target: the student costs <= 0.35x the 
 
 Two kinds of figure, side by side:
 
-* **timed**, at the demo's size (narrow ResNet-18-FPN, 64 px) and at ResNet-50-FPN 256 px, each
-  with the ratio its FLOP count predicts for the same models and images, so the gap between the
-  implementation and the arithmetic is visible (``timed_over_flops``);
+* **timed**, at the demo's size (narrow ResNet-18-FPN, 64 px), at ResNet-50-FPN 256 px and at
+  ViT-B/16 + simple feature pyramid + FPN 256 px (``timm:vit_base_patch16_224`` through
+  :mod:`must.models.vit`), each with the ratio its FLOP count predicts for the same models and
+  images, so the gap between the implementation and the arithmetic is visible
+  (``timed_over_flops``). The ViT costs ~400 GFLOPs per image for the student and its teachers
+  together (3x ResNet-50's), so on a 2-core CPU its row times a batch of ``VIT_BATCH`` images over
+  ``VIT_REPEATS`` rounds (the ResNets: batch 4 or 8, ``repeats`` rounds);
 * **FLOPs** at the paper preset, built from ``must/configs/paper.yaml`` itself (model, image size
   and every head option it sets), with the heads the preset sets and with 128-channel pixel heads.
 
@@ -44,6 +48,13 @@ TaskOptions = Mapping[str, Mapping[str, Any]]
 PAPER_LIKE = ModelConfig(backbone="resnet50", fpn_channels=256)
 """The paper's regime, where the trunk dominates (MuST: ResNet-152-FPN at 640 px); ResNet-50 at
 256 px keeps the timed benchmark to a minute on a CPU."""
+
+VIT_B = ModelConfig(backbone="timm:vit_base_patch16_224", fpn_channels=256)
+"""ViT-B/16 with ViTDet's simple feature pyramid (:mod:`must.models.vit`) and a 256-channel FPN."""
+VIT_BATCH = 2
+VIT_REPEATS = 3
+"""Smaller than the ResNet rows': one ViT-B round (student + four teachers, batch 2) is ~1.6 TFLOPs,
+seconds on a 2-core CPU."""
 
 NARROW_PIXEL_HEADS = {"segmentation": {"hidden_channels": 128}, "depth": {"hidden_channels": 128}}
 """Pixel heads with 128 hidden channels instead of the FPN's 256 (3x fewer FLOPs)."""
@@ -193,15 +204,19 @@ def paper_flops() -> dict[str, Any]:
 
 
 def measure_both(batch_size: int = 8, size: int = 64, repeats: int = 7, paper_like: bool = True,
-                 paper_scale: bool = True) -> dict[str, Any]:
+                 paper_scale: bool = True, vit: bool = True) -> dict[str, Any]:
     """``value``: the paper preset's FLOP ratio (the target is set there); ``timed``: the demo's
     narrow ResNet-18 at ``size`` px, ResNet-50-FPN at 256 px (batch 4) with the demo's heads and
-    with 128-channel pixel heads, each beside its FLOP-predicted ratio."""
+    with 128-channel pixel heads, ViT-B/16-FPN at 256 px (``VIT_BATCH``, ``VIT_REPEATS``), each
+    beside its FLOP-predicted ratio."""
     timed_rows = {"demo_model": measure(batch_size=batch_size, size=size, repeats=repeats)}
     if paper_like:
         timed_rows["resnet50_256px"] = measure(PAPER_LIKE, batch_size=4, size=256, repeats=repeats)
         timed_rows["resnet50_256px_narrow_pixel_heads"] = measure(
             PAPER_LIKE, batch_size=4, size=256, repeats=repeats, task_options=NARROW_PIXEL_HEADS)
+    if vit:
+        timed_rows["vit_b16_256px"] = measure(VIT_B, batch_size=VIT_BATCH, size=256,
+                                              repeats=min(repeats, VIT_REPEATS))
     result: dict[str, Any] = {"timed": timed_rows}
     if paper_scale:
         flops = paper_flops()

@@ -91,6 +91,7 @@ def test_label_efficiency_and_world() -> None:
     result = run.label_efficiency.measure(count=8, size=32, batch_size=4, workers=0, repeats=2)
     assert _positive_finite(result["value"]) and result["images"] == 8 and len(result["rounds"]) == 2
     assert result["rounds"] == [b / l for b, l in zip(result["seconds"]["bare"], result["seconds"]["label"])]
+    assert 0 < result["teacher_open_seconds"] < min(result["seconds"]["bare"])
     world = run.world_throughput.measure_world(32, 4)
     assert _positive_finite(world["value"])
 
@@ -99,7 +100,7 @@ def test_label_efficiency_and_world() -> None:
 def test_subprocess_benchmarks() -> None:
     result = run.scaling.measure(sizes=(4, 8), batch_size=2)
     assert [row["images"] for row in result["rows"]] == [4, 8]
-    assert all(_positive_finite(row["label_peak_tree_rss_mb"]) for row in result["rows"])
+    assert all(_positive_finite(row["label_peak_tree_mb"]) for row in result["rows"])
     assert math.isfinite(result["value"])
     ddp = run.ddp.measure(batch_size=2, steps=1, repeats=1)
     assert _positive_finite(ddp["value"])
@@ -168,3 +169,31 @@ def test_the_page_shows_each_detail_table() -> None:
     assert "| preset heads | 188 | 46.5 | 0.004 / 46.2 / 92.3 / 90.6 | 464 | 1,121 | 0.414 | 0.397 |" in page
     assert "| resnet50 256px (256 px, batch 4) | 0.500 | 0.45 - 0.55 (7 rounds) | 0.450 | 1.11 |" in page
     assert "commit `def`" in page and "| depth | delta1 | 0.4000 | 0.41 | 0.01 |" in page
+
+
+def test_the_vit_row_times_vit_b16_at_256px(monkeypatch: pytest.MonkeyPatch) -> None:
+    """ViT-B/16 + simple feature pyramid is timed (and FLOP-counted) beside the ResNet rows, at
+    256 px with its smaller batch and round count; quick runs leave it out."""
+    module = run.student_vs_teachers
+    calls = []
+    row = {"value": 0.5, "target": "<= 0.35", "meets_target": False}
+    monkeypatch.setattr(module, "measure", lambda config=None, **kw: calls.append((config, kw)) or row)
+    rows = module.measure_both(repeats=7, paper_like=False, paper_scale=False)["timed"]
+    assert list(rows) == ["demo_model", "vit_b16_256px"]
+    config, options = calls[-1]
+    assert config.backbone == "timm:vit_base_patch16_224" and config.fpn_channels == 256
+    assert options == {"batch_size": module.VIT_BATCH, "size": 256, "repeats": module.VIT_REPEATS}
+    assert run.BENCHMARKS["student_vs_teachers"][2]["vit"] is False
+
+
+def test_the_bare_side_opens_the_teachers_as_the_labeler_does(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Like with like: both sides of a labeling-efficiency round open the teachers from disk."""
+    module = run.label_efficiency
+    clock = iter([10.0, 12.5])  # opening the two teachers takes 2.5 s
+    monkeypatch.setattr(module.time, "perf_counter", lambda: next(clock))
+    monkeypatch.setattr(module, "load_labeling_teacher", lambda directory, device: f"teacher {directory}")
+    seen = []
+    monkeypatch.setattr(module, "bare_forward", lambda teachers, batches: seen.append(teachers) or 4.0)
+    opened: list[float] = []
+    assert module.bare_round([Path("a"), Path("b")], [], opened) == 6.5
+    assert opened == [2.5] and seen == [["teacher a", "teacher b"]]

@@ -98,3 +98,43 @@ def test_bytes_per_added_image_is_the_least_squares_slope() -> None:
         numpy.polyfit(images, noisy, 1)[0] * 2**20)
     with pytest.raises(ValueError):
         scaling.bytes_per_added_image([1000], [900.0])
+
+
+class _FakeProcess:
+    """A process with fixed RSS and PSS (bytes), its descendants, or one that has ended."""
+
+    def __init__(self, rss: int, pss: int, children: list[_FakeProcess] | None = None,
+                 ended: bool = False) -> None:
+        self.rss, self.pss, self._children, self.ended = rss, pss, children or [], ended
+
+    def _check(self) -> None:
+        if self.ended:
+            raise scaling.psutil.NoSuchProcess(0)
+
+    def memory_info(self):  # noqa: ANN201
+        self._check()
+        return type("Memory", (), {"rss": self.rss})()
+
+    def memory_full_info(self):  # noqa: ANN201
+        self._check()
+        return type("Memory", (), {"rss": self.rss, "pss": self.pss})()
+
+    def children(self, recursive: bool = False) -> list[_FakeProcess]:
+        found = list(self._children)
+        for child in self._children if recursive else []:
+            found += child.children(recursive=True)
+        return found
+
+
+def test_tree_memory_sums_each_process_once_by_pss_or_rss() -> None:
+    # a parent and two forked workers sharing 600 of their RSS: PSS splits it, RSS counts it thrice
+    grandchild = _FakeProcess(rss=700, pss=300)
+    tree = _FakeProcess(rss=1000, pss=600, children=[_FakeProcess(rss=700, pss=300, children=[grandchild])])
+    assert scaling.tree_memory(tree, "pss") == 600 + 300 + 300
+    assert scaling.tree_memory(tree, "rss") == 1000 + 700 + 700
+    ended = _FakeProcess(rss=1000, pss=600, children=[_FakeProcess(rss=5, pss=5, ended=True)])
+    assert scaling.tree_memory(ended, "pss") == 600  # a worker that exits while read counts zero
+
+
+def test_memory_kind_is_pss_on_linux() -> None:
+    assert scaling.memory_kind() == ("pss" if sys.platform.startswith("linux") else "rss")

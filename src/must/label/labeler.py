@@ -26,9 +26,13 @@ How it runs:
 
 from __future__ import annotations
 
+import ctypes
+import functools
 import hashlib
 import json
 import os
+import platform
+import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -222,6 +226,7 @@ def _label_shards(config: LabelConfig, out: Path, teachers: list[LabelingTeacher
               dynamic_ncols=True) as progress:
         for shard in shards:
             _label_shard(config, out, teachers, shard, loader, device, precision, skip_bad, progress)
+            release_freed_memory()
 
 
 def _label_shard(config: LabelConfig, out: Path, teachers: list[LabelingTeacher], shard: ShardPlan,
@@ -256,6 +261,29 @@ def _label_shard(config: LabelConfig, out: Path, teachers: list[LabelingTeacher]
     write_atomic(_sidecar(out, shard), manifest_json({"shard": config_lib.to_dict(record), "statistics": sums,
                                                       "skipped": config_lib.to_dict(skipped)}))
     writer.publish()
+
+
+def release_freed_memory() -> None:
+    """Hands the heap's free pages back to the system (glibc's ``malloc_trim(0)``); a no-op
+    elsewhere. Why: nothing is kept from one shard to the next (only the shard being written is
+    in memory), yet a labeling process's peak resident memory grew with the image count (~19 KB
+    per image from 1,000 to 8,000 images); with glibc told to keep no free memory
+    (``MALLOC_ARENA_MAX=1 MALLOC_TRIM_THRESHOLD_=0``) it stayed flat, so the growth is memory the
+    finished shards freed and glibc kept in its heaps. Trimming once per shard returns it, at a
+    cost of milliseconds per shard."""
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
+
+
+@functools.cache
+def _malloc_trim() -> Any:
+    if not sys.platform.startswith("linux") or platform.libc_ver()[0] != "glibc":
+        return None  # musl, macOS, Windows: no malloc_trim
+    try:
+        return ctypes.CDLL("libc.so.6").malloc_trim
+    except (OSError, AttributeError):
+        return None
 
 
 def default_workers() -> int:
