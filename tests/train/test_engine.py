@@ -12,6 +12,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import pickle
 import signal
 import subprocess
 import sys
@@ -35,6 +36,7 @@ from must.train import checkpoint as checkpoints
 from must.train import engine
 from must.train.config import TeacherRecipe, TrainConfig, WeightingConfig
 from must.train.optim import lr_factor
+from must.errors import MustError
 from must.train.engine import (NonFiniteLossError, evaluate_tasks, fit, flatten_metrics,
                                resolve_precision, shared_parameters)
 
@@ -255,6 +257,9 @@ def test_non_finite_loss_stops_naming_task_and_step_and_keeps_checkpoint(tmp_pat
         run_toy(tmp_path, toy_config(checkpoint_every=2), tasks=tasks)
     assert error.value.tasks == ["a"] and error.value.step == 6
     assert _load(tmp_path / "checkpoint.pt")["step"] == 4
+    # a transfer cell's worker process pickles it to the parent, which prints it as one line
+    copy = pickle.loads(pickle.dumps(error.value))
+    assert isinstance(copy, MustError) and str(copy) == str(error.value) and copy.step == 6
 
 
 def test_bf16_autocast_trains(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -26,7 +26,7 @@ from must import distributed
 from must.config import to_dict
 from must.data.loader import derive_seed
 from must.data.sample import Batch
-from must.errors import ConfigError
+from must.errors import ConfigError, MustError
 from must.files import CHECKPOINT_NAME
 from must.tasks.base import Task, by_name
 from must.train import checkpoint as checkpoints
@@ -41,13 +41,20 @@ Evaluate = Callable[[nn.Module, int], Mapping[str, float]]
 
 
 
-class NonFiniteLossError(RuntimeError):
-    """A task's loss became NaN or infinite; the run stops and keeps its last good checkpoint."""
+class NonFiniteLossError(MustError, RuntimeError):
+    """A task's loss became NaN or infinite; the run stops and keeps its last good checkpoint. A
+    setting causes it (most often a learning rate too high for the model), so the command line
+    prints it as one line."""
 
     def __init__(self, tasks: Sequence[str], step: int, checkpoint: Path) -> None:
         kept = f"the last good checkpoint is {checkpoint}" if checkpoint.exists() else "no checkpoint was written yet"
-        super().__init__(f"non-finite loss for task(s) {', '.join(repr(t) for t in tasks)} at step {step}; {kept}")
-        self.tasks, self.step = list(tasks), step
+        super().__init__(f"non-finite loss for task(s) {', '.join(repr(t) for t in tasks)} at step {step} "
+                         f"(a learning rate too high for this model?); {kept}")
+        self.tasks, self.step, self.checkpoint = list(tasks), step, checkpoint
+
+    def __reduce__(self) -> tuple:
+        """Picklable with its arguments: a transfer cell's worker process hands it to the parent."""
+        return type(self), (self.tasks, self.step, self.checkpoint)
 
 
 @dataclass
