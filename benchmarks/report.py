@@ -26,7 +26,7 @@ ROWS: dict[str, tuple[str, str]] = {
                             "images and weights, fresh outputs each round; images/s of both in JSON"),
     "label_efficiency": ("bare teachers' forward time / `label_dataset` time, same 512 images",
                          "one process, rounds in shuffled order, median of the per-round ratios; the "
-                         "labeling side is a whole run, start-up included"),
+                         "labeling side is a whole run; both sides open the teachers from disk"),
     "engine_efficiency": ("hand loop step time / `fit` step time, lower of two configurations",
                           "minimal (fp32, equal weights) and the demo student's (bf16, MuST weights, clip 10); "
                           "same model and in-memory batches"),
