@@ -24,7 +24,7 @@ from torch import Tensor, nn
 from must import distributed
 from must.data.sample import TaskBatch
 from must.losses.gather import gather_rows
-from must.models.features import Features
+from must.models.features import Features, FeatureSpec
 from must.tasks.self_supervised.base import (FeaturesFn, SelfSupervisedTask, draw_embedding, pooled_c5,
                                              present_views, seeded, to_unit)
 from must.tasks.self_supervised.simclr import ContrastiveAccuracy, simclr_transform
@@ -137,3 +137,36 @@ class TwoViewTask(SelfSupervisedTask):
 
     def describe(self) -> dict[str, Any]:
         return {"name": self.name, "kind": "self_supervised", "view_size": self.view_size}
+
+
+class BatchStatisticsTask(TwoViewTask):
+    """A method whose loss reads statistics of the whole batch of projections (Barlow Twins'
+    cross-correlation, VICReg's variance and covariance): a projector from pooled C5 and
+    ``criterion(first, second)`` on the global batch (:func:`gathered_pair`), zero below two
+    images. Subclasses set ``projector`` (a lightly head class) and ``criterion``."""
+
+    gathers = True
+    projector: type[nn.Module]
+    criterion: nn.Module
+
+    def __init__(self, view_size: int, projection_dim: int, hidden_dim: int, gather: bool,
+                 color_strength: float, blur: bool, crop_scale: tuple[float, float]) -> None:
+        super().__init__(view_size, color_strength, blur, crop_scale)
+        self.projection_dim, self.hidden_dim = projection_dim, hidden_dim
+        self.gathers = gather
+
+    def build_head(self, spec: FeatureSpec) -> EmbeddingHead:
+        return EmbeddingHead(self.projector(spec.c5_channels, self.hidden_dim, self.projection_dim))
+
+    def embed(self, head: nn.Module, features_fn: FeaturesFn, first: Tensor, second: Tensor) -> dict[str, Tensor]:
+        projection_first, projection_second = self.online(head, features_fn, first, second)
+        return {"first": projection_first, "second": projection_second}
+
+    def view_loss(self, output: dict[str, Tensor]) -> dict[str, Tensor]:
+        first, second = gathered_pair(output["first"].float(), output["second"].float(), self.gathers)
+        if first.shape[0] < 2:  # no batch statistics
+            return {"loss": (first.sum() + second.sum()) * 0.0}
+        return {"loss": self.criterion(first, second)}
+
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), "projection_dim": self.projection_dim}
