@@ -38,7 +38,8 @@ def difference(fp32: Metrics, bf16: Metrics) -> dict[str, dict[str, float]]:
 def train(run: Path, out: Path, precision: str, processes: int) -> dict[str, Any]:
     """Trains the run's student in ``precision`` into ``out``; its metrics (``student.json``)."""
     from must import config as config_lib
-    from must.stages.student import STUDENT_RECORD, StudentConfig, launch_student
+    from must.models.records import STUDENT_RECORD
+    from must.stages.student import StudentConfig, launch_student
 
     path = run / "student" / "config.yaml"
     if not path.exists():

@@ -150,6 +150,9 @@ def test_bf16_accuracy_records_its_own_entry(tmp_path: Path) -> None:
     bf16_accuracy.record({"run": {"utc": "2026-01-01T00:00:00Z"}, "steps": 1280}, path)
     assert json.loads(path.read_text()) == {"engine_efficiency": {"value": 0.95},
                                             "bf16_vs_fp32": {"run": {"utc": "2026-01-01T00:00:00Z"}, "steps": 1280}}
+    # its imports resolve (they sit inside train()): a run without a demo student stops, naming it
+    with pytest.raises(SystemExit, match="no finished demo student"):
+        bf16_accuracy.train(tmp_path / "no-run", tmp_path / "out", "fp32", 1)
 
 
 def test_the_page_shows_each_detail_table() -> None:
