@@ -9,7 +9,7 @@ cost, not the paper's comparison.
         [--steps 20 --batch-size 16 --transfer-steps 100]     # writes docs/measurements/ssl.json
 
 To keep editing the checkout while it runs, run an exported copy:
-``git archive HEAD | tar -x -C /tmp/copy`` then, in /tmp/copy, the command above with
+``git archive HEAD | tar -x -C /tmp/copy`` then, in /tmp/copy, ``PYTHONPATH=src`` and the command above with
 ``--commit $(git rev-parse HEAD) --output <checkout>/docs/measurements/ssl.json``.
 """
 
