@@ -10,11 +10,14 @@ of a pair, so the ratio holds even when the absolute numbers move.
 from __future__ import annotations
 
 import datetime
+import json
 import os
 import platform
 import random
+import shlex
 import statistics
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -267,9 +270,10 @@ class StampedStream:
         return (stamps[-1] - stamps[0]) / (len(stamps) - 1)
 
 
-def run_stamp(root: Path = Path(__file__).resolve().parents[1]) -> dict[str, Any]:
+def run_stamp(root: Path = Path(__file__).resolve().parents[1], commit: str | None = None) -> dict[str, Any]:
     """What a result was measured on: the commit (and whether the tree had uncommitted changes),
-    the UTC time, the machine."""
+    the UTC time, the machine. ``commit`` names the measured commit where ``root`` has no ``.git``
+    (an exported copy, ``git archive``)."""
     def git(*args: str) -> str | None:
         try:
             done = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, check=True)
@@ -278,6 +282,31 @@ def run_stamp(root: Path = Path(__file__).resolve().parents[1]) -> dict[str, Any
         return done.stdout.strip()
 
     status = git("status", "--porcelain", "--untracked-files=no")
-    return {"commit": git("rev-parse", "HEAD"), "uncommitted_changes": bool(status) if status is not None else None,
+    return {"commit": commit or git("rev-parse", "HEAD"), "uncommitted_changes": bool(status) if status is not None else None,
             "utc": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
             "machine": machine()}
+
+
+def command_line(module: str, argv: Sequence[str] | None = None) -> str:
+    """The shell command that reruns this measurement: ``python -m MODULE ARGV`` (default: this
+    process's arguments), each argument quoted as the shell needs."""
+    return shlex.join(["python", "-m", module, *(sys.argv[1:] if argv is None else argv)])
+
+
+def run_must(argv: Sequence[str]) -> float:
+    """Runs ``must ARGV`` in this process; its wall-clock seconds (one decimal). A failure stops
+    the measurement, naming the command."""
+    from must.cli import main  # only the scripts that drive ``must`` pay for importing the CLI
+
+    start = time.perf_counter()
+    if main(list(argv)) != 0:
+        raise SystemExit(f"must {shlex.join(argv)} failed")
+    return round(time.perf_counter() - start, 1)
+
+
+def transfer_best(out: Path, init: str, task: str) -> dict[str, Any]:
+    """The selected cell of one ``must transfer`` run (``OUT/transfer/INIT/TASK/best.json``): its
+    metric, test and validation values, learning rate and steps."""
+    record = json.loads((out / "transfer" / init / task / "best.json").read_text())
+    return {"metric": record["metric"], "test": record["value"], "val": record["val_value"],
+            "lr": record["lr"], "steps": record["steps"]}

@@ -16,12 +16,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import run_stamp
-from must.cli import main
+from benchmarks.common import command_line, run_must, run_stamp, transfer_best
 
 HERE = Path(__file__).resolve().parent
 RESULT = HERE.parent / "docs" / "measurements" / "doersch4.json"
@@ -36,16 +34,7 @@ ROWS: dict[str, list[str]] = {
 
 def command(argv: list[str]) -> dict[str, Any]:
     """Runs ``must ARGV`` in this process; its wall time."""
-    start = time.perf_counter()
-    if main(argv) != 0:
-        raise SystemExit(f"must {' '.join(argv)} failed")
-    return {"command": "must " + " ".join(argv), "seconds": round(time.perf_counter() - start, 1)}
-
-
-def best(out: Path, row: str, task: str) -> dict[str, Any]:
-    record = json.loads((out / "transfer" / row / task / "best.json").read_text())
-    return {"metric": record["metric"], "test": record["value"], "val": record["val_value"],
-            "lr": record["lr"], "steps": record["steps"]}
+    return {"command": "must " + " ".join(argv), "seconds": run_must(argv)}
 
 
 def measure(world: Path, out: Path, clips: int, frames: int, steps: int, batch_size: int,
@@ -72,11 +61,11 @@ def measure(world: Path, out: Path, clips: int, frames: int, steps: int, batch_s
             "pretrain": {"updates": steps, "batch_size": batch_size, "schedule": "alternate"},
             "transfer": {"tasks": chosen, "steps": transfer_steps, "world": str(world),
                          "val_and_test_images": eval_limit},
-            "results": {row: {task: best(out, row, task) for task in chosen} for row in inits},
+            "results": {row: {task: transfer_best(out, row, task) for task in chosen} for row in inits},
             "commands": runs}
 
 
-def parse() -> argparse.Namespace:
+def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--world", type=Path, required=True, help="the world's transfer domain (train/ val/ test/)")
     parser.add_argument("--out", type=Path, required=True, help="scratch directory for data and runs")
@@ -87,15 +76,18 @@ def parse() -> argparse.Namespace:
     parser.add_argument("--tasks", default="segmentation,depth", help="transfer tasks of the suite")
     parser.add_argument("--transfer-steps", type=int, default=100)
     parser.add_argument("--eval-limit", type=int, default=None, help="at most this many val and test images")
-    return parser.parse_args()
+    return parser.parse_args(argv)
 
 
-if __name__ == "__main__":
-    args = parse()
+def main(argv: list[str] | None = None) -> None:
+    args = parse(argv)
     result = measure(args.world, args.out, args.clips, args.frames, args.steps, args.batch_size, args.tasks,
                      args.transfer_steps, args.eval_limit)
-    result["invocation"] = ("python -m benchmarks.doersch4 " + " ".join(
-        f"--{name.replace('_', '-')} {value}" for name, value in vars(args).items()))
+    result["invocation"] = command_line("benchmarks.doersch4", argv)
     RESULT.parent.mkdir(parents=True, exist_ok=True)
     RESULT.write_text(json.dumps(result, indent=1) + "\n")
     print(json.dumps(result["results"], indent=1))
+
+
+if __name__ == "__main__":
+    main()

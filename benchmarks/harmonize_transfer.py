@@ -16,13 +16,10 @@ import argparse
 import json
 import math
 import shlex
-import sys
-import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import run_stamp
-from must.cli import main as must_main
+from benchmarks.common import command_line, run_must, run_stamp, transfer_best
 from must.models.lasso import read_lasso_matrix
 from must.train import checkpoint as checkpoints
 
@@ -34,22 +31,9 @@ TRANSFER_STEPS = 50
 TRANSFER = {"harmonized": "input_transform=auto", "rgb": "input_transform=rgb"}
 
 
-def run(arguments: list[str]) -> float:
-    """One ``must`` command in this process; its wall-clock seconds."""
-    start = time.perf_counter()
-    if must_main(arguments) != 0:
-        raise SystemExit(f"must {' '.join(arguments)} failed")
-    return round(time.perf_counter() - start, 1)
-
-
-def best(work: Path, name: str, task: str) -> dict[str, Any]:
-    record = json.loads((work / "transfer" / name / task / "best.json").read_text())
-    return {"metric": record["metric"], "test": record["value"], "val": record["val_value"]}
-
-
 def demo_rows(demo: Path) -> dict[str, dict[str, Any]]:
     """The demo run's own rows on the same tasks (its grid: 200 steps, bf16), for scale."""
-    return {init: {task: best(demo, init, task) for task in TASKS}
+    return {init: {task: transfer_best(demo, init, task) for task in TASKS}
             for init in ("scratch", "simclr") if (demo / "transfer" / init / TASKS[0] / "best.json").exists()}
 
 
@@ -75,13 +59,12 @@ def main(argv: list[str] | None = None) -> None:
             "transfer", "--init", str(pretrain_dir / "checkpoint.pt"), "--name", f"doersch_{name}",
             "--out", str(work), "--world", str(demo / "data" / "transfer"), "--tasks", ",".join(TASKS),
             "--steps", str(TRANSFER_STEPS), setting, "workers=1", "progress=false"]
-    seconds = {key: run(command) for key, command in commands.items()}
-    rows = {name: {task: best(work, f"doersch_{name}", task) for task in TASKS} for name in TRANSFER}
+    seconds = {key: run_must(command) for key, command in commands.items()}
+    rows = {name: {task: transfer_best(work, f"doersch_{name}", task) for task in TASKS} for name in TRANSFER}
     result = {
         **run_stamp(),
-        "command": " ".join(shlex.quote(part) for part in [sys.executable, "-m", "benchmarks.harmonize_transfer",
-                                                            *(argv if argv is not None else sys.argv[1:])]),
-        "must_commands": {key: "must " + " ".join(shlex.quote(part) for part in command)
+        "command": command_line("benchmarks.harmonize_transfer", argv),
+        "must_commands": {key: "must " + shlex.join(command)
                           for key, command in commands.items()},
         "seconds": seconds,
         "doersch": rows,

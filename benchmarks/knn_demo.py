@@ -1,7 +1,7 @@
 """k-NN top-1 (``must transfer --mode knn``: k = 20, T = 0.07, pooled C5) of the demo run's
 checkpoints on Fashion-MNIST classification, written to ``docs/measurements/knn.json``.
 
-    python benchmarks/knn_demo.py --run /work/demo-run2/runs/demo --memory 1000 --test 500
+    python -m benchmarks.knn_demo --run /work/demo-run2/runs/demo --memory 1000 --test 500
 
 Rows: scratch (random init), supervised (the classification teacher), simclr (pre-training), must
 (the student). ``--memory`` caps the train split used as memory (the first N images), ``--test`` the test split
@@ -12,11 +12,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
-from benchmarks.common import model_config, run_stamp
+from benchmarks.common import command_line, model_config, run_stamp
 from must import config as config_lib
 from must.data.readers.fashion_mnist import DEFAULT_ROOT
 from must.transfer.config import TransferConfig, default_suite
@@ -49,7 +48,7 @@ def main() -> None:
         rows[name] = {"init": init, "top1": record["value"], "memory": record["memory"],
                       "queries": record["queries"], "seconds": round(time.perf_counter() - start, 1)}
         print(name, rows[name], flush=True)
-    result = {**run_stamp(), "command": "python " + " ".join(sys.argv), "k": 20, "temperature": 0.07,
+    result = {**run_stamp(), "command": command_line("benchmarks.knn_demo"), "k": 20, "temperature": 0.07,
               "features": "global-average-pooled C5, L2-normalized", "dataset": "fashion_mnist",
               "rows": rows}
     args.result.parent.mkdir(parents=True, exist_ok=True)

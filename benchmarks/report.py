@@ -126,23 +126,18 @@ def detail_tables(results: Mapping[str, Any]) -> list[str]:
         lines.append("")
     scaling = results.get("label_scaling", {})
     if "rows" in scaling:
-        memory = scaling.get("memory", "rss").upper()  # results before PSS summed RSS
+        memory = scaling["memory"].upper()
         lines += ["### Memory and time with the image count", "",
                   f"| images | label s | label peak tree {memory} MB | train s (one epoch) | "
                   f"train peak tree {memory} MB |",
                   "| --- | --- | --- | --- | --- |"]
         for row in scaling["rows"]:
             lines.append(f"| {row['images']:,} | {_number(row['label_seconds'])} | "
-                         f"{_number(_peak(row, 'label'))} | {_number(row['train_seconds'])} | "
-                         f"{_number(_peak(row, 'train'))} |")
+                         f"{_number(row['label_peak_tree_mb'])} | {_number(row['train_seconds'])} | "
+                         f"{_number(row['train_peak_tree_mb'])} |")
         lines += ["", f"Bytes per added image: labeling {_number(scaling['label_bytes_per_added_image'])}, "
                   f"training {_number(scaling['train_bytes_per_added_image'])} (target < 1,024).", ""]
     return lines + separate_run_tables(results)
-
-
-def _peak(row: Mapping[str, Any], kind: str) -> Any:
-    """A scaling row's peak tree memory (``*_peak_tree_rss_mb`` in results made before PSS)."""
-    return row.get(f"{kind}_peak_tree_mb", row.get(f"{kind}_peak_tree_rss_mb"))
 
 
 def separate_run_tables(results: Mapping[str, Any]) -> list[str]:

@@ -2,7 +2,7 @@
 class, through ``must train`` (``run_student``: real labels + a semi-supervised task, ``mu``
 unlabeled images per labeled one), written to ``docs/measurements/semi.json``.
 
-    python benchmarks/semi_fashion.py --steps 400 --labeled-batch 4 --mu 3 --unlabeled 5000 --test 1000
+    python -m benchmarks.semi_fashion --steps 400 --labeled-batch 4 --mu 3 --unlabeled 5000 --test 1000
 
 The labeled set is the first 40 training images of each class (an ImageFolder written to
 ``--data``), the unlabeled pool the next ``--unlabeled`` training images (a plain image folder:
@@ -14,14 +14,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
 import torch
 from PIL import Image
 
-from benchmarks.common import model_config, run_stamp
+from benchmarks.common import command_line, model_config, run_stamp
 from must.data.readers import DatasetConfig, open_for_task
 from must.data.readers.fashion_mnist import DEFAULT_ROOT
 from must.stages.student import SourceConfig, StudentConfig, run_student
@@ -96,7 +95,7 @@ def main() -> None:
         metrics = run_student(student_config(method, labeled, pool, args), args.out / method)
         rows[method] = {"top1": metrics["classification"]["top1"], "seconds": round(time.perf_counter() - start, 1)}
         print(method, rows[method], flush=True)
-    result = {**run_stamp(), "command": "python " + " ".join(sys.argv),
+    result = {**run_stamp(), "command": command_line("benchmarks.semi_fashion"),
               "schedule": {"steps": args.steps, "labeled_batch": args.labeled_batch, "mu": args.mu,
                            "note": "reduced to fit a shared 2-core CPU; the papers train 2^20 steps of B=64, mu=7"},
               "threads": args.threads, "labels_per_class": 40, "unlabeled": args.unlabeled, "test_images": args.test, "rows": rows}

@@ -9,14 +9,13 @@ cost, not the paper's comparison.
         [--steps 20 --batch-size 16 --transfer-steps 100]     # writes docs/measurements/ssl.json
 
 To keep editing the checkout while it runs, run an exported copy:
-``git archive HEAD | tar -x -C /tmp/copy`` then, in /tmp/copy, the command above with
+``git archive HEAD | tar -x -C /tmp/copy`` then, in /tmp/copy, ``PYTHONPATH=src`` and the command above with
 ``--commit $(git rev-parse HEAD) --output <checkout>/docs/measurements/ssl.json``.
 """
 
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import os
 import resource
@@ -25,6 +24,8 @@ import sys
 import time
 from pathlib import Path
 from typing import Any
+
+from benchmarks.common import command_line, run_stamp, transfer_best
 
 REPOSITORY = Path(__file__).resolve().parent.parent
 METHODS = ("simclr", "byol", "mocov3", "dino", "barlow_twins", "vicreg")
@@ -69,13 +70,8 @@ def transfer(name: str, init: str, run: Path, scratch: Path, steps: int) -> dict
                            "--tasks", "classification", "--steps", str(steps), "progress=false",
                            f"init={'null' if init == 'none' else init}", f"init_name={name}")
     result = timed(command, run)
-    best = json.loads((scratch / "transfer" / name / "classification" / "best.json").read_text())
-    return {**result, "val_top1": best["val_value"], "test_top1": best["value"], "lr": best["lr"]}
-
-
-def commit() -> str:
-    return subprocess.run(["git", "describe", "--always", "--dirty", "--abbrev=12"], cwd=REPOSITORY,
-                          capture_output=True, text=True, check=True).stdout.strip()
+    best = transfer_best(scratch, name, "classification")
+    return {**result, "val_top1": best["val"], "test_top1": best["test"], "lr": best["lr"]}
 
 
 def main() -> None:
@@ -90,8 +86,7 @@ def main() -> None:
     parser.add_argument("--commit", help="the measured commit when running from an exported copy "
                                          "(git archive) without .git; default: this checkout's")
     args = parser.parse_args()
-    measured = args.commit or commit()  # before anything runs: the code the runs use
-    started = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    stamp = run_stamp(commit=args.commit)  # before anything runs: the code the runs use
     rows: dict[str, Any] = {}
     if args.transfer_steps:
         rows["scratch"] = {"transfer": transfer("scratch", "none", args.run, args.scratch, args.transfer_steps)}
@@ -102,14 +97,12 @@ def main() -> None:
                                        args.transfer_steps)
         rows[method] = row
     record = {
-        "commit": measured, "started_utc": started,
-        "command": "python -m benchmarks.ssl_methods " + " ".join(sys.argv[1:]),
+        **stamp, "command": command_line("benchmarks.ssl_methods"),
         "schedule": (f"REDUCED: {args.steps} pre-training steps of {args.batch_size} images per method "
                      "(the demo's SimCLR: 120 of 32), "
                      + (f"classification transfer {args.transfer_steps} steps at one learning rate (the "
                         "demo: 200)" if args.transfer_steps else "no transfer (--transfer-steps 0)")
                      + "; too short to rank the methods"),
-        "machine": {"cpus": os.cpu_count(), "load_average_at_start": os.getloadavg()},
         "rows": rows,
     }
     args.output.parent.mkdir(parents=True, exist_ok=True)

@@ -18,10 +18,10 @@ import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from benchmarks.common import command_line, run_stamp
 from must.report.results import collect_teacher_vs_student, delta_m_percent, student_metrics, teacher_metrics
 
 METHODS = ["must", "equal", "uncertainty", "pcgrad", "upgrad", "nash_mtl", "famo", "dwa"]
@@ -69,11 +69,8 @@ def main() -> None:
                         "wall times under each other's contention)")
     args = parser.parse_args()
     teachers = dict(teacher_metrics(args.run_dir / "runs/demo/teachers" / task) for task in TASKS)
-    commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
-                            cwd=Path(__file__).parent).stdout.strip()
     record: dict[str, Any] = {
-        "commit": commit, "utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "command": " ".join(["python -m benchmarks.weightings", *sys.argv[1:]]),
+        **run_stamp(), "command": command_line("benchmarks.weightings"),
         "schedule": {"steps": args.steps, "batch_size": args.batch_size, "val_images_per_task": args.val_limit,
                      "parallel": args.parallel,
                      "note": "reduced: the demo student trains 1280 steps of 32 images on every validation image; "

@@ -3,6 +3,8 @@ the memory slope. A figure computed wrong here would be published wrong."""
 
 from __future__ import annotations
 
+import json
+import shlex
 import sys
 from pathlib import Path
 
@@ -138,3 +140,22 @@ def test_tree_memory_sums_each_process_once_by_pss_or_rss() -> None:
 
 def test_memory_kind_is_pss_on_linux() -> None:
     assert scaling.memory_kind() == ("pss" if sys.platform.startswith("linux") else "rss")
+
+
+def test_a_recorded_command_reruns_the_measurement(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """doersch4's JSON holds a command that parses back to the same arguments (it once wrote
+    ``--eval-limit None``, which argparse refuses), quoted for the shell."""
+    from benchmarks import doersch4
+
+    monkeypatch.setattr(doersch4, "measure", lambda *args: {"results": {}})
+    monkeypatch.setattr(doersch4, "RESULT", tmp_path / "doersch4.json")
+    argv = ["--world", "a world", "--out", str(tmp_path), "--steps", "60"]
+    doersch4.main(argv)
+    recorded = shlex.split(json.loads((tmp_path / "doersch4.json").read_text())["invocation"])
+    assert recorded[:3] == ["python", "-m", "benchmarks.doersch4"]
+    assert doersch4.parse(recorded[3:]) == doersch4.parse(argv)
+
+
+def test_run_stamp_takes_the_commit_of_an_exported_copy(tmp_path: Path) -> None:
+    assert common.run_stamp(tmp_path, commit="abc")["commit"] == "abc"  # tmp_path has no .git
+    assert common.run_stamp(tmp_path)["commit"] is None
