@@ -24,8 +24,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from must.data.readers.compose import ComposedDataset, ImageEntry, TargetSource
-from must.data.readers.dense_maps import check_map_size, open_npy, open_png, probe_map_size
+from must.data.readers.compose import ComposedDataset, ImageEntry
+from must.data.readers.dense_maps import DenseMapSource, check_map_size, open_npy, open_png, plane_shape
 from must.data.readers.errors import DataError
 from must.data.readers.files import IMAGE_SUFFIXES
 
@@ -35,38 +35,18 @@ MASK_SUFFIXES = (".png", ".npy")
 MASK_MODES = ("L", "1", "P")
 
 
-class MotionMaskSource(TargetSource):
-    """Motion masks by frame key."""
-
-    task = TASK
-
-    def __init__(self, paths: dict[str, Path]) -> None:
-        self.paths = paths
-
-    def keys(self) -> Set[str]:
-        return self.paths.keys()
-
-    def describe(self, key: str) -> str:
-        return str(self.paths[key])
-
-    def check(self, key: str, image_size: tuple[int, int]) -> None:
-        path = self.paths[key]
-        check_map_size(path, probe_map_size(path, TASK, image_size), image_size)
-
-    def load(self, key: str, image_size: tuple[int, int]) -> Tensor:
-        path = self.paths[key]
-        if path.suffix.lower() == ".npy":
-            array = open_npy(path)
-            if not (np.issubdtype(array.dtype, np.number) or array.dtype == np.bool_):
-                raise DataError(path, f"a motion mask must be numeric or boolean, got dtype {array.dtype}")
-            if array.ndim == 3 and 1 in (array.shape[0], array.shape[2]):  # [1, H, W] or [H, W, 1]
-                array = array.squeeze(0 if array.shape[0] == 1 else 2)
-        else:
-            array = open_png(path, MASK_MODES)
-        if array.ndim != 2:
-            raise DataError(path, f"a motion mask must be [H, W], got shape {list(array.shape)}")
-        check_map_size(path, (int(array.shape[0]), int(array.shape[1])), image_size)
-        return torch.from_numpy((array != 0).astype(np.uint8))
+def read_motion_mask(path: Path, image_size: tuple[int, int]) -> Tensor:
+    """``uint8 [H, W]``, 1 where the pixel moves, from an 8-bit / 1-bit PNG or a numeric or
+    boolean ``.npy`` ``[H, W]`` (``[1, H, W]`` and ``[H, W, 1]`` too)."""
+    if path.suffix.lower() == ".npy":
+        array = open_npy(path)
+        if not (np.issubdtype(array.dtype, np.number) or array.dtype == np.bool_):
+            raise DataError(path, f"a motion mask must be numeric or boolean, got dtype {array.dtype}")
+        array = array.reshape(plane_shape(path, array.shape))
+    else:
+        array = open_png(path, MASK_MODES)
+    check_map_size(path, (int(array.shape[0]), int(array.shape[1])), image_size)
+    return torch.from_numpy((array != 0).astype(np.uint8))
 
 
 def _clip_folders(root: Path) -> list[Path]:
@@ -120,5 +100,5 @@ class VideoClips(ComposedDataset):
                 entries.append(ImageEntry(key, frame))
                 masks[key] = mask
             problems += _orphan_masks(folder, {frame.stem for frame in frames})
-        super().__init__(f"video:{root}", entries, [MotionMaskSource(masks)], skip_bad=skip_bad,
+        super().__init__(f"video:{root}", entries, [DenseMapSource(TASK, masks, read_motion_mask)], skip_bad=skip_bad,
                          limit=limit, problems=problems)
