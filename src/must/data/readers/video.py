@@ -10,14 +10,14 @@ Layout (what ``must world video`` writes; bring your own clips in the same layou
 
 A clip folder is any non-hidden folder of ``root`` holding at least one image. Items are frames in
 clip and frame order, keyed ``<clip>/<frame>``; each carries the target ``motion_segmentation``:
-``uint8 [H, W]``, 1 where the pixel moves. A frame without its mask, a mask without its frame, a
-mask of another size than its frame and an unreadable file are :class:`DataError` naming the file
-(or, with ``skip_bad``, skipped and counted).
+``uint8 [H, W]``, 1 where the pixel moves. A frame without its mask, a mask without its frame, two
+masks of one frame (``.png`` and ``.npy``), another file in a mask folder, a mask of another size
+than its frame and an unreadable file are :class:`DataError` naming the file (or, with
+``skip_bad``, skipped and counted).
 """
 
 from __future__ import annotations
 
-from collections.abc import Set
 from pathlib import Path
 
 import numpy as np
@@ -25,9 +25,10 @@ import torch
 from torch import Tensor
 
 from must.data.readers.compose import ComposedDataset, ImageEntry
-from must.data.readers.dense_maps import DenseMapSource, check_map_size, open_npy, open_png, plane_shape
+from must.data.readers.dense_maps import (DenseMapSource, check_map_size, open_npy, open_png, plane_shape,
+                                          scan_maps)
 from must.data.readers.errors import DataError
-from must.data.readers.files import IMAGE_SUFFIXES
+from must.data.readers.files import IMAGE_SUFFIXES, relative_key
 
 TASK = "motion_segmentation"
 MASK_FOLDER = "motion"
@@ -61,18 +62,14 @@ def _frames(folder: Path) -> list[Path]:
             and not path.name.startswith(".") and path.suffix.lower() in IMAGE_SUFFIXES]
 
 
-def _mask_of(frame: Path) -> Path | None:
-    candidates = [frame.parent / MASK_FOLDER / f"{frame.stem}{suffix}" for suffix in MASK_SUFFIXES]
-    return next((path for path in candidates if path.is_file()), None)
-
-
-def _orphan_masks(folder: Path, known: Set[str]) -> list[DataError]:
-    masks = folder / MASK_FOLDER
-    if not masks.is_dir():
-        return []
-    return [DataError(path, f"motion mask without a frame '{path.stem}' in {folder}")
-            for path in sorted(masks.iterdir())
-            if path.is_file() and not path.name.startswith(".") and path.stem not in known]
+def _masks(folder: Path) -> tuple[dict[str, Path], list[DataError]]:
+    """Key ``<clip>/<frame>`` -> the mask file, for every file of the clip's mask folder; another
+    file there, or a second mask of one frame, is a problem (:func:`scan_maps`)."""
+    directory = folder / MASK_FOLDER
+    if not directory.is_dir():
+        return {}, []
+    return scan_maps(directory, TASK, MASK_SUFFIXES,
+                     key_of=lambda path, masks: f"{folder.name}/{relative_key(path, masks)}")
 
 
 class VideoClips(ComposedDataset):
@@ -89,16 +86,16 @@ class VideoClips(ComposedDataset):
         masks: dict[str, Path] = {}
         problems: list[DataError] = []
         for folder in folders:
-            frames = _frames(folder)
-            for frame in frames:
-                mask = _mask_of(frame)
-                if mask is None:
+            found, bad = _masks(folder)
+            masks.update(found)
+            problems += bad
+            for frame in _frames(folder):
+                key = f"{folder.name}/{frame.stem}"
+                if key not in found:
                     problems.append(DataError(frame, f"frame without its motion mask "
                                                      f"{folder / MASK_FOLDER / frame.stem}.png (or .npy)"))
                     continue
-                key = f"{folder.name}/{frame.stem}"
                 entries.append(ImageEntry(key, frame))
-                masks[key] = mask
-            problems += _orphan_masks(folder, {frame.stem for frame in frames})
-        super().__init__(f"video:{root}", entries, [DenseMapSource(TASK, masks, read_motion_mask)], skip_bad=skip_bad,
-                         limit=limit, problems=problems)
+        # A mask without its frame: the composer rejects every target whose image is missing.
+        super().__init__(f"video:{root}", entries, [DenseMapSource(TASK, masks, read_motion_mask)],
+                         skip_bad=skip_bad, limit=limit, problems=problems)
