@@ -50,11 +50,12 @@ def read_motion_mask(path: Path, image_size: tuple[int, int]) -> Tensor:
     return torch.from_numpy((array != 0).astype(np.uint8))
 
 
-def _clip_folders(root: Path) -> list[Path]:
+def _clips(root: Path) -> list[tuple[Path, list[Path]]]:
+    """``(clip folder, its frames)`` for every non-hidden folder of ``root`` holding an image."""
     if not root.is_dir():
         raise DataError(root, "directory not found")
-    return [folder for folder in sorted(root.iterdir())
-            if folder.is_dir() and not folder.name.startswith(".") and _frames(folder)]
+    folders = [folder for folder in sorted(root.iterdir()) if folder.is_dir() and not folder.name.startswith(".")]
+    return [(folder, frames) for folder in folders if (frames := _frames(folder))]
 
 
 def _frames(folder: Path) -> list[Path]:
@@ -77,19 +78,19 @@ class VideoClips(ComposedDataset):
 
     def __init__(self, root: str | Path, *, skip_bad: bool = False, limit: int | None = None) -> None:
         root = Path(root)
-        folders = _clip_folders(root)
-        if not folders:
+        clips = _clips(root)
+        if not clips:
             raise DataError(root, "no clips: expected clip folders of frames with motion masks, "
                                   "<root>/<clip>/frame-00.png and <root>/<clip>/motion/frame-00.png "
                                   "(the layout `must world video` writes)")
         entries: list[ImageEntry] = []
         masks: dict[str, Path] = {}
         problems: list[DataError] = []
-        for folder in folders:
+        for folder, frames in clips:
             found, bad = _masks(folder)
             masks.update(found)
             problems += bad
-            for frame in _frames(folder):
+            for frame in frames:
                 key = f"{folder.name}/{frame.stem}"
                 if key not in found:
                     problems.append(DataError(frame, f"frame without its motion mask "
