@@ -54,7 +54,8 @@ def _clips(root: Path) -> list[tuple[Path, list[Path]]]:
     """``(clip folder, its frames)`` for every non-hidden folder of ``root`` holding an image."""
     if not root.is_dir():
         raise DataError(root, "directory not found")
-    folders = [folder for folder in sorted(root.iterdir()) if folder.is_dir() and not folder.name.startswith(".")]
+    folders = [folder for folder in sorted(root.iterdir())
+               if folder.is_dir() and not folder.name.startswith(".")]
     return [(folder, frames) for folder in folders if (frames := _frames(folder))]
 
 
