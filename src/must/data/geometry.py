@@ -159,7 +159,7 @@ class Geometry:
         """``[H, W]`` or ``[C, H, W]`` over the window -> float at ``source_size``: the content
         region (:meth:`unwarp_dense`), bilinearly resized (antialiased when shrinking, so a
         large window's detail averages instead of aliasing)."""
-        region = self.unwarp_dense(tensor.float())
+        region = self.unwarp_dense(tensor).float()  # the region only: the padding is never converted
         if tuple(region.shape[-2:]) == self.source_size:
             return region
         batched = region[None, None] if region.dim() == 2 else region[None]

@@ -170,11 +170,12 @@ class SegmentationTask(Task):
         """Class ids ``int64 [H, W]`` at the source size: the argmax of :meth:`to_source_size`,
         taken in strips of rows when the probabilities of a large photo would not fit in
         :data:`MAX_ELEMENTS` values."""
-        region = geometry.unwarp_dense(prediction.float())
+        region = geometry.unwarp_dense(prediction)  # a view: converted only if strips are needed
         height, width = geometry.source_size
         channels, rows, cols = region.shape
         if channels * height * width <= MAX_ELEMENTS or height < rows or width < cols:
             return self.to_source_size(prediction, geometry).argmax(dim=0)
+        region = region.float()
         step = max(1, MAX_ELEMENTS // (channels * width))
         return torch.cat([upsampled_rows(region, (height, width), start, min(start + step, height)).argmax(dim=0)
                           for start in range(0, height, step)])

@@ -16,20 +16,17 @@ resumed run is byte-identical to an uninterrupted one (as :mod:`must.world.write
 from __future__ import annotations
 
 import json
-import multiprocessing
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from tqdm import tqdm
 
 from must.config import ConfigError
 from must.files import write_atomic
 from must.world.domains import get_domain
 from must.world.scene import focal_length
 from must.world.video import VIDEO_DOMAINS, make_clip, render_frame
-from must.world.writer import npy_bytes, png_bytes
+from must.world.writer import npy_bytes, png_bytes, read_record, refuse_other_dataset, render_missing
 
 FORMAT_VERSION = 1
 MAX_FRAMES = 100
@@ -70,29 +67,15 @@ def write_clip(out: Path, domain: str, seed: int, index: int, size: int, frames:
 
 
 def _done(out: Path, index: int, frames: int) -> bool:
-    path = out / clip_name(index) / "clip.json"
-    if not path.exists():
-        return False
-    try:
-        record = json.loads(path.read_text())
-    except (json.JSONDecodeError, OSError):
-        return False
-    return record.get("frames") == frames and all((out / name).exists() for name in record["files"])
+    record = read_record(out / clip_name(index) / "clip.json")
+    return (record is not None and record.get("frames") == frames
+            and all((out / name).exists() for name in record["files"]))
 
 
 def _work(job: tuple[str, str, int, int, int, int]) -> int:
     out, domain, seed, index, size, frames = job
     write_clip(Path(out), domain, seed, index, size, frames)
     return index
-
-
-def _run(jobs: list[tuple[str, str, int, int, int, int]], workers: int) -> Iterator[int]:
-    if workers <= 1:
-        yield from map(_work, jobs)
-        return
-    # spawn: the parent may hold torch threads, which do not survive fork safely.
-    with multiprocessing.get_context("spawn").Pool(workers) as pool:
-        yield from pool.imap_unordered(_work, jobs, chunksize=2)
 
 
 def _manifest(domain: str, seed: int, count: int, size: int, frames: int) -> dict[str, Any]:
@@ -118,22 +101,13 @@ def generate_clips(domain: str, out: Path, count: int, size: int = 64, seed: int
     manifest = _manifest(domain, seed, count, size, frames)
     identity = {name: manifest[name] for name in _IDENTITY}
     marker = out / ".identity.json"
-    for path in (out / "world.json", marker):
-        if path.exists():
-            found = {name: json.loads(path.read_text()).get(name) for name in _IDENTITY}
-            if found != identity:
-                raise ConfigError(f"{out} already holds another world dataset ({found}); "
-                                  f"asked for {identity}: use another directory")
+    refuse_other_dataset(out, identity, marker)
     missing = [index for index in range(count) if not _done(out, index, frames)]
     if not missing and (out / "world.json").exists():
         return out
-    write_atomic(marker, json.dumps(identity).encode())
-    for stale in out.rglob(".*.tmp"):  # torn writes of an interrupted run
-        stale.unlink()
     jobs = [(str(out), domain, seed, index, size, frames) for index in missing]
-    bar = tqdm(total=len(jobs), desc=f"world {domain}", unit="clip", disable=not progress)
-    for _ in _run(jobs, workers):
-        bar.update()
-    bar.close()
+    for _ in render_missing(out, identity, marker, _work, jobs, workers, 2, f"world {domain}", "clip",
+                            progress):
+        pass
     write_atomic(out / "world.json", json.dumps(manifest, indent=1).encode())
     return out

@@ -23,7 +23,7 @@ import dataclasses
 import io
 import json
 import multiprocessing
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -94,14 +94,20 @@ def write_image(out: Path, domain: str, seed: int, index: int, size: int) -> dic
     return record
 
 
-def _done(out: Path, key: str) -> dict[str, Any] | None:
-    """The record of ``key`` if it and every file it names exist, else None."""
-    path = out / "records" / f"{key}.json"
+def read_record(path: Path) -> dict[str, Any] | None:
+    """A JSON record written after the files of its item, or None when it is missing or torn."""
     if not path.exists():
         return None
     try:
-        record = json.loads(path.read_text())
+        return json.loads(path.read_text())
     except (json.JSONDecodeError, OSError):
+        return None
+
+
+def _done(out: Path, key: str) -> dict[str, Any] | None:
+    """The record of ``key`` if it and every file it names exist, else None."""
+    record = read_record(out / "records" / f"{key}.json")
+    if record is None:
         return None
     return record if all((out / name).exists() for name in record["files"].values()) else None
 
@@ -111,13 +117,38 @@ def _work(job: tuple[str, str, int, int, int]) -> dict[str, Any]:
     return write_image(Path(out), domain, seed, index, size)
 
 
-def _run(jobs: list[tuple[str, str, int, int, int]], workers: int) -> Iterator[dict[str, Any]]:
+def refuse_other_dataset(out: Path, identity: dict[str, Any], marker: Path) -> None:
+    """A :class:`ConfigError` when ``out``'s ``world.json`` (a finished run) or ``marker`` (a
+    started one) names another dataset than ``identity``: a resumed run never mixes two."""
+    for path in (out / "world.json", marker):
+        if path.exists():
+            found = {name: json.loads(path.read_text()).get(name) for name in identity}
+            if found != identity:
+                raise ConfigError(f"{out} already holds another world dataset ({found}); "
+                                  f"asked for {identity}: use another directory")
+
+
+def render_missing(out: Path, identity: dict[str, Any], marker: Path, work: Callable[[Any], Any],
+                   jobs: list[Any], workers: int, chunksize: int, desc: str, unit: str,
+                   progress: bool) -> Iterator[Any]:
+    """``work(job)`` for every job, in ``workers`` processes, yielding each result as it comes:
+    ``marker`` claims ``out`` for ``identity`` first, and torn writes of an interrupted run go."""
+    write_atomic(marker, json.dumps(identity).encode())
+    for stale in out.rglob(".*.tmp"):
+        stale.unlink()
+    with tqdm(total=len(jobs), desc=desc, unit=unit, disable=not progress) as bar:
+        for result in _run(work, jobs, workers, chunksize):
+            bar.update()
+            yield result
+
+
+def _run(work: Callable[[Any], Any], jobs: list[Any], workers: int, chunksize: int) -> Iterator[Any]:
     if workers <= 1:
-        yield from map(_work, jobs)
+        yield from map(work, jobs)
         return
     # spawn: the parent may hold torch threads, which do not survive fork safely.
     with multiprocessing.get_context("spawn").Pool(workers) as pool:
-        yield from pool.imap_unordered(_work, jobs, chunksize=8)
+        yield from pool.imap_unordered(work, jobs, chunksize=chunksize)
 
 
 def coco_json(records: list[dict[str, Any]], size: int) -> dict[str, Any]:
@@ -177,26 +208,16 @@ def generate(domain: str, out: Path, count: int, size: int = 64, seed: int = 0,
     manifest = _manifest(domain, seed, count, size)
     identity = {name: manifest[name] for name in _IDENTITY}
     marker = out / "records" / "identity.json"
-    for path in (out / "world.json", marker):
-        if path.exists():
-            found = {name: json.loads(path.read_text()).get(name) for name in _IDENTITY}
-            if found != identity:
-                raise ConfigError(f"{out} already holds another world dataset ({found}); "
-                                 f"asked for {identity}: use another directory")
+    refuse_other_dataset(out, identity, marker)
     keys = [image_key(domain, index) for index in range(count)]
     records = {index: _done(out, key) for index, key in enumerate(keys)}
     missing = [index for index, record in records.items() if record is None]
     if not missing and is_complete(out):
         return out
-    write_atomic(marker, json.dumps(identity).encode())
-    for stale in out.rglob(".*.tmp"):  # torn writes of an interrupted run
-        stale.unlink()
     jobs = [(str(out), domain, seed, index, size) for index in missing]
-    bar = tqdm(total=len(jobs), desc=f"world {domain}", unit="img", disable=not progress)
-    for record in _run(jobs, workers):
+    for record in render_missing(out, identity, marker, _work, jobs, workers, 8, f"world {domain}",
+                                 "img", progress):
         records[record["index"]] = record
-        bar.update()
-    bar.close()
     ordered = [records[index] for index in range(count)]
     write_atomic(out / "annotations/instances.json", json.dumps(coco_json(ordered, size)).encode())
     write_atomic(out / "world.json", json.dumps(manifest, indent=1).encode())

@@ -71,11 +71,25 @@ def test_frame_without_mask_names_the_file(tmp_path: Path) -> None:
 def test_mask_without_frame_and_wrong_size_name_the_file(tmp_path: Path) -> None:
     _user_clip(tmp_path, "png")
     Image.fromarray(np.zeros((8, 12), np.uint8)).save(tmp_path / "walk" / "motion" / "00002.png")
-    with pytest.raises(DataError, match=r"motion/00002\.png: motion mask without a frame"):
+    with pytest.raises(DataError, match=r"motion/00002\.png: motion_segmentation target has no image "
+                                        r"with key 'walk/00002'"):
         VideoClips(tmp_path)
     (tmp_path / "walk" / "motion" / "00002.png").unlink()
     Image.fromarray(np.zeros((9, 12), np.uint8)).save(tmp_path / "walk" / "motion" / "00001.png")
     with pytest.raises(DataError, match=r"motion/00001\.png: map is 9x12"):
+        VideoClips(tmp_path)
+
+
+def test_two_masks_of_one_frame_and_a_stray_file_name_the_file(tmp_path: Path) -> None:
+    """A frame with both a PNG and a .npy mask is ambiguous (which one is its target?), and a
+    file of another kind in a mask folder is no mask: both are errors, not silently passed over."""
+    _user_clip(tmp_path, "png")
+    np.save(tmp_path / "walk" / "motion" / "00001.npy", np.zeros((8, 12), np.uint8))
+    with pytest.raises(DataError, match=r"motion/00001\.(npy|png): second motion_segmentation map"):
+        VideoClips(tmp_path)
+    (tmp_path / "walk" / "motion" / "00001.npy").unlink()
+    (tmp_path / "walk" / "motion" / "00001.txt").write_text("notes")
+    with pytest.raises(DataError, match=r"motion/00001\.txt: not a motion_segmentation map"):
         VideoClips(tmp_path)
 
 

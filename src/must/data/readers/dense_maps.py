@@ -94,7 +94,7 @@ def probe_npy_shape(path: Path) -> tuple[int, ...]:
     return tuple(shape)
 
 
-def _plane_shape(path: Path, shape: tuple[int, ...]) -> Size:
+def plane_shape(path: Path, shape: tuple[int, ...]) -> Size:
     """[H, W] of a single-channel map stored as [H, W], [1, H, W] or [H, W, 1]."""
     if len(shape) == 3 and shape[0] == 1:
         shape = shape[1:]
@@ -124,7 +124,7 @@ def probe_map_size(path: Path, task: str, image_size: Size | None = None) -> Siz
         return probe_png_size(path)
     shape = probe_npy_shape(path)
     if task != "normals":
-        return _plane_shape(path, shape)
+        return plane_shape(path, shape)
     layout = _normals_layout(path, shape, image_size)
     return (shape[0], shape[1]) if layout == "hwc" else (shape[1], shape[2])
 
@@ -135,7 +135,7 @@ def read_depth(path: Path, image_size: Size) -> Tensor:
         array = open_npy(path)
         if not np.issubdtype(array.dtype, np.number):
             raise DataError(path, f"depth must be numeric, got dtype {array.dtype}")
-        depth = array.reshape(_plane_shape(path, array.shape)).astype(np.float32)
+        depth = array.reshape(plane_shape(path, array.shape)).astype(np.float32)
     else:
         depth = open_png(path, SIXTEEN_BIT_MODES).astype(np.float32) / 1000.0  # mm -> m
     check_map_size(path, depth.shape, image_size)

@@ -10,24 +10,25 @@ Layout (what ``must world video`` writes; bring your own clips in the same layou
 
 A clip folder is any non-hidden folder of ``root`` holding at least one image. Items are frames in
 clip and frame order, keyed ``<clip>/<frame>``; each carries the target ``motion_segmentation``:
-``uint8 [H, W]``, 1 where the pixel moves. A frame without its mask, a mask without its frame, a
-mask of another size than its frame and an unreadable file are :class:`DataError` naming the file
-(or, with ``skip_bad``, skipped and counted).
+``uint8 [H, W]``, 1 where the pixel moves. A frame without its mask, a mask without its frame, two
+masks of one frame (``.png`` and ``.npy``), another file in a mask folder, a mask of another size
+than its frame and an unreadable file are :class:`DataError` naming the file (or, with
+``skip_bad``, skipped and counted).
 """
 
 from __future__ import annotations
 
-from collections.abc import Set
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from must.data.readers.compose import ComposedDataset, ImageEntry, TargetSource
-from must.data.readers.dense_maps import check_map_size, open_npy, open_png, probe_map_size
+from must.data.readers.compose import ComposedDataset, ImageEntry
+from must.data.readers.dense_maps import (DenseMapSource, check_map_size, open_npy, open_png, plane_shape,
+                                          scan_maps)
 from must.data.readers.errors import DataError
-from must.data.readers.files import IMAGE_SUFFIXES
+from must.data.readers.files import IMAGE_SUFFIXES, relative_key
 
 TASK = "motion_segmentation"
 MASK_FOLDER = "motion"
@@ -35,45 +36,27 @@ MASK_SUFFIXES = (".png", ".npy")
 MASK_MODES = ("L", "1", "P")
 
 
-class MotionMaskSource(TargetSource):
-    """Motion masks by frame key."""
-
-    task = TASK
-
-    def __init__(self, paths: dict[str, Path]) -> None:
-        self.paths = paths
-
-    def keys(self) -> Set[str]:
-        return self.paths.keys()
-
-    def describe(self, key: str) -> str:
-        return str(self.paths[key])
-
-    def check(self, key: str, image_size: tuple[int, int]) -> None:
-        path = self.paths[key]
-        check_map_size(path, probe_map_size(path, TASK, image_size), image_size)
-
-    def load(self, key: str, image_size: tuple[int, int]) -> Tensor:
-        path = self.paths[key]
-        if path.suffix.lower() == ".npy":
-            array = open_npy(path)
-            if not (np.issubdtype(array.dtype, np.number) or array.dtype == np.bool_):
-                raise DataError(path, f"a motion mask must be numeric or boolean, got dtype {array.dtype}")
-            if array.ndim == 3 and 1 in (array.shape[0], array.shape[2]):  # [1, H, W] or [H, W, 1]
-                array = array.squeeze(0 if array.shape[0] == 1 else 2)
-        else:
-            array = open_png(path, MASK_MODES)
-        if array.ndim != 2:
-            raise DataError(path, f"a motion mask must be [H, W], got shape {list(array.shape)}")
-        check_map_size(path, (int(array.shape[0]), int(array.shape[1])), image_size)
-        return torch.from_numpy((array != 0).astype(np.uint8))
+def read_motion_mask(path: Path, image_size: tuple[int, int]) -> Tensor:
+    """``uint8 [H, W]``, 1 where the pixel moves, from an 8-bit / 1-bit PNG or a numeric or
+    boolean ``.npy`` ``[H, W]`` (``[1, H, W]`` and ``[H, W, 1]`` too)."""
+    if path.suffix.lower() == ".npy":
+        array = open_npy(path)
+        if not (np.issubdtype(array.dtype, np.number) or array.dtype == np.bool_):
+            raise DataError(path, f"a motion mask must be numeric or boolean, got dtype {array.dtype}")
+        array = array.reshape(plane_shape(path, array.shape))
+    else:
+        array = open_png(path, MASK_MODES)
+    check_map_size(path, (int(array.shape[0]), int(array.shape[1])), image_size)
+    return torch.from_numpy((array != 0).astype(np.uint8))
 
 
-def _clip_folders(root: Path) -> list[Path]:
+def _clips(root: Path) -> list[tuple[Path, list[Path]]]:
+    """``(clip folder, its frames)`` for every non-hidden folder of ``root`` holding an image."""
     if not root.is_dir():
         raise DataError(root, "directory not found")
-    return [folder for folder in sorted(root.iterdir())
-            if folder.is_dir() and not folder.name.startswith(".") and _frames(folder)]
+    folders = [folder for folder in sorted(root.iterdir())
+               if folder.is_dir() and not folder.name.startswith(".")]
+    return [(folder, frames) for folder in folders if (frames := _frames(folder))]
 
 
 def _frames(folder: Path) -> list[Path]:
@@ -81,18 +64,14 @@ def _frames(folder: Path) -> list[Path]:
             and not path.name.startswith(".") and path.suffix.lower() in IMAGE_SUFFIXES]
 
 
-def _mask_of(frame: Path) -> Path | None:
-    candidates = [frame.parent / MASK_FOLDER / f"{frame.stem}{suffix}" for suffix in MASK_SUFFIXES]
-    return next((path for path in candidates if path.is_file()), None)
-
-
-def _orphan_masks(folder: Path, known: Set[str]) -> list[DataError]:
-    masks = folder / MASK_FOLDER
-    if not masks.is_dir():
-        return []
-    return [DataError(path, f"motion mask without a frame '{path.stem}' in {folder}")
-            for path in sorted(masks.iterdir())
-            if path.is_file() and not path.name.startswith(".") and path.stem not in known]
+def _masks(folder: Path) -> tuple[dict[str, Path], list[DataError]]:
+    """Key ``<clip>/<frame>`` -> the mask file, for every file of the clip's mask folder; another
+    file there, or a second mask of one frame, is a problem (:func:`scan_maps`)."""
+    directory = folder / MASK_FOLDER
+    if not directory.is_dir():
+        return {}, []
+    return scan_maps(directory, TASK, MASK_SUFFIXES,
+                     key_of=lambda path, masks: f"{folder.name}/{relative_key(path, masks)}")
 
 
 class VideoClips(ComposedDataset):
@@ -100,25 +79,25 @@ class VideoClips(ComposedDataset):
 
     def __init__(self, root: str | Path, *, skip_bad: bool = False, limit: int | None = None) -> None:
         root = Path(root)
-        folders = _clip_folders(root)
-        if not folders:
+        clips = _clips(root)
+        if not clips:
             raise DataError(root, "no clips: expected clip folders of frames with motion masks, "
                                   "<root>/<clip>/frame-00.png and <root>/<clip>/motion/frame-00.png "
                                   "(the layout `must world video` writes)")
         entries: list[ImageEntry] = []
         masks: dict[str, Path] = {}
         problems: list[DataError] = []
-        for folder in folders:
-            frames = _frames(folder)
+        for folder, frames in clips:
+            found, bad = _masks(folder)
+            masks.update(found)
+            problems += bad
             for frame in frames:
-                mask = _mask_of(frame)
-                if mask is None:
+                key = f"{folder.name}/{frame.stem}"
+                if key not in found:
                     problems.append(DataError(frame, f"frame without its motion mask "
                                                      f"{folder / MASK_FOLDER / frame.stem}.png (or .npy)"))
                     continue
-                key = f"{folder.name}/{frame.stem}"
                 entries.append(ImageEntry(key, frame))
-                masks[key] = mask
-            problems += _orphan_masks(folder, {frame.stem for frame in frames})
-        super().__init__(f"video:{root}", entries, [MotionMaskSource(masks)], skip_bad=skip_bad,
-                         limit=limit, problems=problems)
+        # A mask without its frame: the composer rejects every target whose image is missing.
+        super().__init__(f"video:{root}", entries, [DenseMapSource(TASK, masks, read_motion_mask)],
+                         skip_bad=skip_bad, limit=limit, problems=problems)
