@@ -48,7 +48,7 @@ def test_methods_are_one_explicit_dict_and_unknown_names_fail() -> None:
     assert set(typing.get_args(typing.get_type_hints(WeightingConfig)["method"])) == set(METHODS)
     bogus = WeightingConfig.__new__(WeightingConfig)
     object.__setattr__(bogus, "method", "gradvac")
-    with pytest.raises(ConfigError, match="train.weighting.method: unknown method 'gradvac'; choose one of: "
+    with pytest.raises(ConfigError, match="unknown train.weighting.method 'gradvac'; choose one of: "
                                           "aligned_mtl, cagrad, dualproj, dwa, equal, famo, graddrop"):
         build_weighting(bogus, ["a"], 8, 0.1)
 

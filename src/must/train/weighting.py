@@ -21,6 +21,7 @@ import torch
 from torch import Tensor, nn
 
 from must.errors import ConfigError
+from must.tasks.base import require_known
 from must.train.config import WeightingConfig
 from must.train.gradient_weighting import AGGREGATORS, build_aggregator_weighting, flat_gradient
 from must.train.loss_weighting import DWAWeighting, FAMOWeighting, GradNormWeighting, RLWWeighting
@@ -207,7 +208,5 @@ def build_weighting(config: WeightingConfig, task_names: Sequence[str], student_
                     student_lr: float, seed: int = 0) -> Weighting:
     """The strategy named by ``config.method`` for ``task_names``; ``student_batch_size`` and
     ``student_lr`` are b_s and lr_s of the MuST rule."""
-    if config.method not in METHODS:
-        raise ConfigError(f"train.weighting.method: unknown method '{config.method}'; "
-                          f"choose one of: {', '.join(sorted(METHODS))}")
-    return METHODS[config.method](config, list(task_names), student_batch_size, student_lr, seed)
+    builder = require_known(config.method, METHODS, "train.weighting.method")
+    return builder(config, list(task_names), student_batch_size, student_lr, seed)
