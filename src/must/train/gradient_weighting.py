@@ -173,13 +173,16 @@ AGGREGATORS: dict[str, Callable[[float], Callable[[int], Aggregator]]] = {
 """torchjd aggregators by method name; ``c`` is CAGrad's conflict radius (its eq. 3)."""
 
 
+def missing_solvers(method: str) -> list[str]:
+    """The modules of ``method``'s optional torchjd solver that are not installed (none needed: [])."""
+    return [module for module in OPTIONAL.get(method, ("", []))[1] if find_spec(module) is None]
+
+
 def build_aggregator_weighting(method: str, task_names: Sequence[str], cagrad_c: float = 0.4,
                                seed: int = 0) -> AggregatorWeighting:
     """The torchjd strategy ``method``; a missing optional solver is a :class:`ConfigError`."""
-    if method in OPTIONAL:
-        extra, modules = OPTIONAL[method]
-        missing = [module for module in modules if find_spec(module) is None]
-        if missing:
-            raise ConfigError(f"train.weighting.method={method}: torchjd's solver needs {', '.join(missing)}; "
-                              f"install them with pip install 'torchjd[{extra}]'")
+    missing = missing_solvers(method)
+    if missing:
+        raise ConfigError(f"train.weighting.method={method}: torchjd's solver needs {', '.join(missing)}; "
+                          f"install them with pip install 'torchjd[{OPTIONAL[method][0]}]'")
     return AggregatorWeighting(task_names, AGGREGATORS[method](cagrad_c), seed)
