@@ -40,6 +40,20 @@ def flat_gradient(loss: Tensor | None, shared: Sequence[nn.Parameter]) -> Tensor
                       for p, g in zip(shared, gradients)])
 
 
+def backward_replacing_shared(loss: Tensor, shared: Sequence[nn.Parameter], combined: Tensor) -> None:
+    """``loss.backward()``, except that the ``shared`` parameters' part of it is ``combined`` (one
+    flat vector, in their order) instead, added to what they held before (accumulation). The
+    ordinary backward gives the heads their gradients and lets DDP finish its reduction."""
+    previous = [None if p.grad is None else p.grad.detach().clone() for p in shared]
+    loss.backward()
+    for parameter, before, piece in zip(shared, previous, combined.split([p.numel() for p in shared])):
+        value = piece.view_as(parameter) if before is None else before + piece.view_as(parameter)
+        if parameter.grad is None:
+            parameter.grad = value.clone()
+        else:
+            parameter.grad.copy_(value)
+
+
 class JacobianWeighting(Weighting):
     """Shared parameters get ``aggregate(J)`` of the Jacobian J of the task losses; task-specific
     parameters (heads) the plain gradient of sum_i L_i (of sum_i w_i L_i for GradNorm).
@@ -83,13 +97,7 @@ class JacobianWeighting(Weighting):
         with torch.random.fork_rng(devices=[jacobian.device] if jacobian.device.type == "cuda" else []):
             torch.manual_seed(int(torch.randint(2 ** 62, (), generator=self.generator)))
             combined = self.aggregate(rows, present) * scale
-        previous = [None if p.grad is None else p.grad.detach().clone() for p in shared]
-        (total * scale).backward()  # the heads' gradients (and DDP's reduction of this step)
-        offset = 0
-        for parameter, before in zip(shared, previous):
-            piece = combined[offset:offset + parameter.numel()].view_as(parameter)
-            offset += parameter.numel()
-            parameter.grad = (piece if before is None else before + piece).clone()
+        backward_replacing_shared(total * scale, shared, combined)
         return total.detach()
 
     def weights(self) -> dict[str, float]:
