@@ -3,11 +3,12 @@ weighting's gradient against autograd on its formula, PCGrad's projection of two
 gradients (Yu et al. 2020, eq. in Algorithm 1), and PCGrad in a real 2-process gloo DDP run where
 one rank's batch holds a single task and a loss's backward is a collective.
 
-The DDP toy lives here; the torchrun workers import this file to run it (see ``main``).
+The DDP toy lives here; torchrun runs this file as each worker (see ``main``).
 """
 
 from __future__ import annotations
 
+import sys
 import typing
 from pathlib import Path
 
@@ -48,7 +49,7 @@ def test_methods_are_one_explicit_dict_and_unknown_names_fail() -> None:
     assert set(typing.get_args(typing.get_type_hints(WeightingConfig)["method"])) == set(METHODS)
     bogus = WeightingConfig.__new__(WeightingConfig)
     object.__setattr__(bogus, "method", "gradvac")
-    with pytest.raises(ConfigError, match="train.weighting.method: unknown method 'gradvac'; choose one of: "
+    with pytest.raises(ConfigError, match="unknown train.weighting.method 'gradvac'; choose one of: "
                                           "aligned_mtl, cagrad, dualproj, dwa, equal, famo, graddrop"):
         build_weighting(bogus, ["a"], 8, 0.1)
 
@@ -152,7 +153,6 @@ def test_pcgrad_task_order_resumes_from_the_state_dict() -> None:
     assert len(outcomes) > 1  # the order is random and matters, so restoring it is needed
 
 
-HERE = Path(__file__).resolve().parent
 GATHER_TASKS = {"gathered": 1.0, "local": 0.7}
 """``gathered``'s loss gathers rows from every rank (like SimCLR's negatives), so its backward is
 a collective; ``local`` is in rank 0's batch only."""
@@ -271,10 +271,7 @@ def expected_gather_toy_gradients() -> dict[str, Tensor]:
 
 @pytest.mark.slow
 def test_pcgrad_under_ddp_with_a_single_task_rank_finishes_with_the_expected_gradient(tmp_path: Path, run_torchrun) -> None:
-    script = tmp_path / "worker.py"
-    script.write_text(f"import sys; sys.path.insert(0, {str(HERE)!r}); import test_weighting; "
-                      "test_weighting.main(sys.argv[1:])")
-    run_torchrun(script, tmp_path, timeout=240)
+    run_torchrun(Path(__file__), tmp_path, timeout=240)  # this file's main() on each rank
     ranks = [torch.load(tmp_path / f"rank{rank}.pt") for rank in range(2)]
     expected = expected_gather_toy_gradients()
     for result in ranks:
@@ -282,3 +279,7 @@ def test_pcgrad_under_ddp_with_a_single_task_rank_finishes_with_the_expected_gra
         for name, value in expected.items():
             torch.testing.assert_close(result["grads"][name], value, rtol=1e-5, atol=1e-7, msg=name)
     assert torch.equal(ranks[0]["generator"], ranks[1]["generator"])  # same task orders drawn
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -2,19 +2,17 @@
 batch (each rank holding half of it), and with a task missing from one rank's share both ranks
 still finish the step with the same gradients and weights.
 
-The torchrun workers import this file to run the toy (see ``main``)."""
+torchrun runs this file as each worker (see ``main``)."""
 
 from __future__ import annotations
 
 import sys
-from importlib.util import find_spec
 from pathlib import Path
 
 import pytest
 import torch
 from torch import Tensor, nn
 
-HERE = Path(__file__).resolve().parent
 TASKS = ["a", "b", "c"]
 STEPS = 3
 """Steps with every task on both ranks (compared with one process), then one where rank 1 lacks c."""
@@ -23,11 +21,10 @@ STEPS = 3
 def methods() -> list[str]:
     """Every method whose torchjd solver is installed; not ``must`` (static, like ``equal``) nor
     ``pcgrad``, which projects each rank's own gradients (its docstring; test_weighting.py)."""
-    from must.train.gradient_weighting import OPTIONAL
+    from must.train.gradient_weighting import missing_solvers
     from must.train.weighting import METHODS
 
-    return [method for method in sorted(METHODS) if method not in ("must", "pcgrad") and (
-        method not in OPTIONAL or all(find_spec(module) for module in OPTIONAL[method][1]))]
+    return [method for method in sorted(METHODS) if method not in ("must", "pcgrad") and not missing_solvers(method)]
 
 
 class Toy(nn.Module):
@@ -93,10 +90,7 @@ def main(arguments: list[str]) -> None:
 
 @pytest.mark.slow
 def test_every_method_under_ddp_equals_one_process_on_the_global_batch(tmp_path: Path, run_torchrun) -> None:
-    script = tmp_path / "worker.py"
-    script.write_text(f"import sys; sys.path.insert(0, {str(HERE)!r}); import test_weighting_ddp; "
-                      "test_weighting_ddp.main(sys.argv[1:])")
-    run_torchrun(script, tmp_path, timeout=400)
+    run_torchrun(Path(__file__), tmp_path, timeout=400)  # this file's main() on each rank
     ranks = [torch.load(tmp_path / f"rank{rank}.pt", weights_only=False) for rank in range(2)]
     together = [(torch.cat([share(step, 0), share(step, 1)]), TASKS) for step in range(STEPS)]
     assert set(ranks[0]) == set(methods()) and len(ranks[0]) >= 8

@@ -5,8 +5,6 @@ task missing from the batch and across a save / load of its state dict."""
 from __future__ import annotations
 
 import io
-from importlib.util import find_spec
-
 import pytest
 import torch
 from torch import Tensor, nn
@@ -15,7 +13,7 @@ from torchjd.aggregation import PCGrad
 from must.config import ConfigError
 from must.train import gradient_weighting
 from must.train.config import WeightingConfig
-from must.train.gradient_weighting import OPTIONAL
+from must.train.gradient_weighting import missing_solvers
 from must.train.loss_weighting import DWAWeighting, FAMOWeighting, GradNormWeighting, RLWWeighting
 from must.train.weighting import METHODS, build_weighting, project_conflicting
 
@@ -24,7 +22,7 @@ TASKS = ["a", "b", "c"]
 
 def available(method: str) -> bool:
     """False when torchjd's optional solver for ``method`` is not installed."""
-    return method not in OPTIONAL or all(find_spec(module) is not None for module in OPTIONAL[method][1])
+    return not missing_solvers(method)
 
 
 ADAPTIVE = [method for method in sorted(METHODS) if method != "must"]

@@ -11,6 +11,7 @@ exception (a bug) takes DataLoader's usual way and keeps its traceback.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -66,8 +67,13 @@ def raise_carried(batches: Iterator[Any]) -> Iterator[Any]:
 
 
 class ErrorCarryingLoader(DataLoader):
-    """A re-iterable DataLoader over :class:`CarryingErrors` with :func:`carrying_collate`,
-    whose iterators raise a carried error in this process."""
+    """A re-iterable DataLoader over :class:`CarryingErrors` ``(dataset)`` with
+    :func:`carrying_collate` around ``collate_fn``, whose iterators raise a carried error in this
+    process. Its other arguments are DataLoader's."""
+
+    def __init__(self, dataset: Dataset, collate_fn: Callable[[list[Any]], Any], **options: Any) -> None:
+        super().__init__(CarryingErrors(dataset), collate_fn=functools.partial(carrying_collate, collate=collate_fn),
+                         **options)
 
     def __iter__(self) -> Iterator[Any]:  # type: ignore[override]
         return raise_carried(super().__iter__())

@@ -23,7 +23,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from must import distributed
 from must.config import ConfigError
-from must.data.carry_errors import CarryingErrors, ErrorCarryingLoader, carrying_collate
+from must.data.carry_errors import ErrorCarryingLoader
 from must.data.geometry import Geometry
 from must.data.sample import Batch, Sample
 from must.tasks.base import Task, by_name
@@ -333,8 +333,8 @@ def make_loader(datasets: Sequence[Dataset[Sample]], tasks: Sequence[Task] | Map
     else:
         sampler = GroupedBatchSampler(dataset.sizes, groups, batch_size, seed, rank, world_size, start_step)
     loader = ErrorCarryingLoader(  # a user error in a worker stays one line (carry_errors)
-        CarryingErrors(dataset), batch_sampler=sampler, num_workers=workers,
-        collate_fn=_collate_carrying_errors(task_map),
+        dataset, batch_sampler=sampler, num_workers=workers,
+        collate_fn=functools.partial(collate, tasks=task_map),
         persistent_workers=workers > 0,
         # A private generator: creating the iterator must not draw from the global torch RNG, or a
         # resumed run's random state would differ from an uninterrupted one's.
@@ -352,10 +352,6 @@ def make_eval_loader(datasets: Sequence[Dataset[Sample]], tasks: Sequence[Task] 
     task_map = _tasks_by_name(tasks)
     dataset = MixedDataset(datasets, eval_transform(task_map, output_size))
     sampler = ShardedBatchSampler(dataset.sizes, batch_size, rank, world_size)
-    return ErrorCarryingLoader(CarryingErrors(dataset), batch_sampler=sampler, num_workers=workers,
-                               collate_fn=_collate_carrying_errors(task_map),
+    return ErrorCarryingLoader(dataset, batch_sampler=sampler, num_workers=workers,
+                               collate_fn=functools.partial(collate, tasks=task_map),
                                generator=torch.Generator().manual_seed(0))
-
-
-def _collate_carrying_errors(tasks: dict[str, Task]) -> Callable[[list[Sample]], Batch]:
-    return functools.partial(carrying_collate, collate=functools.partial(collate, tasks=tasks))

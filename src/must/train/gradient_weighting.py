@@ -40,6 +40,20 @@ def flat_gradient(loss: Tensor | None, shared: Sequence[nn.Parameter]) -> Tensor
                       for p, g in zip(shared, gradients)])
 
 
+def backward_replacing_shared(loss: Tensor, shared: Sequence[nn.Parameter], combined: Tensor) -> None:
+    """``loss.backward()``, except that the ``shared`` parameters' part of it is ``combined`` (one
+    flat vector, in their order) instead, added to what they held before (accumulation). The
+    ordinary backward gives the heads their gradients and lets DDP finish its reduction."""
+    previous = [None if p.grad is None else p.grad.detach().clone() for p in shared]
+    loss.backward()
+    for parameter, before, piece in zip(shared, previous, combined.split([p.numel() for p in shared])):
+        value = piece.view_as(parameter) if before is None else before + piece.view_as(parameter)
+        if parameter.grad is None:
+            parameter.grad = value.clone()
+        else:
+            parameter.grad.copy_(value)
+
+
 class JacobianWeighting(Weighting):
     """Shared parameters get ``aggregate(J)`` of the Jacobian J of the task losses; task-specific
     parameters (heads) the plain gradient of sum_i L_i (of sum_i w_i L_i for GradNorm).
@@ -83,13 +97,7 @@ class JacobianWeighting(Weighting):
         with torch.random.fork_rng(devices=[jacobian.device] if jacobian.device.type == "cuda" else []):
             torch.manual_seed(int(torch.randint(2 ** 62, (), generator=self.generator)))
             combined = self.aggregate(rows, present) * scale
-        previous = [None if p.grad is None else p.grad.detach().clone() for p in shared]
-        (total * scale).backward()  # the heads' gradients (and DDP's reduction of this step)
-        offset = 0
-        for parameter, before in zip(shared, previous):
-            piece = combined[offset:offset + parameter.numel()].view_as(parameter)
-            offset += parameter.numel()
-            parameter.grad = (piece if before is None else before + piece).clone()
+        backward_replacing_shared(total * scale, shared, combined)
         return total.detach()
 
     def weights(self) -> dict[str, float]:
@@ -173,13 +181,16 @@ AGGREGATORS: dict[str, Callable[[float], Callable[[int], Aggregator]]] = {
 """torchjd aggregators by method name; ``c`` is CAGrad's conflict radius (its eq. 3)."""
 
 
+def missing_solvers(method: str) -> list[str]:
+    """The modules of ``method``'s optional torchjd solver that are not installed (none needed: [])."""
+    return [module for module in OPTIONAL.get(method, ("", []))[1] if find_spec(module) is None]
+
+
 def build_aggregator_weighting(method: str, task_names: Sequence[str], cagrad_c: float = 0.4,
                                seed: int = 0) -> AggregatorWeighting:
     """The torchjd strategy ``method``; a missing optional solver is a :class:`ConfigError`."""
-    if method in OPTIONAL:
-        extra, modules = OPTIONAL[method]
-        missing = [module for module in modules if find_spec(module) is None]
-        if missing:
-            raise ConfigError(f"train.weighting.method={method}: torchjd's solver needs {', '.join(missing)}; "
-                              f"install them with pip install 'torchjd[{extra}]'")
+    missing = missing_solvers(method)
+    if missing:
+        raise ConfigError(f"train.weighting.method={method}: torchjd's solver needs {', '.join(missing)}; "
+                          f"install them with pip install 'torchjd[{OPTIONAL[method][0]}]'")
     return AggregatorWeighting(task_names, AGGREGATORS[method](cagrad_c), seed)

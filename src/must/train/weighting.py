@@ -21,8 +21,10 @@ import torch
 from torch import Tensor, nn
 
 from must.errors import ConfigError
+from must.tasks.base import require_known
 from must.train.config import WeightingConfig
-from must.train.gradient_weighting import AGGREGATORS, build_aggregator_weighting, flat_gradient
+from must.train.gradient_weighting import (AGGREGATORS, backward_replacing_shared, build_aggregator_weighting,
+                                          flat_gradient)
 from must.train.loss_weighting import DWAWeighting, FAMOWeighting, GradNormWeighting, RLWWeighting
 from must.train.weighting_base import Weighting, all_reduce_gradients
 
@@ -133,19 +135,7 @@ class PCGradWeighting(Weighting):
             return total.detach()
         flat = [flat_gradient(weighted.get(name), shared) for name in self.task_names]
         combined = project_conflicting(flat, self.generator) * scale
-        previous = [None if p.grad is None else p.grad.detach().clone() for p in shared]
-        # One ordinary backward gives the heads their gradients (and lets DDP finish its
-        # reduction); the shared parameters' gradients are then replaced by the projected ones.
-        (total * scale).backward()
-        offset = 0
-        for parameter, before in zip(shared, previous):
-            piece = combined[offset:offset + parameter.numel()].view_as(parameter)
-            offset += parameter.numel()
-            value = piece if before is None else before + piece
-            if parameter.grad is None:
-                parameter.grad = value.clone()
-            else:
-                parameter.grad.copy_(value)
+        backward_replacing_shared(total * scale, shared, combined)
         return total.detach()
 
     def synchronize_gradients(self, shared_parameters: Sequence[nn.Parameter]) -> None:
@@ -207,7 +197,5 @@ def build_weighting(config: WeightingConfig, task_names: Sequence[str], student_
                     student_lr: float, seed: int = 0) -> Weighting:
     """The strategy named by ``config.method`` for ``task_names``; ``student_batch_size`` and
     ``student_lr`` are b_s and lr_s of the MuST rule."""
-    if config.method not in METHODS:
-        raise ConfigError(f"train.weighting.method: unknown method '{config.method}'; "
-                          f"choose one of: {', '.join(sorted(METHODS))}")
-    return METHODS[config.method](config, list(task_names), student_batch_size, student_lr, seed)
+    builder = require_known(config.method, METHODS, "train.weighting.method")
+    return builder(config, list(task_names), student_batch_size, student_lr, seed)
