@@ -68,6 +68,18 @@ def eval_keys(records: list[dict[str, Any]]) -> list[str]:
     return chosen
 
 
+def save_figure(figure: Any, out_png: Path) -> Path:
+    """Writes a finished matplotlib ``figure`` to ``out_png`` (its folder made) and closes it: an
+    open figure keeps its memory until closed, and a report draws many."""
+    import matplotlib.pyplot as plt
+
+    figure.tight_layout()
+    out_png.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(out_png)
+    plt.close(figure)
+    return out_png
+
+
 def plot_curves(metrics_jsonl: Path, out_png: Path, title: str) -> Path | None:
     """Loss and validation curves of one run; ``None`` (nothing written) without any records."""
     import matplotlib
@@ -102,11 +114,7 @@ def plot_curves(metrics_jsonl: Path, out_png: Path, title: str) -> Path | None:
         else:
             axis.text(0.5, 0.5, "nothing logged", ha="center", va="center", transform=axis.transAxes)
     figure.suptitle(title, fontsize=11)
-    figure.tight_layout()
-    out_png.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(out_png)
-    plt.close(figure)
-    return out_png
+    return save_figure(figure, out_png)
 
 
 def plot_run_curves(run_dir: Path, out_dir: Path) -> list[CurvePlot]:
@@ -146,11 +154,7 @@ def plot_lasso(table: dict[str, Any], out_png: Path, title: str) -> Path:
     axis.set_xticks(range(len(table["units"])), [unit.upper() for unit in table["units"]])
     axis.set_yticks(range(len(table["tasks"])), table["tasks"])
     axis.set_title(title, fontsize=10)
-    figure.tight_layout()
-    out_png.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(out_png)
-    plt.close(figure)
-    return out_png
+    return save_figure(figure, out_png)
 
 
 def plot_run_lassos(run_dir: Path, out_dir: Path) -> list[LassoPlot]:

@@ -347,12 +347,13 @@ def collect_results(run_dir: str | Path) -> dict[str, Any]:
         notes.append("no transfer results (transfer/<init>/<task>/best.json): transfer table left out")
     elif BASELINE not in transfer["finetune"]:
         notes.append(f"no '{BASELINE}' transfer row: differences in parentheses left out")
+    teacher_vs_student = collect_teacher_vs_student(teachers, student)
     results: dict[str, Any] = {
         "run": run_dir.resolve().name,
         "transfer": transfer.get("finetune", {}),
         "transfer_mean": row_means(transfer.get("finetune", {})),
-        "teacher_vs_student": collect_teacher_vs_student(teachers, student),
-        "delta_m": delta_m_percent(collect_teacher_vs_student(teachers, student)),
+        "teacher_vs_student": teacher_vs_student,
+        "delta_m": delta_m_percent(teacher_vs_student),
         "teachers": teachers,
         "student": student,
         "students": collect_student_variants(run_dir, teachers, student),
