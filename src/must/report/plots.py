@@ -10,15 +10,12 @@ C2..C5 (heads that read C5) or on P2..P7 (pixel heads, the levels of fused P2).
 
 from __future__ import annotations
 
-import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from must.models.lasso import read_lasso_matrix
 from must.report.results import is_number, primary_metric, read_jsonl
-from must.train import checkpoint as checkpoints
 
 
 @dataclass
@@ -157,15 +154,9 @@ def plot_lasso(table: dict[str, Any], out_png: Path, title: str) -> Path:
     return save_figure(figure, out_png)
 
 
-def plot_run_lassos(run_dir: Path, out_dir: Path) -> list[LassoPlot]:
-    """One heat map per ``pretrain/<method>/checkpoint.pt`` that has a lasso (``lasso_<method>.png``)."""
-    plots = []
-    for path in sorted((run_dir / "pretrain").glob("*/checkpoint.pt")):
-        table = read_lasso_matrix(checkpoints.load(path))
-        if table is None:
-            continue
-        table["alpha"] = [[None if math.isnan(value) else value for value in row] for row in table["alpha"]]
-        name = path.parent.name
-        plot = plot_lasso(table, out_dir / f"lasso_{name}.png", f"lasso of pre-training '{name}'")
-        plots.append(LassoPlot(name, plot, table))
-    return plots
+def plot_lassos(tables: Mapping[str, dict[str, Any]], out_dir: Path) -> list[LassoPlot]:
+    """One heat map per pre-training of ``tables`` (``results.lasso``: method -> table), as
+    ``lasso_<method>.png``."""
+    return [LassoPlot(name, plot_lasso(table, out_dir / f"lasso_{name}.png", f"lasso of pre-training '{name}'"),
+                      table)
+            for name, table in tables.items()]
