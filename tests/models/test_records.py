@@ -84,3 +84,28 @@ def test_a_bad_record_is_one_line_naming_the_file(tmp_path: Path, text: str, pro
 def test_a_missing_record_names_the_file(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match=f"{tmp_path / 'pretrain.json'}: .*must pretrain"):
         read_pretrain_record(tmp_path)
+
+
+@pytest.mark.parametrize("text, problem", [
+    ("{not json", "not valid JSON"),
+    ("[1, 2]", "not a JSON object"),
+    ('{"task": "depth", "colour": 3}', "unknown config key 'colour'"),
+    ("{}", "task"),
+])
+def test_a_bad_teacher_record_names_the_file(tmp_path: Path, text: str, problem: str) -> None:
+    # the student stage reads several teachers' records: the message must say which one is bad
+    from must.label.teachers import read_record
+
+    (tmp_path / "teacher.json").write_text(text)
+    with pytest.raises(CheckpointError, match=problem) as error:
+        read_record(tmp_path)
+    assert str(error.value).startswith(f"{tmp_path / 'teacher.json'}: ") and "\n" not in str(error.value)
+
+
+def test_teacher_records_round_trip(tmp_path: Path) -> None:
+    from must.models.records import TeacherRecord, read_teacher_record
+
+    record = TeacherRecord(task="segmentation", task_options={"num_classes": 3}, model=MODEL, image_size=48,
+                           batch_size=16, learning_rate=0.05, steps=30, metrics={"miou": 0.4})
+    assert write_record(record, tmp_path) == tmp_path / "teacher.json"
+    assert read_teacher_record(tmp_path) == record

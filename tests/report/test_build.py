@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from must.report import write_report
+from must.report import collect_results, write_report
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -154,5 +154,7 @@ def test_a_lasso_pretraining_gets_its_heat_map(tmp_path: Path, lasso_checkpoint:
     assert (result.out_dir / "lasso_multi.png").exists()
     lasso = json.loads(result.results_json.read_text())["lasso"]["multi"]
     assert lasso["tasks"] == tasks and len(lasso["units"]) == 10
+    # results.json is collect_results' dict: the lasso tables are collected, not added by the page
+    assert collect_results(tmp_path / "run")["lasso"] == {"multi": lasso}
     assert 'id="lasso"' in result.html.read_text() and 'src="lasso_multi.png"' in result.html.read_text()
     assert "lasso_multi.png" in result.markdown.read_text()

@@ -7,7 +7,8 @@ from typing import Any
 import torch
 from PIL import Image
 
-from must.report.plots import eval_keys, loss_keys, plot_curves, plot_run_curves, plot_run_lassos
+from must.report.plots import eval_keys, loss_keys, plot_curves, plot_lassos, plot_run_curves
+from must.report.results import collect_lassos
 
 
 def test_keys_per_run() -> None:
@@ -37,7 +38,7 @@ def test_nothing_logged_writes_nothing(tmp_path: Path, files: Any) -> None:
 def test_lasso_heat_map_per_pretraining_with_a_lasso(tmp_path: Path, lasso_checkpoint: Any) -> None:
     run = tmp_path / "run"
     tasks = lasso_checkpoint(run / "pretrain" / "multi" / "checkpoint.pt")
-    plots = plot_run_lassos(run, tmp_path / "report")
+    plots = plot_lassos(collect_lassos(run), tmp_path / "report")
     assert [plot.name for plot in plots] == ["multi"]
     plot = plots[0]
     assert plot.path == tmp_path / "report" / "lasso_multi.png" and Image.open(plot.path).size[0] > 300
@@ -54,5 +55,5 @@ def test_no_lasso_no_heat_map(tmp_path: Path) -> None:
 
     (tmp_path / "pretrain" / "simclr").mkdir(parents=True)
     save_atomically({"model": {"backbone.conv1.weight": torch.zeros(1)}}, tmp_path / "pretrain" / "simclr" / "checkpoint.pt")
-    assert plot_run_lassos(tmp_path, tmp_path / "report") == []
+    assert collect_lassos(tmp_path) == {} and plot_lassos({}, tmp_path / "report") == []
     assert not (tmp_path / "report").exists()

@@ -65,3 +65,26 @@ def test_tiny_run_writes_best_knn(tmp_path: Path, world_root: Path, capsys: pyte
     assert 0.0 <= record["value"] <= 1.0
     assert f"top1 = {record['value']:.4f}" in capsys.readouterr().out
     assert sorted(p.name for p in (tmp_path / "transfer" / "scratch").iterdir()) == ["classification"]
+
+
+def test_images_without_a_label_are_left_out_of_the_memory() -> None:
+    """Features and labels stay aligned row for row when an image has no class label (a labeled
+    set with a gap): such an image can neither vote nor be scored."""
+    from types import SimpleNamespace
+
+    from torch import nn
+
+    from must.data.sample import Sample
+    from must.tasks.classification import ClassificationTask
+    from must.transfer.knn import pooled_features
+
+    class MeanColour(nn.Module):
+        def features(self, images: torch.Tensor) -> SimpleNamespace:
+            return SimpleNamespace(c5=images.mean(dim=(-2, -1), keepdim=True))
+
+    samples = [Sample(f"image{index}", torch.full((3, 8, 8), 60 * index, dtype=torch.uint8),
+                      {} if index == 1 else {"classification": torch.tensor(index % 2)}) for index in range(4)]
+    features, labels = pooled_features(MeanColour(), ClassificationTask(2), [samples], image_size=8, batch_size=4,
+                                       workers=0, device=torch.device("cpu"), precision="fp32")
+    assert labels.tolist() == [0, 0, 1]  # images 0, 2, 3
+    assert features[:, 0].tolist() == pytest.approx([0.0, 120 / 255, 180 / 255], abs=1e-2)

@@ -18,10 +18,9 @@ dict with boxes in input pixels, segmentation probabilities ``[C, S, S]``, depth
 
 from __future__ import annotations
 
-import json
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,35 +29,15 @@ from torch import Tensor
 
 from must import config as config_lib
 from must.errors import CheckpointError, TeacherError
-from must.files import CHECKPOINT_NAME, write_atomic
 from must.label.manifest import TeacherEntry
-from must.models import ModelConfig, MultiTaskModel
+from must.models import MultiTaskModel
 from must.models.loading import load_model
+# teacher.json is one of the model records (one reader for all three); the stages import it from here.
+from must.models.records import TEACHER_RECORD as RECORD_NAME
+from must.models.records import TeacherRecord
+from must.models.records import read_teacher_record as read_record
+from must.models.records import write_record as save_record  # noqa: F401 (re-exported)
 from must.tasks import Task
-
-RECORD_NAME = "teacher.json"
-
-
-@dataclass(frozen=True)
-class TeacherRecord:
-    """``teacher.json`` beside a teacher's ``checkpoint.pt``: which task with which options, the
-    model config, the image size, and the batch size and learning rate the teacher was trained
-    with, which the MuST loss rule needs later (sec. 3.3: w_i = b_s lr_it / (b_it lr_s))."""
-
-    task: str
-    task_options: dict[str, Any] = field(default_factory=dict)
-    """Constructor options of the task (e.g. ``num_classes``, ``class_names``)."""
-    model: ModelConfig = field(default_factory=ModelConfig)
-    image_size: int = 64
-    batch_size: int = 32
-    learning_rate: float = 0.1
-    steps: int = 0
-    metrics: dict[str, float] = field(default_factory=dict)
-    """The teacher's validation metrics."""
-    checkpoint: str = CHECKPOINT_NAME
-    """The weights, relative to the record's directory: a student exports one record per task
-    that all point at its one multi-task checkpoint (Noisy Student: the student labels next)."""
-
 
 @dataclass
 class Teacher:
@@ -69,21 +48,6 @@ class Teacher:
     record: TeacherRecord
     checkpoint: Path
     checkpoint_sha256: str
-
-
-def save_record(record: TeacherRecord, directory: Path) -> None:
-    write_atomic(Path(directory) / RECORD_NAME, json.dumps(config_lib.to_dict(record), indent=2))
-
-
-def read_record(directory: Path) -> TeacherRecord:
-    path = Path(directory) / RECORD_NAME
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: no teacher record (is {directory} a `must teach` output?)")
-    try:
-        data = json.loads(path.read_text())
-    except json.JSONDecodeError as error:
-        raise TeacherError(f"{path}: not valid JSON: {error}") from None
-    return config_lib.from_dict(TeacherRecord, data)
 
 
 ADAPTER_NAME = "adapter.json"

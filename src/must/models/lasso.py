@@ -38,41 +38,24 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 
-class LassoMixing(nn.Module):
-    """``forward(units, task) -> [N, width, h, w]``: the task's ``alpha``-weighted sum of units."""
+class LassoWeights(nn.Module):
+    """A ``[tasks, units]`` matrix of learned weights, L1-penalized (Doersch & Zisserman sec. 4.2:
+    each task's row selects the units it reads): what :class:`LassoMixing` and
+    :class:`PyramidLasso` share. ``alpha`` starts at ``initial`` everywhere."""
 
-    def __init__(self, task_names: Sequence[str], unit_channels: Sequence[int], width: int,
-                 l1_weight: float = 1e-3, unit_names: Sequence[str] | None = None) -> None:
+    def __init__(self, task_names: Sequence[str], unit_names: Sequence[str], l1_weight: float,
+                 initial: float) -> None:
         super().__init__()
         if len(set(task_names)) != len(task_names) or not task_names:
             raise ValueError(f"task names must be distinct and non-empty, got {list(task_names)}")
+        if len(set(unit_names)) != len(unit_names) or not unit_names:
+            raise ValueError(f"unit names must be distinct and non-empty, got {list(unit_names)}")
         if l1_weight < 0:
             raise ValueError(f"l1_weight must be non-negative, got {l1_weight}")
         self.task_names = list(task_names)
-        default_names = [f"unit{index}" for index in range(len(unit_channels))]
-        self.unit_names = list(unit_names) if unit_names is not None else default_names
-        if len(self.unit_names) != len(unit_channels):
-            raise ValueError(f"{len(self.unit_names)} unit names for {len(unit_channels)} units")
-        self.width = width
+        self.unit_names = list(unit_names)
         self.l1_weight = l1_weight
-        self.projections = nn.ModuleList(nn.Conv2d(channels, width, 1, bias=False)
-                                         for channels in unit_channels)
-        # Start from the plain average of all units: dense, no unit preferred.
-        self.alpha = nn.Parameter(torch.full((len(task_names), len(unit_channels)), 1.0 / len(unit_channels)))
-
-    def forward(self, units: Sequence[Tensor], task: str, size: tuple[int, int] | None = None) -> Tensor:
-        if len(units) != len(self.projections):
-            raise ValueError(f"expected {len(self.projections)} unit outputs, got {len(units)}")
-        row = self.alpha[self.task_index(task)]
-        size = size or (int(units[-1].shape[-2]), int(units[-1].shape[-1]))
-        mixed = None
-        for weight, projection, unit in zip(row, self.projections, units):
-            projected = F.group_norm(projection(unit), 1)
-            if tuple(projected.shape[-2:]) != tuple(size):
-                projected = F.interpolate(projected, size=size, mode="bilinear", align_corners=False)
-            mixed = weight * projected if mixed is None else mixed + weight * projected
-        assert mixed is not None
-        return mixed
+        self.alpha = nn.Parameter(torch.full((len(task_names), len(unit_names)), float(initial)))
 
     def task_index(self, task: str) -> int:
         return row_index(self.task_names, task)
@@ -96,48 +79,51 @@ class LassoMixing(nn.Module):
         return self.alpha.detach().clone()
 
 
-class PyramidLasso(nn.Module):
+class LassoMixing(LassoWeights):
+    """``forward(units, task) -> [N, width, h, w]``: the task's ``alpha``-weighted sum of units."""
+
+    def __init__(self, task_names: Sequence[str], unit_channels: Sequence[int], width: int,
+                 l1_weight: float = 1e-3, unit_names: Sequence[str] | None = None) -> None:
+        names = list(unit_names) if unit_names is not None else [f"unit{i}" for i in range(len(unit_channels))]
+        if len(names) != len(unit_channels):
+            raise ValueError(f"{len(names)} unit names for {len(unit_channels)} units")
+        # Start from the plain average of all units: dense, no unit preferred.
+        super().__init__(task_names, names, l1_weight, initial=1.0 / max(len(unit_channels), 1))
+        self.width = width
+        self.projections = nn.ModuleList(nn.Conv2d(channels, width, 1, bias=False)
+                                         for channels in unit_channels)
+
+    def forward(self, units: Sequence[Tensor], task: str, size: tuple[int, int] | None = None) -> Tensor:
+        if len(units) != len(self.projections):
+            raise ValueError(f"expected {len(self.projections)} unit outputs, got {len(units)}")
+        row = self.alpha[self.task_index(task)]
+        size = size or (int(units[-1].shape[-2]), int(units[-1].shape[-1]))
+        mixed = None
+        for weight, projection, unit in zip(row, self.projections, units):
+            projected = F.group_norm(projection(unit), 1)
+            if tuple(projected.shape[-2:]) != tuple(size):
+                projected = F.interpolate(projected, size=size, mode="bilinear", align_corners=False)
+            mixed = weight * projected if mixed is None else mixed + weight * projected
+        assert mixed is not None
+        return mixed
+
+
+class PyramidLasso(LassoWeights):
     """Per pixel task, learned weights over the pyramid levels fused at P2 (Doersch & Zisserman
     sec. 4.2's per-task selection, applied to MuST sec. 3.3's fused P2).
 
     ``weights(task) -> {level: beta[task, level]}`` is what :meth:`Features.with_level_weights`
-    fuses; ``beta`` starts at 1, so an untrained lasso computes exactly the plain fused P2.
+    fuses; ``beta`` (``alpha`` here) starts at 1, so an untrained lasso computes exactly the plain
+    fused P2.
     """
 
     def __init__(self, task_names: Sequence[str], level_names: Sequence[str],
                  l1_weight: float = 1e-3) -> None:
-        super().__init__()
-        if len(set(task_names)) != len(task_names) or not task_names:
-            raise ValueError(f"task names must be distinct and non-empty, got {list(task_names)}")
-        if len(set(level_names)) != len(level_names) or not level_names:
-            raise ValueError(f"level names must be distinct and non-empty, got {list(level_names)}")
-        if l1_weight < 0:
-            raise ValueError(f"l1_weight must be non-negative, got {l1_weight}")
-        self.task_names = list(task_names)
-        self.unit_names = list(level_names)
-        self.l1_weight = l1_weight
         # 1, not 1 / levels: fused P2 is a plain sum (MuST sec. 3.3), and must stay so untrained.
-        self.alpha = nn.Parameter(torch.ones(len(task_names), len(level_names)))
+        super().__init__(task_names, level_names, l1_weight, initial=1.0)
 
     def weights(self, task: str) -> dict[str, Tensor]:
-        row = self.alpha[row_index(self.task_names, task)]
-        return dict(zip(self.unit_names, row.unbind()))
-
-    def task_penalty(self, task: str) -> Tensor:
-        """``l1_weight * sum_l |beta[task, l]|``: the L1 term of one task's row."""
-        return self.l1_weight * self.alpha[row_index(self.task_names, task)].abs().sum()
-
-    def penalty(self) -> Tensor:
-        return self.l1_weight * self.alpha.abs().sum()
-
-    def no_weight_decay(self) -> set[str]:
-        """``alpha``: regularized by its L1 penalty only."""
-        return {"alpha"}
-
-    @property
-    def matrix(self) -> Tensor:
-        """The learned ``beta``, ``[tasks, levels]``, detached."""
-        return self.alpha.detach().clone()
+        return dict(zip(self.unit_names, self.alpha[self.task_index(task)].unbind()))
 
 
 def row_index(task_names: Sequence[str], task: str) -> int:

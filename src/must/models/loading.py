@@ -31,11 +31,11 @@ from must.config import ConfigError
 from must.files import CHECKPOINT_NAME, file_sha256
 from must.models.config import ModelConfig
 from must.models.multitask import MultiTaskModel, build_model
-from must.models.records import STUDENT_RECORD, StudentRecord, parse_record, read_json_object
+from must.models.records import STUDENT_RECORD, TEACHER_RECORD, StudentRecord, parse_record, read_json_object
 from must.models.weights import CheckpointError, load_checkpoint, read_state_dict
 from must.tasks import TASK_BUILDERS, Task, build_task
 
-RECORDS: tuple[tuple[str, str], ...] = (("teacher.json", "teacher"), (STUDENT_RECORD, "student"),
+RECORDS: tuple[tuple[str, str], ...] = ((TEACHER_RECORD, "teacher"), (STUDENT_RECORD, "student"),
                                         ("cell.json", "transfer"))
 """(record file, kind) in the order a directory is searched."""
 RecordKind = Literal["teacher", "student", "transfer"]

@@ -1,13 +1,14 @@
 """The records written beside a trained model's ``checkpoint.pt``, as typed dataclasses: what
-``must train`` left in ``student.json`` (the multi-task student, MuST sec. 3.3) and what
-``must pretrain`` left in ``pretrain.json`` (a self-supervised trunk). ``teacher.json`` has its
-own, :class:`must.label.teachers.TeacherRecord`.
+``must teach`` left in ``teacher.json`` (a single-task teacher, MuST sec. 3.1), ``must train`` in
+``student.json`` (the multi-task student, MuST sec. 3.3) and ``must pretrain`` in
+``pretrain.json`` (a self-supervised trunk).
 
 Each record is written as JSON with :func:`write_record` (atomically) and read back with its
 ``read_*`` function; a file that is not valid JSON or does not fit the record is a
 :class:`~must.models.weights.CheckpointError` naming the file, a missing one a
-``FileNotFoundError`` naming it. Every field has a default, so a record with fewer keys (an older
-or hand-written one) still reads; a key the record does not know is an error.
+``FileNotFoundError`` naming it. Every field but a teacher's ``task`` has a default, so a record
+with fewer keys (an older or hand-written one) still reads; a key the record does not know is an
+error.
 """
 
 from __future__ import annotations
@@ -23,8 +24,32 @@ from must.files import CHECKPOINT_NAME, write_atomic
 from must.models.config import ModelConfig
 from must.models.weights import CheckpointError
 
+TEACHER_RECORD = "teacher.json"
 STUDENT_RECORD = "student.json"
 PRETRAIN_RECORD = "pretrain.json"
+
+
+@dataclass(frozen=True)
+class TeacherRecord:
+    """``teacher.json`` beside a teacher's ``checkpoint.pt``: which task with which options, the
+    model config, the image size, and the batch size and learning rate the teacher was trained
+    with, which the MuST loss rule needs later (sec. 3.3: w_i = b_s lr_it / (b_it lr_s))."""
+
+    FILE_NAME: ClassVar[str] = TEACHER_RECORD
+
+    task: str
+    task_options: dict[str, Any] = field(default_factory=dict)
+    """Constructor options of the task (e.g. ``num_classes``, ``class_names``)."""
+    model: ModelConfig = field(default_factory=ModelConfig)
+    image_size: int = 64
+    batch_size: int = 32
+    learning_rate: float = 0.1
+    steps: int = 0
+    metrics: dict[str, float] = field(default_factory=dict)
+    """The teacher's validation metrics."""
+    checkpoint: str = CHECKPOINT_NAME
+    """The weights, relative to the record's directory: a student exports one record per task
+    that all point at its one multi-task checkpoint (Noisy Student: the student labels next)."""
 
 
 @dataclass(frozen=True)
@@ -68,14 +93,19 @@ class PretrainRecord:
     """The weights, relative to the record's directory."""
 
 
-Record = TypeVar("Record", StudentRecord, PretrainRecord)
+Record = TypeVar("Record", TeacherRecord, StudentRecord, PretrainRecord)
 
 
-def write_record(record: StudentRecord | PretrainRecord, directory: str | Path) -> Path:
+def write_record(record: TeacherRecord | StudentRecord | PretrainRecord, directory: str | Path) -> Path:
     """Writes ``record`` as ``<directory>/<its file name>`` (atomically); returns the path."""
     path = Path(directory) / record.FILE_NAME
     write_atomic(path, json.dumps(config_lib.to_dict(record), indent=2))
     return path
+
+
+def read_teacher_record(directory: str | Path) -> TeacherRecord:
+    """``<directory>/teacher.json`` (a ``must teach`` output, or a student's ``as_teacher/<task>``)."""
+    return _read(TeacherRecord, Path(directory), "must teach")
 
 
 def read_student_record(directory: str | Path) -> StudentRecord:

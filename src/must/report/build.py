@@ -20,7 +20,7 @@ from must.errors import MustError
 from must.files import CHECKPOINT_NAME, write_atomic
 from must.report import figure as figure_lib
 from must.report.html import Picture, Section, page_html, page_markdown
-from must.report.plots import plot_run_curves, plot_run_lassos
+from must.report.plots import plot_lassos, plot_run_curves
 from must.report.results import collect_results, order_tasks, write_results
 from must.report.student import (STUDENT_RECORD, LoadedModel, load_student,
                                  load_transfer_model)
@@ -153,12 +153,11 @@ def curves_section(run_dir: Path, out_dir: Path, notes: list[str]) -> Section | 
     return Section("Training curves", "curves", pictures=pictures)
 
 
-def lasso_section(run_dir: Path, out_dir: Path, results: dict[str, Any]) -> Section | None:
-    """Each lasso pre-training's learned weights as a heat map; their tables go to ``results``."""
-    plots = plot_run_lassos(run_dir, out_dir)
+def lasso_section(results: Mapping[str, Any], out_dir: Path) -> Section | None:
+    """Each lasso pre-training's learned weights (``results["lasso"]``) as a heat map."""
+    plots = plot_lassos(results.get("lasso") or {}, out_dir)
     if not plots:
         return None
-    results["lasso"] = {plot.name: plot.table for plot in plots}
     pictures = [Picture(plot.path.name, f"Lasso of '{plot.name}'",
                         "Each task's learned weights (Doersch & Zisserman 2017 sec. 4.2, their Figure 3): "
                         "heads that read C5 mix the trunk's stages C2..C5, pixel heads the pyramid levels "
@@ -197,7 +196,7 @@ def write_report(run_dir: str | Path, out_dir: str | Path | None = None, device:
     figure_part, figure_result = figure_section(run_dir, out_dir, device, figure_images, image_sources,
                                                 panel, notes)
     curves = curves_section(run_dir, out_dir, notes)
-    lasso = lasso_section(run_dir, out_dir, results)
+    lasso = lasso_section(results, out_dir)
     sections += [s for s in (figure_part, curves, lasso) if s is not None]
     for table in (selection_table(results), timings_table(results["timings"])):
         if table is not None:

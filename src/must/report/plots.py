@@ -10,15 +10,12 @@ C2..C5 (heads that read C5) or on P2..P7 (pixel heads, the levels of fused P2).
 
 from __future__ import annotations
 
-import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from must.models.lasso import read_lasso_matrix
 from must.report.results import is_number, primary_metric, read_jsonl
-from must.train import checkpoint as checkpoints
 
 
 @dataclass
@@ -68,6 +65,18 @@ def eval_keys(records: list[dict[str, Any]]) -> list[str]:
     return chosen
 
 
+def save_figure(figure: Any, out_png: Path) -> Path:
+    """Writes a finished matplotlib ``figure`` to ``out_png`` (its folder made) and closes it: an
+    open figure keeps its memory until closed, and a report draws many."""
+    import matplotlib.pyplot as plt
+
+    figure.tight_layout()
+    out_png.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(out_png)
+    plt.close(figure)
+    return out_png
+
+
 def plot_curves(metrics_jsonl: Path, out_png: Path, title: str) -> Path | None:
     """Loss and validation curves of one run; ``None`` (nothing written) without any records."""
     import matplotlib
@@ -102,11 +111,7 @@ def plot_curves(metrics_jsonl: Path, out_png: Path, title: str) -> Path | None:
         else:
             axis.text(0.5, 0.5, "nothing logged", ha="center", va="center", transform=axis.transAxes)
     figure.suptitle(title, fontsize=11)
-    figure.tight_layout()
-    out_png.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(out_png)
-    plt.close(figure)
-    return out_png
+    return save_figure(figure, out_png)
 
 
 def plot_run_curves(run_dir: Path, out_dir: Path) -> list[CurvePlot]:
@@ -146,22 +151,12 @@ def plot_lasso(table: dict[str, Any], out_png: Path, title: str) -> Path:
     axis.set_xticks(range(len(table["units"])), [unit.upper() for unit in table["units"]])
     axis.set_yticks(range(len(table["tasks"])), table["tasks"])
     axis.set_title(title, fontsize=10)
-    figure.tight_layout()
-    out_png.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(out_png)
-    plt.close(figure)
-    return out_png
+    return save_figure(figure, out_png)
 
 
-def plot_run_lassos(run_dir: Path, out_dir: Path) -> list[LassoPlot]:
-    """One heat map per ``pretrain/<method>/checkpoint.pt`` that has a lasso (``lasso_<method>.png``)."""
-    plots = []
-    for path in sorted((run_dir / "pretrain").glob("*/checkpoint.pt")):
-        table = read_lasso_matrix(checkpoints.load(path))
-        if table is None:
-            continue
-        table["alpha"] = [[None if math.isnan(value) else value for value in row] for row in table["alpha"]]
-        name = path.parent.name
-        plot = plot_lasso(table, out_dir / f"lasso_{name}.png", f"lasso of pre-training '{name}'")
-        plots.append(LassoPlot(name, plot, table))
-    return plots
+def plot_lassos(tables: Mapping[str, dict[str, Any]], out_dir: Path) -> list[LassoPlot]:
+    """One heat map per pre-training of ``tables`` (``results.lasso``: method -> table), as
+    ``lasso_<method>.png``."""
+    return [LassoPlot(name, plot_lasso(table, out_dir / f"lasso_{name}.png", f"lasso of pre-training '{name}'"),
+                      table)
+            for name, table in tables.items()]

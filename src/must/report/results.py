@@ -7,6 +7,7 @@ The run directory is the one every stage writes::
     transfer/<init>/<task>/{grid.jsonl, best.json}     fine-tuning grid search (sec. 3.5 / 4)
     transfer/<init>/<task>/best_linear.json            linear probe of the same init
     transfer/<init>/<task>/best_knn.json               k-NN on its frozen features
+    pretrain/<method>/checkpoint.pt                    a self-supervised trunk (its lasso, if any)
     timings.json                                       {"stage": seconds}
 
 :func:`collect_results` turns them into one JSON-ready dict, the content of ``results.json``::
@@ -24,6 +25,11 @@ The run directory is the one every stage writes::
     delta_m                   = Delta_m% of the student against the teachers (:func:`delta_m_percent`),
                                 null when no task has both numbers
     teachers / student        = every validation metric found, {task: {metric: value}}
+    students[name]            = the student and each ``students/<name>`` variant:
+                                {"metrics": {task: value}, "delta_m"} (:func:`collect_student_variants`)
+    lasso[method]             = a pre-training's learned lasso, {"tasks", "units", "alpha"} with
+                                ``alpha[task][unit]`` null where a task has no weight
+                                (:func:`collect_lassos`), present only when some pre-training has one
     timings                   = {stage: seconds}
     notes                     = what is missing and therefore left out
 
@@ -42,8 +48,10 @@ from typing import Any
 
 from must.errors import MustError
 from must.files import write_atomic
+from must.models.lasso import read_lasso_matrix
 from must.models.records import StudentRecord, read_student_record
 from must.tasks import TASK_BUILDERS
+from must.train import checkpoint as checkpoints
 
 TASK_ORDER = ("classification", "detection", "segmentation", "depth", "normals")
 """Columns in the paper's order (MuST Table 2: CIFAR-100, Pascal det., Pascal seg., NYU, DIODE)."""
@@ -318,6 +326,19 @@ def collect_student_variants(run_dir: Path, teachers: Mapping[str, Mapping[str, 
     return result
 
 
+def collect_lassos(run_dir: Path) -> dict[str, dict[str, Any]]:
+    """Each ``pretrain/<method>/checkpoint.pt``'s learned lasso (Doersch & Zisserman 2017 sec.
+    4.2) as :func:`~must.models.lasso.read_lasso_matrix`'s table, NaN (no such weight) as None so
+    the table is JSON; pre-trainings without a lasso are left out."""
+    tables = {}
+    for path in sorted((run_dir / "pretrain").glob("*/checkpoint.pt")):
+        table = read_lasso_matrix(checkpoints.load(path))
+        if table is not None:
+            table["alpha"] = [[None if math.isnan(value) else value for value in row] for row in table["alpha"]]
+            tables[path.parent.name] = table
+    return tables
+
+
 def collect_timings(run_dir: Path, notes: list[str]) -> dict[str, float]:
     data = read_json(run_dir / "timings.json")
     if not isinstance(data, Mapping):
@@ -347,12 +368,13 @@ def collect_results(run_dir: str | Path) -> dict[str, Any]:
         notes.append("no transfer results (transfer/<init>/<task>/best.json): transfer table left out")
     elif BASELINE not in transfer["finetune"]:
         notes.append(f"no '{BASELINE}' transfer row: differences in parentheses left out")
+    teacher_vs_student = collect_teacher_vs_student(teachers, student)
     results: dict[str, Any] = {
         "run": run_dir.resolve().name,
         "transfer": transfer.get("finetune", {}),
         "transfer_mean": row_means(transfer.get("finetune", {})),
-        "teacher_vs_student": collect_teacher_vs_student(teachers, student),
-        "delta_m": delta_m_percent(collect_teacher_vs_student(teachers, student)),
+        "teacher_vs_student": teacher_vs_student,
+        "delta_m": delta_m_percent(teacher_vs_student),
         "teachers": teachers,
         "student": student,
         "students": collect_student_variants(run_dir, teachers, student),
@@ -362,6 +384,9 @@ def collect_results(run_dir: str | Path) -> dict[str, Any]:
         results["linear_probe"] = transfer["linear"]
     if transfer.get("knn"):
         results["knn"] = transfer["knn"]
+    lassos = collect_lassos(run_dir)
+    if lassos:
+        results["lasso"] = lassos
     results["notes"] = notes
     return results
 

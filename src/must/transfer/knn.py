@@ -68,17 +68,20 @@ def knn_scores(memory: Tensor, labels: Tensor, queries: Tensor, classes: int, k:
 def pooled_features(model: nn.Module, task: ClassificationTask, datasets: list[ReaderDataset], image_size: int,
                     batch_size: int, workers: int, device: torch.device,
                     precision: str) -> tuple[Tensor, Tensor]:
-    """``(pooled C5 [N, C], labels [N])`` of every image of ``datasets``, trunk frozen."""
+    """``(pooled C5 [N, C], labels [N])`` of every image of ``datasets`` that has a class label
+    (row for row: an unlabeled image neither votes nor is scored), trunk frozen. The classification
+    task collates every label as a probability row, so the class is its argmax."""
     loader = make_eval_loader(datasets, {task.name: task}, batch_size, image_size, workers, rank=0, world_size=1)
     features, labels = [], []
     model.eval()
     with torch.no_grad(), autocast(device, resolve_precision(precision, device, training=False)):
         for batch in loader:
             batch = batch.to(device)
-            features.append(model.features(batch.images).c5.float().mean(dim=(-2, -1)).cpu())
             target = batch.targets[task.name]
-            value = target.value[target.present]
-            labels.append((value.argmax(dim=-1) if value.dim() == 2 else value).long().cpu())
+            # pooled in fp32: a bf16 mean over C5's cells would round the features the vote compares
+            pooled = model.features(batch.images).c5.float().mean(dim=(-2, -1))
+            features.append(pooled[target.present].cpu())
+            labels.append(target.value[target.present].argmax(dim=-1).cpu())
     return torch.cat(features), torch.cat(labels)
 
 

@@ -17,8 +17,7 @@ from typing import Any
 from must import config as config_lib
 from must import distributed
 from must.label.manifest import MANIFEST_NAME
-from must.label.teachers import RECORD_NAME as TEACHER_RECORD
-from must.models.records import PRETRAIN_RECORD, STUDENT_RECORD
+from must.models.records import PRETRAIN_RECORD, STUDENT_RECORD, TEACHER_RECORD
 from must.stages.demo.config import DemoConfig
 from must.stages.demo.progress import (SKIPPED, StageClock, already_done, skipped, training_status,
                                        transfer_status)
