@@ -65,7 +65,10 @@ def test_files_in_todays_format_read(tmp_path: Path) -> None:
     assert pretrain.method == "simclr" and pretrain.lasso is None and pretrain.losses["loss/simclr"] == 3.6
     # a hand-written record with fewer keys takes the defaults
     (tmp_path / "student.json").write_text(json.dumps({"metrics": {"depth": {"rmse": 0.3}}}))
-    assert read_student_record(tmp_path) == StudentRecord(metrics={"depth": {"rmse": 0.3}})
+    sparse = read_student_record(tmp_path)
+    assert sparse == StudentRecord(metrics={"depth": {"rmse": 0.3}})
+    # the recipe it does not state stays unknown (a model card shows "?", not a made-up 32 / 0.1 / 0)
+    assert (sparse.steps, sparse.batch_size, sparse.learning_rate) == (None, None, None)
 
 
 @pytest.mark.parametrize("text, problem", [

@@ -62,9 +62,11 @@ class StudentRecord:
     tasks: dict[str, dict[str, Any]] = field(default_factory=dict)
     model: ModelConfig = field(default_factory=ModelConfig)
     image_size: int = 64
-    batch_size: int = 32
-    learning_rate: float = 0.1
-    steps: int = 0
+    batch_size: int | None = None
+    learning_rate: float | None = None
+    steps: int | None = None
+    """The recipe; None where a (hand-written) file does not say, so a model card shows it as
+    unknown rather than a made-up default."""
     metrics: dict[str, dict[str, float]] = field(default_factory=dict)
     """Task -> metric -> value on the task's validation set (empty without validation sets)."""
 
