@@ -55,6 +55,8 @@ from must.tasks.self_supervised.simclr import simclr_transform
 class PirlHead(nn.Module):
     """``f`` and ``g`` projections and the memory bank (see the module docstring)."""
 
+    reads_pyramid = False  # pooled C5 only: the model need not run the FPN for it
+
     def __init__(self, in_channels: int, tile_dim: int, dim: int, bank_size: int) -> None:
         super().__init__()
         self.image_projection = nn.Linear(in_channels, dim)

@@ -57,6 +57,8 @@ def simclr_transform(size: int, color_strength: float = 0.5, blur: bool = True,
 class ProjectionHead(nn.Module):
     """``g(h) = W2 ReLU(W1 h)`` on pooled C5 (SimCLR sec. 2.1)."""
 
+    reads_pyramid = False  # pooled C5 only: the model need not run the FPN for it
+
     def __init__(self, in_channels: int, hidden: int, out: int) -> None:
         super().__init__()
         self.mlp = mlp([in_channels, hidden, out])
