@@ -27,6 +27,7 @@ from must.losses.gather import gather_rows
 from must.models.features import Features, FeatureSpec
 from must.tasks.self_supervised.base import (FeaturesFn, SelfSupervisedTask, draw_embedding, pooled_c5,
                                              present_views, seeded, to_unit)
+from must.tasks.self_supervised.momentum import check_momentum
 from must.tasks.self_supervised.simclr import ContrastiveAccuracy, simclr_transform
 
 
@@ -137,6 +138,30 @@ class TwoViewTask(SelfSupervisedTask):
 
     def describe(self) -> dict[str, Any]:
         return {"name": self.name, "kind": "self_supervised", "view_size": self.view_size}
+
+
+class MomentumPairTask(TwoViewTask):
+    """A method that compares each view's online prediction with the momentum target's projection
+    of the other view (BYOL sec. 3.1, MoCo v3 Algorithm 1: queries and keys): the output holds both
+    views' online projections (``first``, ``second``), their predictions (``prediction_first``,
+    ``prediction_second``) and target projections (``target_first``, ``target_second``).
+    Subclasses build a :class:`~.momentum.MomentumHead` and say their ``view_loss``."""
+
+    def __init__(self, view_size: int, projection_dim: int, hidden_dim: int, base_momentum: float,
+                 final_momentum: float, color_strength: float, blur: bool,
+                 crop_scale: tuple[float, float]) -> None:
+        super().__init__(view_size, color_strength, blur, crop_scale)
+        check_momentum(base_momentum, final_momentum)
+        self.projection_dim, self.hidden_dim = projection_dim, hidden_dim
+        self.base_momentum, self.final_momentum = base_momentum, final_momentum
+
+    def embed(self, head: nn.Module, features_fn: FeaturesFn, first: Tensor, second: Tensor) -> dict[str, Tensor]:
+        online_first, online_second = self.online(head, features_fn, first, second)
+        targets = head.target_embed(torch.cat([first, second]))  # one target pass over both views
+        count = first.shape[0]
+        return {"first": online_first, "second": online_second,
+                "prediction_first": head.predict(online_first), "prediction_second": head.predict(online_second),
+                "target_first": targets[:count], "target_second": targets[count:]}
 
 
 class BatchStatisticsTask(TwoViewTask):
