@@ -49,7 +49,7 @@ from must.tasks.self_supervised.base import (
     to_unit,
 )
 from must.tasks.self_supervised.jigsaw import TILES, TileEmbedding, cut_tiles, shuffle_tiles
-from must.tasks.self_supervised.simclr import simclr_transform
+from must.tasks.self_supervised.two_views import simclr_transform
 
 
 class PirlHead(nn.Module):

@@ -1,6 +1,6 @@
-"""What the two-view methods share (BYOL, MoCo v2 / v3, SimSiam, Barlow Twins, VICReg): two
-independent augmentations of every image (SimCLR's, :func:`~.simclr.simclr_transform`; BYOL
-sec. 3.3 and the others use the same family), one trunk pass over both views, an embedding per
+"""What the two-view methods share (SimCLR, BYOL, MoCo v2 / v3, SimSiam, Barlow Twins, VICReg): two
+independent augmentations of every image (SimCLR's, :func:`simclr_transform`; BYOL sec. 3.3 and
+the others use the same family), one trunk pass over both views, an embedding per
 image as the prediction, contrastive accuracy as the diagnostic metric.
 
 :func:`gathered_pair` is how the methods whose loss reads batch statistics (Barlow Twins'
@@ -20,15 +20,53 @@ from typing import Any
 import numpy as np
 import torch
 from torch import Tensor, nn
+from torchmetrics.aggregation import MeanMetric
+from torchvision.transforms import v2
 
 from must import distributed
 from must.data.sample import TaskBatch
 from must.losses.gather import gather_rows
+from must.losses.ntxent import contrastive_accuracy
 from must.models.features import Features, FeatureSpec
 from must.tasks.self_supervised.base import (FeaturesFn, SelfSupervisedTask, draw_embedding, pooled_c5,
                                              present_views, seeded, to_unit)
 from must.tasks.self_supervised.momentum import check_momentum
-from must.tasks.self_supervised.simclr import ContrastiveAccuracy, simclr_transform
+
+
+def simclr_transform(size: int, color_strength: float = 0.5, blur: bool = True,
+                     crop_scale: tuple[float, float] = (0.08, 1.0)) -> v2.Compose:
+    """SimCLR's augmentation (appendix A) for ``uint8 [3, H, W]`` tensors -> ``[3, size, size]``."""
+    jitter = 0.8 * color_strength
+    steps: list[nn.Module] = [
+        v2.RandomResizedCrop(size, scale=crop_scale, antialias=True),
+        v2.RandomHorizontalFlip(),
+        v2.RandomApply([v2.ColorJitter(jitter, jitter, jitter, 0.2 * color_strength)], p=0.8),
+        v2.RandomGrayscale(p=0.2),
+    ]
+    if blur:
+        kernel = max(3, int(0.1 * size) // 2 * 2 + 1)  # odd, ~10% of the side
+        steps.append(v2.RandomApply([v2.GaussianBlur(kernel, sigma=(0.1, 2.0))], p=0.5))
+    return v2.Compose(steps)
+
+
+class ContrastiveAccuracy:
+    """Mean (over views, DDP-synced by torchmetrics) of :func:`contrastive_accuracy` per batch."""
+
+    def __init__(self) -> None:
+        self.mean = MeanMetric()
+
+    def update(self, output: dict[str, Tensor] | None, target: TaskBatch) -> None:
+        if output is None:
+            return
+        first, second = output["first"].detach(), output["second"].detach()
+        self.mean.to(first.device)
+        self.mean.update(contrastive_accuracy(first, second), weight=2 * first.shape[0])
+
+    def compute(self) -> dict[str, float]:
+        return {"accuracy": float(self.mean.compute())}
+
+    def reset(self) -> None:
+        self.mean.reset()
 
 
 class EmbeddingHead(nn.Module):
