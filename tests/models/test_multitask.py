@@ -205,3 +205,29 @@ def test_a_model_whose_heads_read_only_c5_does_not_run_the_fpn():
     calls = _fpn_calls(student)
     student(images)
     assert student.runs_fpn and calls == [1]
+
+
+def test_views_of_a_head_on_c5_skip_the_fpn_the_other_heads_read():
+    """SimCLR, rotation, jigsaw, relative position, exemplar and PIRL read pooled C5: a model of
+    them alone never runs the FPN, and beside a pixel head their view passes do not either (the
+    supervised pass still does)."""
+    from must.tasks import build_task
+    from must.tasks.self_supervised import (ExemplarTask, JigsawTask, PirlTask, RelativePositionTask,
+                                            RotationTask, SimCLRTask)
+
+    config = ModelConfig(width=0.25, fpn_channels=16)
+    for task in (SimCLRTask(view_size=32), RotationTask(view_size=32), JigsawTask(view_size=48, tile_size=14),
+                 RelativePositionTask(view_size=48, patch_size=14, gap=2, jitter=1),
+                 ExemplarTask(num_instances=4),
+                 PirlTask(view_size=48, tile_size=14, bank_size=4)):
+        assert not build_model(config, {task.name: task}).runs_fpn, task.name
+    simclr = SimCLRTask(view_size=32, projection_dim=8)
+    student = build_model(config, {"segmentation": build_task("segmentation", num_classes=4), "simclr": simclr})
+    calls = _fpn_calls(student)
+    generator = torch.Generator().manual_seed(0)
+    photos = [torch.randint(0, 256, (3, 40, 40), dtype=torch.uint8) for _ in range(2)]
+    views = simclr.collate([simclr.make_views(photo, generator) for photo in photos])
+    output = student(None, {"simclr": views}, tasks=["simclr"])["simclr"]
+    assert output["first"].shape == (2, 8) and calls == []
+    student(torch.rand(2, 3, 64, 64), {"simclr": views})
+    assert student.runs_fpn and calls == [1]

@@ -96,16 +96,16 @@ class MultiTaskModel(nn.Module):
         under ``model_record``): its input transform; a subclass adds what it has."""
         return {"input_transform": self.input_transform}
 
-    def features(self, images: Tensor) -> Features:
-        """Normalizes ``images`` and runs the backbone once, and the FPN if a head reads it (an
-        empty pyramid otherwise)."""
+    def features(self, images: Tensor, pyramid: bool | None = None) -> Features:
+        """Normalizes ``images`` and runs the backbone once, and the FPN if ``pyramid`` (by default
+        if a head reads it; an empty pyramid otherwise)."""
         if not images.is_floating_point() or images.dim() != 4 or images.shape[1] != 3:
             raise ValueError(
                 f"expected float images [B, 3, H, W] in [0, 1], got {images.dtype} {tuple(images.shape)}"
             )
         stages = self.backbone((images - self.mean) / self.std)
-        pyramid = self.fpn(stages) if self.runs_fpn else OrderedDict()
-        return Features((int(images.shape[-2]), int(images.shape[-1])), stages, pyramid)
+        levels = self.fpn(stages) if (self.runs_fpn if pyramid is None else pyramid) else OrderedDict()
+        return Features((int(images.shape[-2]), int(images.shape[-1])), stages, levels)
 
     def task_features(self, name: str, features: Features) -> Features:
         """What task ``name`` reads of a trunk pass: the features themselves here; a subclass may
@@ -115,10 +115,13 @@ class MultiTaskModel(nn.Module):
     def features_for(self, name: str, track_statistics: bool = True) -> Callable[[Tensor], Features]:
         """The trunk as self-supervised task ``name`` runs it on its views; ``track_statistics=False``
         leaves the trunk's batch-norm running averages to the supervised pass (views still
-        normalize by their own batch, :mod:`must.models.running_statistics`)."""
+        normalize by their own batch, :mod:`must.models.running_statistics`). The FPN runs on the
+        views only if the task's head reads it (a view pass is never shared with another head)."""
+        pyramid = reads_pyramid(self.head_of(name))
+
         def features(images: Tensor) -> Features:
             with running_statistics_frozen(self.backbone, self.fpn, frozen=not track_statistics):
-                trunk = self.features(images)
+                trunk = self.features(images, pyramid)
             return self.task_features(name, trunk)
         return features
 

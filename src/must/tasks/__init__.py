@@ -1,6 +1,7 @@
 """Every task behind the :class:`~must.tasks.base.Task` interface, picked by name from one explicit
 dict per family: adding a task touches its own file and :data:`TASK_BUILDERS` (supervised) or
-:data:`~must.tasks.self_supervised.SELF_SUPERVISED_TASKS` (pretext and semi-supervised).
+:data:`~must.tasks.self_supervised.SELF_SUPERVISED_TASKS` (pretext) or
+:data:`~must.tasks.self_supervised.SEMI_SUPERVISED_TASKS` (semi-supervised).
 
 Every stage builds its tasks here (:func:`build_task`, :func:`build_tasks`), so an option a task's
 constructor does not take is refused in one place, naming the option and the valid ones.
@@ -34,7 +35,7 @@ TASK_BUILDERS: dict[str, Callable[..., Task]] = {
 def pretext_builders() -> dict[str, Callable[..., SelfSupervisedTask]]:
     """The self-supervised methods that need nothing but images (a semi-supervised method wraps a
     labeled task)."""
-    return {name: builder for name, builder in SELF_SUPERVISED_TASKS.items() if name not in SEMI_SUPERVISED_TASKS}
+    return dict(SELF_SUPERVISED_TASKS)
 
 
 def semi_supervised_names() -> dict[str, tuple[str, str]]:

@@ -13,6 +13,7 @@ import torch
 from must.data.loader import train_transform
 from must.data.readers import DatasetConfig, open_dataset
 from must.data.sample import Sample
+from must.errors import ConfigError
 from must.tasks.self_supervised import SELF_SUPERVISED_TASKS, MotionSegmentationTask
 from must.world import generate_clips
 
@@ -139,3 +140,13 @@ def test_positive_weight_weighs_the_moving_pixels() -> None:
     assert math.isclose(float(loss), float(naive), rel_tol=1e-6)
     with pytest.raises(ValueError, match="positive_weight"):
         MotionSegmentationTask(positive_weight=0.0)
+
+
+@pytest.mark.parametrize("options", [{"positive_weight": 0.0}, {"crop_scale": (0.0, 1.0)}])
+def test_a_bad_option_is_a_config_error_naming_the_task(options: dict) -> None:
+    """What a user writes under task_options is refused as a ConfigError naming the task (the
+    command line prints it instead of a traceback)."""
+    from must.tasks import construct
+
+    with pytest.raises(ConfigError, match="task 'motion_segmentation'"):
+        construct("motion_segmentation", MotionSegmentationTask, options)

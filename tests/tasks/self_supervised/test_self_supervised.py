@@ -69,10 +69,10 @@ def test_registry_names_match_tasks() -> None:
     plain = {name for name in BUILDERS if name.partition("_")[0] not in {"fixmatch", "flexmatch", "freematch",
                                                                          "softmatch", "uda"}}
     # motion segmentation needs a mask with each image: tested in test_motion_segmentation
-    assert set(SELF_SUPERVISED_TASKS) == plain | TWO_VIEW_METHODS | {"fixmatch", "motion_segmentation"}
+    assert set(SELF_SUPERVISED_TASKS) == plain | TWO_VIEW_METHODS | {"motion_segmentation"}
+    assert not set(SELF_SUPERVISED_TASKS) & set(SEMI_SUPERVISED_TASKS)
     for name, builder in SELF_SUPERVISED_TASKS.items():
-        if name not in SEMI_SUPERVISED_TASKS:
-            assert builder().name == name
+        assert builder().name == name
     assert FixMatchTask(ClassificationTask(3)).name == "fixmatch_classification"
 
 

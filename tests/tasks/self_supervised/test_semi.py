@@ -2,6 +2,7 @@
 paper's equation on hand-made probabilities; Mean Teacher's teacher; the registry of wrapped names."""
 
 import math
+from collections.abc import Callable
 
 import pytest
 import torch
@@ -140,8 +141,8 @@ class Teacher(nn.Module):
         super().__init__()
         self.heads = nn.ModuleDict({"classification": IdentityHead()})
 
-    def features(self, images: torch.Tensor) -> torch.Tensor:
-        return torch.log(torch.tensor([0.8, 0.2])).expand(images.shape[0], 2)
+    def features_for(self, name: str) -> Callable[[torch.Tensor], torch.Tensor]:
+        return lambda images: torch.log(torch.tensor([0.8, 0.2])).expand(images.shape[0], 2)
 
     def forward(self, *args):  # pragma: no cover - never called
         raise AssertionError
@@ -164,6 +165,34 @@ def test_mean_teacher_consistency_against_the_teacher() -> None:
     assert float(loss.detach()) == pytest.approx(float(expected))
     loss.backward()
     assert student_logits.grad is not None
+
+
+def test_mean_teacher_runs_the_teacher_trunk_as_the_student_view_pass() -> None:
+    """The weight-averaged teacher of a classifier (pooled C5) computes no pyramid, also in a
+    student whose segmentation head makes its model run the FPN; its logits are the teacher
+    model's own on the view."""
+    import copy
+
+    from must.models import ModelConfig, build_model
+
+    tasks = build_tasks({"classification": {"num_classes": 3}, "segmentation": {"num_classes": 2},
+                         "mean_teacher_classification": {"view_size": 32}})
+    torch.manual_seed(0)
+    student = build_model(ModelConfig(backbone="resnet18", width=0.125, fpn_channels=16), tasks)
+    teacher = copy.deepcopy(student)
+    task = tasks["mean_teacher_classification"]
+    task.use_weight_average(teacher)
+    calls: list[int] = []
+    teacher.fpn.register_forward_hook(lambda module, inputs, output: calls.append(1))
+    generator = torch.Generator().manual_seed(0)
+    views = task.collate([task.make_views(torch.randint(0, 256, (3, 40, 40), dtype=torch.uint8, generator=generator),
+                                          generator) for _ in range(2)])
+    output = student(None, {task.name: views}, tasks=[task.name])[task.name]
+    assert teacher.runs_fpn and calls == []
+    weak = views.value["weak"].float() / 255
+    with torch.no_grad():
+        expected = teacher.eval().heads["classification"](teacher.features(weak), None)
+    assert torch.allclose(output["weak"], expected)
 
 
 @pytest.mark.parametrize("method", ["fixmatch", "flexmatch", "freematch", "softmatch", "uda", "mean_teacher"])

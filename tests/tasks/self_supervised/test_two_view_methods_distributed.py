@@ -24,7 +24,7 @@ WORKER = textwrap.dedent(
     rows = {name: torch.randn(8, 6, generator=generator) for name in ("a", "b", "c", "d")}
     tasks = {"mocov3": MoCoV3Task(projection_dim=6), "barlow_twins": BarlowTwinsTask(projection_dim=6),
              "vicreg": VICRegTask(projection_dim=6)}
-    keys = {"mocov3": ("query_first", "query_second", "key_first", "key_second"),
+    keys = {"mocov3": ("prediction_first", "prediction_second", "target_first", "target_second"),
             "barlow_twins": ("first", "second"), "vicreg": ("first", "second")}
     results = {}
     for method, task in tasks.items():
@@ -46,7 +46,7 @@ WORKER = textwrap.dedent(
     distributed.teardown()
     """
 )
-KEYS = {"mocov3": ("query_first", "query_second", "key_first", "key_second"),
+KEYS = {"mocov3": ("prediction_first", "prediction_second", "target_first", "target_second"),
         "barlow_twins": ("first", "second"), "vicreg": ("first", "second")}
 
 

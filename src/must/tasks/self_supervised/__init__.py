@@ -52,9 +52,9 @@ SELF_SUPERVISED_TASKS: dict[str, Callable[..., SelfSupervisedTask]] = {
     "vicreg": VICRegTask,
     "simsiam": SimSiamTask,
     "motion_segmentation": MotionSegmentationTask,  # needs frames with motion masks (video:DIR)
-    "fixmatch": FixMatchTask,  # FixMatchTask(base=<a classification or segmentation task>, ...)
 }
-"""Constructor per method name (one explicit dict per family)."""
+"""Constructor per pretext method name: the methods that need nothing but images (one explicit
+dict per family; the semi-supervised ones, which wrap a labeled task, are below)."""
 
 SEMI_SUPERVISED_TASKS: dict[str, Callable[..., SemiSupervisedTask]] = {
     "fixmatch": FixMatchTask,

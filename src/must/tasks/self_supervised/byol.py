@@ -15,41 +15,29 @@ from __future__ import annotations
 
 from typing import Any
 
-import torch
 from lightly.loss import NegativeCosineSimilarity
 from lightly.models.modules.heads import BYOLPredictionHead, BYOLProjectionHead
-from torch import Tensor, nn
+from torch import Tensor
 
 from must.models.features import FeatureSpec
-from must.tasks.self_supervised.base import FeaturesFn
-from must.tasks.self_supervised.momentum import MomentumHead, check_momentum
-from must.tasks.self_supervised.two_views import TwoViewTask
+from must.tasks.self_supervised.momentum import MomentumHead
+from must.tasks.self_supervised.two_views import MomentumPairTask
 
 
-class BYOLTask(TwoViewTask):
+class BYOLTask(MomentumPairTask):
     name = "byol"
 
     def __init__(self, view_size: int = 64, projection_dim: int = 128, hidden_dim: int = 512,
                  base_momentum: float = 0.996, final_momentum: float = 1.0, color_strength: float = 0.5,
                  blur: bool = True, crop_scale: tuple[float, float] = (0.08, 1.0)) -> None:
-        super().__init__(view_size, color_strength, blur, crop_scale)
-        self.projection_dim, self.hidden_dim = projection_dim, hidden_dim
-        check_momentum(base_momentum, final_momentum)
-        self.base_momentum, self.final_momentum = base_momentum, final_momentum
+        super().__init__(view_size, projection_dim, hidden_dim, base_momentum, final_momentum, color_strength,
+                         blur, crop_scale)
         self.criterion = NegativeCosineSimilarity()
 
     def build_head(self, spec: FeatureSpec) -> MomentumHead:
         return MomentumHead(BYOLProjectionHead(spec.c5_channels, self.hidden_dim, self.projection_dim),
                             BYOLPredictionHead(self.projection_dim, self.hidden_dim, self.projection_dim),
                             self.base_momentum, self.final_momentum)
-
-    def embed(self, head: nn.Module, features_fn: FeaturesFn, first: Tensor, second: Tensor) -> dict[str, Tensor]:
-        online_first, online_second = self.online(head, features_fn, first, second)
-        targets = head.target_embed(torch.cat([first, second]))
-        count = first.shape[0]
-        return {"first": online_first, "second": online_second,
-                "prediction_first": head.predict(online_first), "prediction_second": head.predict(online_second),
-                "target_first": targets[:count], "target_second": targets[count:]}
 
     def view_loss(self, output: dict[str, Tensor]) -> dict[str, Tensor]:
         """``-(cos(q1, z'2) + cos(q2, z'1)) / 2`` (BYOL eq. 2, symmetrized; see the module docstring)."""

@@ -32,8 +32,7 @@ from must.errors import ConfigError
 from must.models.features import FeatureSpec
 from must.tasks.self_supervised.base import FeaturesFn, present_views, seeded, to_unit
 from must.tasks.self_supervised.momentum import MomentumHead, check_momentum
-from must.tasks.self_supervised.simclr import simclr_transform
-from must.tasks.self_supervised.two_views import TwoViewTask, start_momentum_target
+from must.tasks.self_supervised.two_views import TwoViewTask, simclr_transform, start_momentum_target
 
 
 class DINOProjection(ProjectionHead):

@@ -157,8 +157,8 @@ class DoerschMultiTaskModel(MultiTaskModel):
     def record(self) -> dict[str, Any]:
         return {**super().record(), "lasso_rows": lasso_rows(self.lasso, self.pyramid_lasso)}
 
-    def features(self, images: Tensor) -> Features:
-        return super().features(harmonize(images) if self.harmonized else images)
+    def features(self, images: Tensor, pyramid: bool | None = None) -> Features:
+        return super().features(harmonize(images) if self.harmonized else images, pyramid)
 
     def task_features(self, name: str, features: Features) -> Features:
         if self.lasso is not None and name in self.lasso.task_names:

@@ -44,6 +44,8 @@ def exemplar_transform(size: int) -> v2.Compose:
 
 
 class ExemplarHead(nn.Module):
+    reads_pyramid = False  # pooled C5 only: the model need not run the FPN for it
+
     def __init__(self, in_channels: int, hidden: int, num_instances: int) -> None:
         super().__init__()
         self.classifier = mlp([in_channels, hidden, num_instances])

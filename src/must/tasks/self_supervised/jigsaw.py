@@ -122,6 +122,8 @@ class TileEmbedding(nn.Module):
 
 
 class JigsawHead(nn.Module):
+    reads_pyramid = False  # pooled C5 only: the model need not run the FPN for it
+
     def __init__(self, in_channels: int, tile_dim: int, hidden: int, num_permutations: int) -> None:
         super().__init__()
         self.tiles = TileEmbedding(in_channels, tile_dim)

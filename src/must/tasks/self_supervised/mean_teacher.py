@@ -35,8 +35,8 @@ class MeanTeacherTask(SemiSupervisedTask):
     teacher: nn.Module | None = None
 
     def use_weight_average(self, model: nn.Module | None) -> None:
-        """The teacher: the engine's average of the student's weights (a model with ``features``
-        and ``heads``), None when the run keeps none, which is refused."""
+        """The teacher: the engine's average of the student's weights (a model with
+        ``features_for`` and ``heads``), None when the run keeps none, which is refused."""
         if model is None:
             raise ConfigError(f"task '{self.name}' needs train.ema_decay (e.g. 0.999): its teacher is the "
                               "moving average of the student's weights (Tarvainen & Valpola 2017 sec. 2)")
@@ -72,7 +72,8 @@ class MeanTeacherTask(SemiSupervisedTask):
         teacher.eval()
         try:
             with torch.no_grad():
-                return teacher.heads[self.head_name](teacher.features(images), None).detach()
+                # The trunk as the student's view pass runs it (no FPN unless the head reads it).
+                return teacher.heads[self.head_name](teacher.features_for(self.name)(images), None).detach()
         finally:
             teacher.train(was_training)
 

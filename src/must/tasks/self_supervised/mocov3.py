@@ -16,17 +16,18 @@ from typing import Any
 
 import torch
 from lightly.models.modules.heads import MoCoProjectionHead
-from torch import Tensor, nn
+from torch import Tensor
 
 from must.errors import ConfigError
 from must.losses.moco import moco_v3_loss
 from must.models.features import FeatureSpec
-from must.tasks.self_supervised.base import FeaturesFn
-from must.tasks.self_supervised.momentum import MomentumHead, check_momentum
-from must.tasks.self_supervised.two_views import TwoViewTask, gathered_pair
+from must.tasks.self_supervised.momentum import MomentumHead
+from must.tasks.self_supervised.two_views import MomentumPairTask, gathered_pair
 
 
-class MoCoV3Task(TwoViewTask):
+class MoCoV3Task(MomentumPairTask):
+    """Queries are the online predictions, keys the momentum target's projections."""
+
     name = "mocov3"
     gathers = True
 
@@ -34,12 +35,11 @@ class MoCoV3Task(TwoViewTask):
                  temperature: float = 0.2, base_momentum: float = 0.99, final_momentum: float = 1.0,
                  gather: bool = True, color_strength: float = 0.5, blur: bool = True,
                  crop_scale: tuple[float, float] = (0.08, 1.0)) -> None:
-        super().__init__(view_size, color_strength, blur, crop_scale)
+        super().__init__(view_size, projection_dim, hidden_dim, base_momentum, final_momentum, color_strength,
+                         blur, crop_scale)
         if temperature <= 0:
             raise ConfigError(f"temperature must be positive, got {temperature}")
-        check_momentum(base_momentum, final_momentum)
-        self.projection_dim, self.hidden_dim, self.temperature = projection_dim, hidden_dim, temperature
-        self.base_momentum, self.final_momentum = base_momentum, final_momentum
+        self.temperature = temperature
         self.gathers = gather
 
     def build_head(self, spec: FeatureSpec) -> MomentumHead:
@@ -49,23 +49,15 @@ class MoCoV3Task(TwoViewTask):
                                         num_layers=2, batch_norm=True)
         return MomentumHead(projection, prediction, self.base_momentum, self.final_momentum)
 
-    def embed(self, head: nn.Module, features_fn: FeaturesFn, first: Tensor, second: Tensor) -> dict[str, Tensor]:
-        online_first, online_second = self.online(head, features_fn, first, second)
-        keys = head.target_embed(torch.cat([first, second]))
-        count = first.shape[0]
-        return {"first": online_first, "second": online_second,
-                "query_first": head.predict(online_first), "query_second": head.predict(online_second),
-                "key_first": keys[:count], "key_second": keys[count:]}
-
     def empty_output(self, device: torch.device) -> dict[str, Tensor]:
         empty = super().empty_output(device)["first"]
-        return {name: empty for name in ("query_first", "query_second", "key_first", "key_second")}
+        return {name: empty for name in ("prediction_first", "prediction_second", "target_first", "target_second")}
 
     def view_loss(self, output: dict[str, Tensor]) -> dict[str, Tensor]:
         """MoCo v3 Algorithm 1 on the global batch."""
-        query_first, query_second = gathered_pair(output["query_first"].float(),
-                                                  output["query_second"].float(), self.gathers)
-        key_first, key_second = gathered_pair(output["key_first"].float(), output["key_second"].float(),
+        query_first, query_second = gathered_pair(output["prediction_first"].float(),
+                                                  output["prediction_second"].float(), self.gathers)
+        key_first, key_second = gathered_pair(output["target_first"].float(), output["target_second"].float(),
                                               self.gathers)
         if query_first.shape[0] == 0:
             return {"loss": (query_first.sum() + query_second.sum()) * 0.0}

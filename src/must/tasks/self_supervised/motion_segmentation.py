@@ -90,9 +90,9 @@ class MotionSegmentationTask(SelfSupervisedTask):
     def __init__(self, view_size: int = 64, hidden_dim: int = 128,
                  crop_scale: tuple[float, float] = (0.6, 1.0), positive_weight: float = 1.0) -> None:
         if not 0 < crop_scale[0] <= crop_scale[1] <= 1:
-            raise ValueError(f"crop_scale must satisfy 0 < low <= high <= 1, got {crop_scale}")
+            raise ConfigError(f"crop_scale must satisfy 0 < low <= high <= 1, got {crop_scale}")
         if positive_weight <= 0:
-            raise ValueError(f"positive_weight must be > 0, got {positive_weight}")
+            raise ConfigError(f"positive_weight must be > 0, got {positive_weight}")
         self.positive_weight = float(positive_weight)
         self.view_size = view_size
         self.hidden_dim = hidden_dim

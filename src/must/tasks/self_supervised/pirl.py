@@ -49,11 +49,13 @@ from must.tasks.self_supervised.base import (
     to_unit,
 )
 from must.tasks.self_supervised.jigsaw import TILES, TileEmbedding, cut_tiles, shuffle_tiles
-from must.tasks.self_supervised.simclr import simclr_transform
+from must.tasks.self_supervised.two_views import simclr_transform
 
 
 class PirlHead(nn.Module):
     """``f`` and ``g`` projections and the memory bank (see the module docstring)."""
+
+    reads_pyramid = False  # pooled C5 only: the model need not run the FPN for it
 
     def __init__(self, in_channels: int, tile_dim: int, dim: int, bank_size: int) -> None:
         super().__init__()

@@ -67,6 +67,8 @@ class PairHead(nn.Module):
     """Pooled C5 of ``2B`` patches (pair-major) -> shared ``dim`` embedding -> pairs concatenated
     -> MLP -> ``num_outputs`` logits."""
 
+    reads_pyramid = False  # pooled C5 only: the model need not run the FPN for it
+
     def __init__(self, in_channels: int, dim: int, hidden: int, num_outputs: int) -> None:
         super().__init__()
         self.embed = nn.Linear(in_channels, dim)

@@ -38,6 +38,8 @@ def rotate(image: Tensor, quarter_turns: int) -> Tensor:
 
 
 class RotationHead(nn.Module):
+    reads_pyramid = False  # pooled C5 only: the model need not run the FPN for it
+
     def __init__(self, in_channels: int, hidden: int) -> None:
         super().__init__()
         self.classifier = mlp([in_channels, hidden, ROTATIONS])

@@ -1,6 +1,6 @@
-"""What the two-view methods share (BYOL, MoCo v2 / v3, SimSiam, Barlow Twins, VICReg): two
-independent augmentations of every image (SimCLR's, :func:`~.simclr.simclr_transform`; BYOL
-sec. 3.3 and the others use the same family), one trunk pass over both views, an embedding per
+"""What the two-view methods share (SimCLR, BYOL, MoCo v2 / v3, SimSiam, Barlow Twins, VICReg): two
+independent augmentations of every image (SimCLR's, :func:`simclr_transform`; BYOL sec. 3.3 and
+the others use the same family), one trunk pass over both views, an embedding per
 image as the prediction, contrastive accuracy as the diagnostic metric.
 
 :func:`gathered_pair` is how the methods whose loss reads batch statistics (Barlow Twins'
@@ -20,14 +20,53 @@ from typing import Any
 import numpy as np
 import torch
 from torch import Tensor, nn
+from torchmetrics.aggregation import MeanMetric
+from torchvision.transforms import v2
 
 from must import distributed
 from must.data.sample import TaskBatch
 from must.losses.gather import gather_rows
+from must.losses.ntxent import contrastive_accuracy
 from must.models.features import Features, FeatureSpec
 from must.tasks.self_supervised.base import (FeaturesFn, SelfSupervisedTask, draw_embedding, pooled_c5,
                                              present_views, seeded, to_unit)
-from must.tasks.self_supervised.simclr import ContrastiveAccuracy, simclr_transform
+from must.tasks.self_supervised.momentum import check_momentum
+
+
+def simclr_transform(size: int, color_strength: float = 0.5, blur: bool = True,
+                     crop_scale: tuple[float, float] = (0.08, 1.0)) -> v2.Compose:
+    """SimCLR's augmentation (appendix A) for ``uint8 [3, H, W]`` tensors -> ``[3, size, size]``."""
+    jitter = 0.8 * color_strength
+    steps: list[nn.Module] = [
+        v2.RandomResizedCrop(size, scale=crop_scale, antialias=True),
+        v2.RandomHorizontalFlip(),
+        v2.RandomApply([v2.ColorJitter(jitter, jitter, jitter, 0.2 * color_strength)], p=0.8),
+        v2.RandomGrayscale(p=0.2),
+    ]
+    if blur:
+        kernel = max(3, int(0.1 * size) // 2 * 2 + 1)  # odd, ~10% of the side
+        steps.append(v2.RandomApply([v2.GaussianBlur(kernel, sigma=(0.1, 2.0))], p=0.5))
+    return v2.Compose(steps)
+
+
+class ContrastiveAccuracy:
+    """Mean (over views, DDP-synced by torchmetrics) of :func:`contrastive_accuracy` per batch."""
+
+    def __init__(self) -> None:
+        self.mean = MeanMetric()
+
+    def update(self, output: dict[str, Tensor] | None, target: TaskBatch) -> None:
+        if output is None:
+            return
+        first, second = output["first"].detach(), output["second"].detach()
+        self.mean.to(first.device)
+        self.mean.update(contrastive_accuracy(first, second), weight=2 * first.shape[0])
+
+    def compute(self) -> dict[str, float]:
+        return {"accuracy": float(self.mean.compute())}
+
+    def reset(self) -> None:
+        self.mean.reset()
 
 
 class EmbeddingHead(nn.Module):
@@ -137,6 +176,30 @@ class TwoViewTask(SelfSupervisedTask):
 
     def describe(self) -> dict[str, Any]:
         return {"name": self.name, "kind": "self_supervised", "view_size": self.view_size}
+
+
+class MomentumPairTask(TwoViewTask):
+    """A method that compares each view's online prediction with the momentum target's projection
+    of the other view (BYOL sec. 3.1, MoCo v3 Algorithm 1: queries and keys): the output holds both
+    views' online projections (``first``, ``second``), their predictions (``prediction_first``,
+    ``prediction_second``) and target projections (``target_first``, ``target_second``).
+    Subclasses build a :class:`~.momentum.MomentumHead` and say their ``view_loss``."""
+
+    def __init__(self, view_size: int, projection_dim: int, hidden_dim: int, base_momentum: float,
+                 final_momentum: float, color_strength: float, blur: bool,
+                 crop_scale: tuple[float, float]) -> None:
+        super().__init__(view_size, color_strength, blur, crop_scale)
+        check_momentum(base_momentum, final_momentum)
+        self.projection_dim, self.hidden_dim = projection_dim, hidden_dim
+        self.base_momentum, self.final_momentum = base_momentum, final_momentum
+
+    def embed(self, head: nn.Module, features_fn: FeaturesFn, first: Tensor, second: Tensor) -> dict[str, Tensor]:
+        online_first, online_second = self.online(head, features_fn, first, second)
+        targets = head.target_embed(torch.cat([first, second]))  # one target pass over both views
+        count = first.shape[0]
+        return {"first": online_first, "second": online_second,
+                "prediction_first": head.predict(online_first), "prediction_second": head.predict(online_second),
+                "target_first": targets[:count], "target_second": targets[count:]}
 
 
 class BatchStatisticsTask(TwoViewTask):
