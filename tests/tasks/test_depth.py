@@ -6,6 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from must.errors import ConfigError
 from must.data.geometry import Geometry
 from must.models.features import Features, FeatureSpec
 from must.tasks import build_task
@@ -154,7 +155,7 @@ def test_scale_and_shift_alignment_hand_worked_example() -> None:
 
 
 def test_unknown_alignment_is_refused_by_name() -> None:
-    with pytest.raises(ValueError, match="unknown depth alignment 'scale'.*scale_shift"):
+    with pytest.raises(ConfigError, match="unknown depth alignment 'scale'.*scale_shift"):
         DepthTask(align="scale")  # type: ignore[arg-type]
 
 

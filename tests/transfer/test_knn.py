@@ -79,7 +79,7 @@ def test_images_without_a_label_are_left_out_of_the_memory() -> None:
     from must.transfer.knn import pooled_features
 
     class MeanColour(nn.Module):
-        def features(self, images: torch.Tensor) -> SimpleNamespace:
+        def features(self, images: torch.Tensor, pyramid: bool | None = None) -> SimpleNamespace:
             return SimpleNamespace(c5=images.mean(dim=(-2, -1), keepdim=True))
 
     samples = [Sample(f"image{index}", torch.full((3, 8, 8), 60 * index, dtype=torch.uint8),

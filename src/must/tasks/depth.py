@@ -97,7 +97,7 @@ class DepthMetric(Metric):
     def __init__(self, align: DepthAlignment = "none") -> None:
         super().__init__()
         if align not in ALIGNMENTS:
-            raise ValueError(f"unknown depth alignment '{align}'; choose one of: {', '.join(ALIGNMENTS)}")
+            raise ConfigError(f"unknown depth alignment '{align}'; choose one of: {', '.join(ALIGNMENTS)}")
         self.align = align
         for state in ("pixels", "within_delta1", "abs_rel_sum", "squared_error_sum"):
             self.add_state(state, default=torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")

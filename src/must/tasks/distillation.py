@@ -50,7 +50,7 @@ def distillation_loss(logits: Tensor, teacher_probabilities: Tensor, temperature
 def virtual_teacher(labels: Tensor, num_classes: int, correct_probability: float) -> Tensor:
     """Yuan et al. 2020 eq. 9's hand-made teacher: ``a`` on the true class, the rest spread evenly."""
     if num_classes < 2:
-        raise ValueError("a virtual teacher needs at least two classes")
+        raise ConfigError("a virtual teacher needs at least two classes")
     rest = (1.0 - correct_probability) / (num_classes - 1)
     probabilities = torch.full((labels.shape[0], num_classes), rest, device=labels.device)
     return probabilities.scatter_(1, labels.long()[:, None], correct_probability)

@@ -79,7 +79,7 @@ def pooled_features(model: nn.Module, task: ClassificationTask, datasets: list[R
             batch = batch.to(device)
             target = batch.targets[task.name]
             # pooled in fp32: a bf16 mean over C5's cells would round the features the vote compares
-            pooled = model.features(batch.images).c5.float().mean(dim=(-2, -1))
+            pooled = model.features(batch.images, pyramid=False).c5.float().mean(dim=(-2, -1))
             features.append(pooled[target.present].cpu())
             labels.append(target.value[target.present].argmax(dim=-1).cpu())
     return torch.cat(features), torch.cat(labels)
