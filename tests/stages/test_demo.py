@@ -54,6 +54,9 @@ def test_demo_runs_end_to_end_and_resumes(tmp_path: Path, capsys: pytest.Capture
         for task, entry in results["transfer"][init].items():
             assert isinstance(entry["metric"], str) and entry["metric"], (init, task)
             assert math.isfinite(entry["value"]), (init, task)
+    assert set(results["knn"]) == set(INITS)  # transfer.knn: every row, the classification task only
+    assert all(set(results["knn"][init]) == {"classification"} for init in INITS)
+    assert all(0 <= results["knn"][init]["classification"]["value"] <= 1 for init in INITS)
     assert set(results["teacher_vs_student"]) == set(TEACHER_DOMAINS)
     for task, row in results["teacher_vs_student"].items():
         assert math.isfinite(row["teacher"]) and math.isfinite(row["student"]), task
@@ -75,7 +78,8 @@ def test_demo_runs_end_to_end_and_resumes(tmp_path: Path, capsys: pytest.Capture
     assert training_outputs(run) == outputs  # no training stage ran again
     second = capsys.readouterr().out  # each stage says it was skipped, and why
     for stage, directory in [("world", "data"), *((f"teacher/{t}", f"teachers/{t}") for t in TEACHER_DOMAINS),
-                             ("label", "pseudo/pool"), ("student", "student"), ("transfer", "transfer")]:
+                             ("label", "pseudo/pool"), ("student", "student"), ("transfer", "transfer"),
+                             *((f"knn/{init}", f"transfer/{init}") for init in INITS)]:
         assert f"== {stage}: skipped, {run / directory} holds its finished outputs for this config" in second
     rerun = json.loads((run / "timings.json").read_text())  # a finished stage keeps its first time
     kept = ("world", "teachers", "label", "transfer")

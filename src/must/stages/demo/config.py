@@ -106,6 +106,9 @@ class TransferPlan:
     """The grid (supp. sec. 2.3): every task's learning rates times ``lr_factors`` x its step
     counts times ``step_factors``; the best cell on validation is reported on test."""
     workers: int = 1
+    knn: bool = False
+    """Also k-NN top-1 of every row on the classification tasks (``must transfer --mode knn``: no
+    training, one pass over the task's images), the report's k-NN table."""
     every_task: dict[str, Any] = field(default_factory=dict)
     """Settings replacing those of every downstream task, e.g. ``{image_size: 32, steps: [4]}``
     (the ``tiny`` preset's quick run of the default suite)."""

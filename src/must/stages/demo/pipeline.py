@@ -26,7 +26,7 @@ from must.stages.demo.stage_configs import (label_config, pool_set, pretrain_con
                                             with_grid)
 from must.stages.demo.summary import print_summary
 from must.stages.teach import TeachConfig, run_teach
-from must.transfer.config import default_suite, with_settings
+from must.transfer.config import TransferConfig, default_suite, with_settings
 from must.world.splits import generate_world
 
 
@@ -152,8 +152,7 @@ def pretrain_stage(config: DemoConfig, out: Path, clock: StageClock) -> None:
 
 def transfer_stage(config: DemoConfig, out: Path, clock: StageClock) -> None:
     """Every row (``transfer.inits``) fine-tuned on every downstream task over the grid, in one
-    pool of cells."""
-    from must.transfer.config import TransferConfig
+    pool of cells; then, with ``transfer.knn``, k-NN of every row."""
     from must.transfer.run import all_finished, run_transfers
 
     suite = with_grid(config.transfer, with_settings(
@@ -167,6 +166,26 @@ def transfer_stage(config: DemoConfig, out: Path, clock: StageClock) -> None:
     clock.run("transfer", lambda: run_transfers(transfers, out),  # one pool of cells for every init
               finished=finished, status=SKIPPED.format(out=out / "transfer") if finished
               else transfer_status(transfers, out))
+    if config.transfer.knn:
+        knn_stage(transfers, out, clock)
+
+
+def knn_stage(transfers: Sequence[TransferConfig], out: Path, clock: StageClock) -> None:
+    """k-NN top-1 of every row on the suite's classification tasks (:mod:`must.transfer.knn`), each
+    row skipped once its ``best_knn.json`` files exist."""
+    from must.transfer.grid import best_name
+    from must.transfer.knn import run_knn
+
+    for transfer in transfers:
+        knn = config_lib.replace(transfer, mode="knn", tasks={
+            name: spec for name, spec in transfer.tasks.items() if spec.task == "classification"})
+        if not knn.tasks:
+            continue
+        directory = out / "transfer" / knn.init_name
+        if all((directory / name / best_name("knn")).exists() for name in knn.tasks):
+            skipped(f"knn/{knn.init_name}", directory)
+        else:
+            clock.run(f"knn/{knn.init_name}", lambda: run_knn(knn, out), status=f"k-NN of {', '.join(knn.tasks)}")
 
 
 def report_stage(config: DemoConfig, out: Path, clock: StageClock, start: float) -> None:
