@@ -1,0 +1,82 @@
+"""The training weight average: trained weights and their BN statistics averaged, a momentum
+encoder's target (already an average) and other frozen state copied from the live model."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from must.tasks.self_supervised.momentum import MomentumHead
+from must.train.optim import build_ema
+
+DECAY = 0.75
+
+
+class WithMomentumHead(nn.Module):
+    """A conv + BN trunk and a momentum head over it (the layout BYOL / MoCo / DINO use)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.backbone = nn.Sequential(nn.Conv2d(3, 4, 1), nn.BatchNorm2d(4))
+        self.register_buffer("mean", torch.zeros(1, 3, 1, 1))
+        self.register_buffer("std", torch.ones(1, 3, 1, 1))
+        self.head = MomentumHead(nn.Linear(4, 2), None, base_momentum=0.5, final_momentum=0.5)
+        self.head.attach_trunk(self)
+
+
+def _one_step(model: WithMomentumHead, step: int, steps: int) -> None:
+    """What a training step changes: the trained weights (a stand-in optimizer), both trunks' BN
+    statistics (training passes) and the target (the momentum update)."""
+    with torch.no_grad():
+        for parameter in model.parameters():
+            if parameter.requires_grad:
+                parameter.add_(torch.randn_like(parameter))
+        images = torch.randn(2, 3, 4, 4) * (step + 1)
+        model.backbone(images)
+        model.head.target_backbone(images)
+    model.head.after_optimizer_step(step, steps)
+
+
+def test_the_average_copies_the_momentum_target_and_averages_the_trained_state() -> None:
+    torch.manual_seed(0)
+    model = WithMomentumHead().train()
+    model.head.start()
+    ema = build_ema(model, DECAY)
+    trained = {name for name, parameter in model.named_parameters() if parameter.requires_grad}
+    trained |= {"backbone.1.running_mean", "backbone.1.running_var"}
+    expected: dict[str, torch.Tensor] = {}
+    steps = 4
+    for step in range(1, steps + 1):
+        _one_step(model, step, steps)
+        ema.update_parameters(model)
+        live = model.state_dict()
+        for name in trained:  # the first update copies, then ema <- decay ema + (1 - decay) theta
+            expected[name] = live[name].clone() if name not in expected else (
+                DECAY * expected[name] + (1 - DECAY) * live[name])
+    average, live = ema.module.state_dict(), model.state_dict()
+    assert {name for name in trained if name.startswith("head.projection")} and trained < set(live)
+    for name in trained:
+        torch.testing.assert_close(average[name], expected[name], msg=name)
+    copied = [name for name in live if name not in trained]
+    assert any(name.startswith("head.target_backbone") for name in copied)
+    for name in copied:  # the target, its BN statistics, the flag, the batch counters
+        assert torch.equal(average[name], live[name]), name
+    assert average["head.initialized"].dtype == torch.bool and bool(average["head.initialized"])
+
+
+def test_the_average_resumes_from_its_state_dict() -> None:
+    torch.manual_seed(0)
+    model = WithMomentumHead().train()
+    model.head.start()
+    ema = build_ema(model, DECAY)
+    for step in (1, 2):
+        _one_step(model, step, 4)
+        ema.update_parameters(model)
+    resumed = build_ema(model, DECAY)
+    resumed.load_state_dict(ema.state_dict())
+    for step in (3, 4):
+        _one_step(model, step, 4)
+        ema.update_parameters(model)
+        resumed.update_parameters(model)
+    for name, value in ema.state_dict().items():
+        assert torch.equal(value, resumed.state_dict()[name]), name
