@@ -5,7 +5,6 @@ state equals the formula computed in one process from both ranks' batches."""
 
 from __future__ import annotations
 
-import json
 import textwrap
 from pathlib import Path
 
@@ -87,11 +86,8 @@ def _softmatch_reference() -> dict[str, torch.Tensor]:
     return task.state
 
 
-def test_two_processes_average_the_statistics_in_one_fused_all_reduce(tmp_path: Path, run_torchrun) -> None:
-    script = tmp_path / "worker.py"
-    script.write_text(WORKER)
-    run_torchrun(script, tmp_path)
-    results = [json.loads((tmp_path / f"rank{rank}.json").read_text()) for rank in range(2)]
+def test_two_processes_average_the_statistics_in_one_fused_all_reduce(tmp_path: Path, run_worker) -> None:
+    results = run_worker(WORKER, tmp_path)
     assert results[0] == results[1]  # every rank holds the same state
     assert results[0]["freematch"]["all_reduces"] == [1] * STEPS
     assert results[0]["softmatch"]["all_reduces"] == [2] * STEPS
