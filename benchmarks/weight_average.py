@@ -83,8 +83,8 @@ def main() -> None:
     rows = {}
     for name, config in CONFIGS.items():
         rows[name] = measure(config, args.rounds, args.updates)
-        print(name, json.dumps({key: rows[name][key] for key in ("ms_per_update", "target_max_abs_gap_after_3_steps")}),
-              flush=True)
+        shown = ("ms_per_update", "target_max_abs_gap_after_3_steps")
+        print(name, json.dumps({key: rows[name][key] for key in shown}), flush=True)
     result = {**run_stamp(), "command": command_line("benchmarks.weight_average"), "decay": DECAY, "rows": rows}
     args.result.parent.mkdir(parents=True, exist_ok=True)
     args.result.write_text(json.dumps(result, indent=2) + "\n")

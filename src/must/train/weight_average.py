@@ -53,13 +53,16 @@ def split_trained_state(average: nn.Module, model: nn.Module) -> tuple[list[tupl
     copied: list[tuple[Tensor, Tensor]] = []
     seen: set[int] = set()
     for mine, theirs in zip(average.modules(), model.modules(), strict=True):
-        trained = any(p is not None and p.requires_grad for p in theirs._parameters.values())
-        for kind in ("_parameters", "_buffers"):
-            for name, source in getattr(theirs, kind).items():
-                if source is None or id(source) in seen:
-                    continue
-                seen.add(id(source))
-                moves = source.requires_grad if kind == "_parameters" else trained and source.is_floating_point()
-                pair = (getattr(mine, kind)[name].detach(), source.detach())
-                (averaged if moves else copied).append(pair)
+        parameters = dict(theirs.named_parameters(recurse=False))
+        trained = any(parameter.requires_grad for parameter in parameters.values())
+        copies = {**dict(mine.named_parameters(recurse=False)), **dict(mine.named_buffers(recurse=False))}
+        for name, source in [*parameters.items(), *theirs.named_buffers(recurse=False)]:
+            if id(source) in seen:
+                continue
+            seen.add(id(source))
+            if name in parameters:
+                moves = source.requires_grad
+            else:  # a buffer: BN statistics of a trained layer move with it; counters, flags do not
+                moves = trained and source.is_floating_point()
+            (averaged if moves else copied).append((copies[name].detach(), source.detach()))
     return averaged, copied
