@@ -52,17 +52,18 @@ def split_trained_state(average: nn.Module, model: nn.Module) -> tuple[list[tupl
     averaged: list[tuple[Tensor, Tensor]] = []
     copied: list[tuple[Tensor, Tensor]] = []
     seen: set[int] = set()
+    # The modules' own dicts, not named_parameters / named_buffers: this runs at every step, and
+    # their generators cost more than the averaging of a small model.
     for mine, theirs in zip(average.modules(), model.modules(), strict=True):
-        parameters = dict(theirs.named_parameters(recurse=False))
-        trained = any(parameter.requires_grad for parameter in parameters.values())
-        copies = {**dict(mine.named_parameters(recurse=False)), **dict(mine.named_buffers(recurse=False))}
-        for name, source in [*parameters.items(), *theirs.named_buffers(recurse=False)]:
-            if id(source) in seen:
-                continue
-            seen.add(id(source))
-            if name in parameters:
-                moves = source.requires_grad
-            else:  # a buffer: BN statistics of a trained layer move with it; counters, flags do not
-                moves = trained and source.is_floating_point()
-            (averaged if moves else copied).append((copies[name].detach(), source.detach()))
+        trained = any(p is not None and p.requires_grad for p in theirs._parameters.values())
+        for kind in ("_parameters", "_buffers"):
+            for name, source in getattr(theirs, kind).items():
+                if source is None or id(source) in seen:
+                    continue
+                seen.add(id(source))
+                if kind == "_parameters":
+                    moves = source.requires_grad
+                else:  # a buffer: BN statistics of a trained layer move with it; counters, flags do not
+                    moves = trained and source.is_floating_point()
+                (averaged if moves else copied).append((getattr(mine, kind)[name].detach(), source.detach()))
     return averaged, copied
