@@ -2,11 +2,13 @@
 no hub downloads, deterministic seeds; tests marked ``cuda`` are skipped on a machine without a
 CUDA GPU (``make gpu-check`` runs them where there is one)."""
 
+import json
 import os
 import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("MPLBACKEND", "Agg")
@@ -41,8 +43,9 @@ def _a_new_run(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.delenv(key)
 
 
-def launch_torchrun(script: Path, *args: object, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    """``script *args`` in 2 processes through torchrun (gloo on CPU, one torch thread each), a new
+def launch_torchrun(script: Path | str, *args: object, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    """``script *args`` in 2 processes through torchrun (gloo on CPU, one torch thread each; ``script``
+    ``"-m"`` and a module name first in ``args`` run a module, e.g. ``must.cli``), a new
     run: none of an enclosing launch's rank variables, none of this process's once-per-run warning
     marks (a warning an earlier test gave must still come). Fails the test with the end of stderr
     unless both processes succeed."""
@@ -56,7 +59,22 @@ def launch_torchrun(script: Path, *args: object, timeout: float = 300) -> subpro
     return run
 
 
+def launch_worker(source: str, directory: Path, timeout: float = 300) -> list[dict[str, Any]]:
+    """Writes ``source`` to ``directory/worker.py``, runs it in 2 processes with ``directory`` as its
+    argument (:func:`launch_torchrun`) and returns what each rank wrote to ``rank<r>.json`` there."""
+    script = directory / "worker.py"
+    script.write_text(source)
+    launch_torchrun(script, directory, timeout=timeout)
+    return [json.loads((directory / f"rank{rank}.json").read_text()) for rank in range(2)]
+
+
 @pytest.fixture(scope="session")
 def run_torchrun() -> Callable[..., subprocess.CompletedProcess[str]]:
     """:func:`launch_torchrun`, for the tests of real multi-process runs."""
     return launch_torchrun
+
+
+@pytest.fixture(scope="session")
+def run_worker() -> Callable[..., list[dict[str, Any]]]:
+    """:func:`launch_worker`: a 2-process worker script and the JSON each rank wrote."""
+    return launch_worker

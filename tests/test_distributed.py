@@ -3,7 +3,6 @@ gather with its exact gradient, broadcast; and NT-Xent under DDP, whose averaged
 equal the one-process gradient on the concatenated batch (SimCLR sec. 2: negatives from every
 device)."""
 
-import json
 import os
 import textwrap
 from pathlib import Path
@@ -63,13 +62,9 @@ def test_single_process_defaults() -> None:
 
 
 @pytest.fixture(scope="module")
-def two_process_results(tmp_path_factory: pytest.TempPathFactory, run_torchrun) -> list[dict]:
+def two_process_results(tmp_path_factory: pytest.TempPathFactory, run_worker) -> list[dict]:
     """One torchrun launch for every 2-process check of this file (a launch costs seconds)."""
-    directory = tmp_path_factory.mktemp("gloo")
-    script = directory / "worker.py"
-    script.write_text(SCRIPT)
-    run_torchrun(script, directory)
-    return [json.loads((directory / f"rank{r}.json").read_text()) for r in range(2)]
+    return run_worker(SCRIPT, tmp_path_factory.mktemp("gloo"))
 
 
 def test_two_process_gloo(two_process_results: list[dict]) -> None:

@@ -2,11 +2,7 @@
 gloo run whose gathered negatives reproduce the one-process loss on the concatenated batch, with
 the exact gradient through the gather."""
 
-import json
 import math
-import os
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
@@ -101,20 +97,8 @@ WORKER = textwrap.dedent(
 )
 
 
-def run_workers(tmp_path: Path) -> list[dict]:
-    script = tmp_path / "worker.py"
-    script.write_text(WORKER)
-    environment = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
-    environment["OMP_NUM_THREADS"] = "1"
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-               str(script), str(tmp_path)]
-    run = subprocess.run(command, env=environment, capture_output=True, text=True, timeout=300)
-    assert run.returncode == 0, run.stderr[-3000:]
-    return [json.loads((tmp_path / f"rank{rank}.json").read_text()) for rank in range(2)]
-
-
-def test_two_process_gloo_equals_one_process(tmp_path: Path) -> None:
-    results = run_workers(tmp_path)
+def test_two_process_gloo_equals_one_process(tmp_path: Path, run_worker) -> None:
+    results = run_worker(WORKER, tmp_path)
     generator = torch.Generator().manual_seed(7)
     first, second = torch.randn(8, 5, generator=generator), torch.randn(8, 5, generator=generator)
     whole = nt_xent_loss(first, second, temperature=0.2).item()

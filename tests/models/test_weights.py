@@ -19,6 +19,7 @@ from must.models import (
     load_initial_weights,
 )
 from must.models.fpn import FeaturePyramid
+from must.models.weights import read_checkpoint_record
 
 
 class PooledC5Head(nn.Module):
@@ -216,3 +217,35 @@ def test_other_file_errors(tmp_path):
     torch.save(torchvision.models.resnet18(weights=None).state_dict(), tmp_path / "plain.pth")
     with pytest.raises(CheckpointError, match="load_backbone"):
         load_checkpoint(model, tmp_path / "plain.pth")
+
+
+def test_the_record_is_read_through_a_memory_map(tmp_path, monkeypatch):
+    """``read_checkpoint_record`` needs one small dict: the checkpoint's tensors are mapped, not
+    read (a student checkpoint holds the weights, the optimizer state and the weight average)."""
+    state = {"model": {"w": torch.ones(3)}, "model_record": {"input_transform": "lab"}}
+    torch.save(state, tmp_path / "ours.pt")
+    torch.save(state, tmp_path / "legacy.pt", _use_new_zipfile_serialization=False)
+    save_file({"w": torch.ones(3)}, tmp_path / "weights.safetensors")
+    loads = []
+    load = torch.load
+
+    def spy(*args, **kwargs):
+        loads.append(kwargs.get("mmap", False))
+        return load(*args, **kwargs)
+
+    monkeypatch.setattr(torch, "load", spy)
+    assert read_checkpoint_record(tmp_path / "ours.pt") == {"input_transform": "lab"} and loads == [True]
+    assert read_checkpoint_record(tmp_path / "legacy.pt") == {"input_transform": "lab"}  # no map: read whole
+    assert read_checkpoint_record(tmp_path / "weights.safetensors") == {}
+
+
+@pytest.mark.parametrize("name, content", [("truncated.pt", None), ("garbage.pt", b"not a checkpoint"),
+                                           ("garbage.safetensors", b"\x00" * 64)])
+def test_an_unreadable_record_is_one_checkpoint_error_naming_the_file(tmp_path, name, content):
+    path = tmp_path / name
+    if content is None:
+        torch.save({"model": {"w": torch.ones(1000)}, "model_record": {}}, path)
+        content = path.read_bytes()[:-300]
+    path.write_bytes(content)
+    with pytest.raises(CheckpointError, match=name):
+        read_checkpoint_record(path)

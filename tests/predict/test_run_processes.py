@@ -3,9 +3,6 @@ merges, giving the same files as one process."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -19,16 +16,11 @@ def files(root: Path) -> dict[str, bytes]:
 
 
 @pytest.mark.slow
-def test_two_processes_equal_one(student: Path, photos: Path, tmp_path: Path) -> None:
+def test_two_processes_equal_one(student: Path, photos: Path, tmp_path: Path, run_torchrun) -> None:
     # batch_size=1: each image's forward pass is the same whichever rank runs it
     arguments = ["predict", "--model", str(student), "--data", f"folder:{photos}", "--tasks",
                  "detection,segmentation,classification", "batch_size=1"]
-    environment = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
-    environment["OMP_NUM_THREADS"] = "1"
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-               "-m", "must.cli", *arguments, "--out", str(tmp_path / "two")]
-    run = subprocess.run(command, env=environment, capture_output=True, text=True, timeout=600)
-    assert run.returncode == 0, run.stderr[-3000:]
+    run = run_torchrun("-m", "must.cli", *arguments, "--out", tmp_path / "two", timeout=600)
     assert run.stdout.count("predictions for 4 images") == 1  # printed by rank 0 only
     assert main([*arguments, "--out", str(tmp_path / "one")]) == 0
     two, one = files(tmp_path / "two"), files(tmp_path / "one")

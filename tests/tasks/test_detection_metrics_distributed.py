@@ -80,13 +80,10 @@ def main(out: str) -> None:
     distributed.teardown()
 
 
-def test_two_process_gloo_evaluation_equals_one_process(tmp_path: Path, run_torchrun) -> None:
+def test_two_process_gloo_evaluation_equals_one_process(tmp_path: Path, run_worker) -> None:
     one_process = evaluate(rank=0, world_size=1)
     # precondition: rank 0's half alone scores differently (the failure this test guards against)
     assert evaluate(rank=0, world_size=2) != one_process
-    script = tmp_path / "worker.py"
-    script.write_text(f"import sys; sys.path.insert(0, {str(HERE)!r}); "
-                      "import test_detection_metrics_distributed as t; t.main(sys.argv[1])")
-    run_torchrun(script, tmp_path)
-    for rank in range(2):
-        assert json.loads((tmp_path / f"rank{rank}.json").read_text()) == one_process
+    worker = (f"import sys; sys.path.insert(0, {str(HERE)!r}); "
+              "import test_detection_metrics_distributed as t; t.main(sys.argv[1])")
+    assert run_worker(worker, tmp_path) == [one_process, one_process]

@@ -31,7 +31,8 @@ from must.config import ConfigError
 from must.files import CHECKPOINT_NAME, file_sha256
 from must.models.config import ModelConfig
 from must.models.multitask import MultiTaskModel, build_model
-from must.models.records import STUDENT_RECORD, TEACHER_RECORD, StudentRecord, parse_record, read_json_object
+from must.models.records import (STUDENT_RECORD, TEACHER_RECORD, StudentRecord, TeacherRecord, parse_record,
+                                 read_json_object)
 from must.models.weights import CheckpointError, load_checkpoint, read_state_dict
 from must.tasks import TASK_BUILDERS, Task, build_task
 
@@ -152,13 +153,15 @@ def read_model_record(path: str | Path) -> ModelRecord:
 
 
 def _teacher(data: dict[str, Any], path: Path) -> ModelRecord:
-    task = _require(data, "task", str, path)
-    options = data.get("task_options") or {}
-    checkpoint = (path.parent / str(data.get("checkpoint") or CHECKPOINT_NAME)).resolve()
-    trained = Trained(data.get("steps"), data.get("batch_size"), data.get("learning_rate"),
-                      data.get("metrics") or {})
-    return ModelRecord("teacher", path, {task: dict(options)}, _model_config(data, path),
-                       int(data.get("image_size", 64)), checkpoint, data, trained)
+    teacher = parse_record(TeacherRecord, data, path)
+    if not teacher.task:
+        raise CheckpointError(f"{path}: no 'task' in the record")
+    # The recipe as far as the file states it: the record's defaults would be made-up numbers.
+    recipe = {key: getattr(teacher, key) for key in ("steps", "batch_size", "learning_rate") if key in data}
+    return ModelRecord("teacher", path, {teacher.task: dict(teacher.task_options)},
+                       config_lib.replace(teacher.model, init=None), teacher.image_size,
+                       (path.parent / teacher.checkpoint).resolve(), data,
+                       Trained(**recipe, metrics=teacher.metrics))
 
 
 def _student(data: dict[str, Any], path: Path) -> ModelRecord:

@@ -19,6 +19,7 @@ model, raises :class:`CheckpointError` naming the file.
 from __future__ import annotations
 
 import logging
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -186,25 +187,35 @@ def _head_mismatch(model: MultiTaskModel, name: str, source: dict[str, Tensor]) 
 def read_checkpoint_record(path: str | Path) -> dict[str, Any]:
     """The ``model_record`` of one of our checkpoints (what the training engine records beside the
     tensors, e.g. the input transform); ``{}`` for a checkpoint written before it, or another
-    weight file. An unreadable file raises :class:`CheckpointError` naming it."""
-    data = _read_file(Path(path))
+    weight file. The file is memory-mapped, so its tensors are not read for this small dict. An
+    unreadable file raises :class:`CheckpointError` naming it."""
+    path = Path(path)
+    if path.suffix == ".safetensors":  # tensors only: no record; the header says whether it is one
+        _read_file(path, header_only=True)
+        return {}
+    data = _read_file(path, mmap=True)
     record = data.get("model_record") if isinstance(data, dict) else None
     return dict(record) if isinstance(record, dict) else {}
 
 
-def _read_file(path: Path) -> Any:
+def _read_file(path: Path, mmap: bool = False, header_only: bool = False) -> Any:
+    """The file's content on the CPU. ``mmap``: tensors mapped, not read (files of ``torch.save``'s
+    zip format; the legacy format is read whole). ``header_only``: a safetensors file's tensor names."""
     if not path.is_file():
         raise CheckpointError(f"{path}: no such weight file")
     if path.suffix == ".safetensors":
-        from safetensors import SafetensorError
+        from safetensors import SafetensorError, safe_open
         from safetensors.torch import load_file
 
         try:
+            if header_only:
+                with safe_open(path, framework="pt", device="cpu") as handle:
+                    return list(handle.keys())
             return load_file(path, device="cpu")
         except (SafetensorError, OSError) as error:
             raise CheckpointError(f"{path}: not a readable safetensors file ({error})") from None
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap and zipfile.is_zipfile(path))
     except Exception as error:  # torch.load raises many types; all mean "not a weight file"
         first_line = str(error).strip().splitlines()[0] if str(error).strip() else ""
         raise CheckpointError(

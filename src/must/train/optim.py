@@ -17,9 +17,9 @@ import torch
 from torch import nn
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LambdaLR
-from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from must.train.config import TrainConfig
+from must.train.weight_average import TrainedWeightAverage
 
 
 def parameter_groups(model: nn.Module, weight_decay: float, extra: Iterable[nn.Parameter] = (),
@@ -110,9 +110,10 @@ def build_scheduler(optimizer: Optimizer, config: TrainConfig) -> LambdaLR:
     return LambdaLR(optimizer, _Schedule(config.warmup_steps, config.steps))
 
 
-def build_ema(model: nn.Module, decay: float | None) -> AveragedModel | None:
-    """An exponential moving average of the weights and buffers (BN statistics included):
-    ``ema <- decay * ema + (1 - decay) * weights`` after each optimizer step; None when off."""
+def build_ema(model: nn.Module, decay: float | None) -> TrainedWeightAverage | None:
+    """An exponential moving average of the trained weights and their BN statistics:
+    ``ema <- decay * ema + (1 - decay) * weights`` after each optimizer step; frozen state (momentum
+    targets) copied as is (:mod:`must.train.weight_average`); None when off."""
     if decay is None:
         return None
-    return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
+    return TrainedWeightAverage(model, decay)

@@ -3,10 +3,6 @@ collate with an absent image, forward on the views, a finite loss whose gradient
 parameter of trunk and head, prediction, metric, drawing."""
 
 import copy
-import json
-import os
-import subprocess
-import sys
 import textwrap
 from collections.abc import Callable
 from pathlib import Path
@@ -207,18 +203,10 @@ WORKER = textwrap.dedent(
 )
 
 
-def test_two_process_ranks_without_views(tmp_path: Path) -> None:
+def test_two_process_ranks_without_views(tmp_path: Path, run_worker) -> None:
     """Under DDP a rank whose batch has no views still joins SimCLR's gather and PIRL's bank and
     normalizer collectives (no hang), and the memory banks of all ranks stay identical."""
-    script = tmp_path / "worker.py"
-    script.write_text(WORKER)
-    environment = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
-    environment["OMP_NUM_THREADS"] = "1"
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-               str(script), str(tmp_path)]
-    run = subprocess.run(command, env=environment, capture_output=True, text=True, timeout=300)
-    assert run.returncode == 0, run.stderr[-3000:]
-    results = [json.loads((tmp_path / f"rank{rank}.json").read_text()) for rank in range(2)]
+    results = run_worker(WORKER, tmp_path)
     assert results[0]["bank"] == results[1]["bank"]
     assert results[0]["normalizer"] == results[1]["normalizer"] > 0
     slots = set(range(4))

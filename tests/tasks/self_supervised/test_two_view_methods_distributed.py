@@ -4,7 +4,6 @@ DDP-averaged gradient of each row is the one-process gradient."""
 
 from __future__ import annotations
 
-import json
 import textwrap
 from collections.abc import Callable
 
@@ -62,12 +61,8 @@ def one_process(method: str) -> tuple[float, dict[str, torch.Tensor]]:
 
 
 @pytest.fixture(scope="module")
-def results(tmp_path_factory: pytest.TempPathFactory, run_torchrun: Callable[..., object]) -> list[dict]:
-    directory = tmp_path_factory.mktemp("two_view_ddp")
-    script = directory / "worker.py"
-    script.write_text(WORKER)
-    run_torchrun(script, directory)
-    return [json.loads((directory / f"rank{rank}.json").read_text()) for rank in range(2)]
+def results(tmp_path_factory: pytest.TempPathFactory, run_worker: Callable[..., list[dict]]) -> list[dict]:
+    return run_worker(WORKER, tmp_path_factory.mktemp("two_view_ddp"))
 
 
 @pytest.mark.parametrize("method", sorted(KEYS))

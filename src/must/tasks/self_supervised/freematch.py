@@ -16,7 +16,7 @@ mean probability and the histogram of the strong view's predictions over the kep
     L_f = -H(SumNorm(p~_t / h~_t), SumNorm(p- / h-)),   H(a, b) = -sum_c a_c log b_c
 
 added with weight ``fairness`` (w_f of eq. 12). The moving averages (momentum ``lam`` = 0.999) are
-the state, averaged over DDP ranks.
+the state, their batch values averaged over DDP ranks (one all-reduce per step).
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from torch import Tensor
 
 from must.errors import ConfigError
 from must.tasks.base import Task
-from must.tasks.self_supervised.semi import SemiSupervisedTask, ema
+from must.tasks.self_supervised.semi import SemiSupervisedTask, update_averages
 
 
 def sum_norm(values: Tensor) -> Tensor:
@@ -68,9 +68,8 @@ class FreeMatchTask(SemiSupervisedTask):
     def observe(self, probabilities: Tensor, output: dict[str, Tensor]) -> None:
         confidence, label = probabilities.max(dim=1)
         histogram = torch.bincount(label, minlength=probabilities.shape[1]).float() / label.numel()
-        self.state["tau"] = ema(self.state["tau"], confidence.mean(), self.momentum)
-        self.state["p_model"] = ema(self.state["p_model"], probabilities.mean(dim=0), self.momentum)
-        self.state["histogram"] = ema(self.state["histogram"], histogram, self.momentum)
+        update_averages(self.state, {"tau": confidence.mean(), "p_model": probabilities.mean(dim=0),
+                                     "histogram": histogram}, self.momentum)
 
     def class_thresholds(self) -> Tensor:
         """``tau_t(c)`` (eq. 7)."""

@@ -13,8 +13,10 @@ holds them and a resumed run continues bit for bit). The target is not trained b
 (``requires_grad`` off, lightly's ``deactivate_requires_grad``) and is moved by the engine's
 after-step hook (:meth:`MomentumHead.after_optimizer_step`, lightly's ``update_momentum``). It
 copies the online weights on the first training pass (``initialized``), i.e. after any initial
-weights were loaded, on every rank (also one whose batch had no views for the task). The target
-reads pooled C5 of its own backbone copy; the FPN is not copied (these heads never read it).
+weights were loaded, on every rank (also one whose batch had no views for the task). The buffer is
+what a checkpoint restores; the head reads it until it is True (a device-to-host wait on a GPU) and
+then keeps a Python copy, so a training step never waits on it. The target reads pooled C5 of its
+own backbone copy; the FPN is not copied (these heads never read it).
 """
 
 from __future__ import annotations
@@ -63,6 +65,7 @@ class MomentumHead(nn.Module):
         self.trunk_owner: list[Any] = []  # [the model]: a reference, not a submodule
         # False until the first training pass copies the online weights (after initial weights).
         self.register_buffer("initialized", torch.zeros((), dtype=torch.bool))
+        self.started = False  # the buffer read once it is True; reset by load_state_dict
 
     def attach_trunk(self, model: nn.Module) -> None:
         """Keeps a reference to ``model`` (its ``backbone``, ``mean``, ``std``) and a frozen copy of
@@ -87,11 +90,23 @@ class MomentumHead(nn.Module):
     def start(self) -> None:
         """Target := online, once, on the first training pass (BYOL sec. 3.2: ``xi`` starts at
         ``theta``)."""
-        if self.initialized or not self.training:
+        if not self.training or self.is_started():
             return
         self.target_backbone.load_state_dict(self.model.backbone.state_dict())
         self.target_projection.load_state_dict(self.projection.state_dict())
         self.initialized.fill_(True)
+        self.started = True
+
+    def is_started(self) -> bool:
+        """Whether the target was copied from the online weights: the ``initialized`` buffer, read
+        from the device only until it is seen True (every rank copies at the same, first, pass)."""
+        if not self.started:
+            self.started = bool(self.initialized)
+        return self.started
+
+    def _load_from_state_dict(self, *args: Any, **kwargs: Any) -> None:
+        super()._load_from_state_dict(*args, **kwargs)
+        self.started = False  # the restored buffer decides, at the next read
 
     @torch.no_grad()
     def target_embed(self, images: Tensor) -> Tensor:
@@ -112,7 +127,7 @@ class MomentumHead(nn.Module):
     def after_optimizer_step(self, step: int, steps: int) -> None:
         """``xi <- tau xi + (1 - tau) theta`` after optimizer step ``step`` (1-based) of ``steps``
         (the engine calls it after every optimizer step)."""
-        if not self.initialized:  # no training pass yet (e.g. a batch without views): nothing to track
+        if not self.is_started():  # no training pass yet (e.g. a batch without views): nothing to track
             return
         tau = self.momentum(step - 1, steps)
         update_momentum(self.model.backbone, self.target_backbone, tau)

@@ -29,6 +29,7 @@ averaged over DDP ranks so every rank holds the same, and is saved in the traini
 from __future__ import annotations
 
 from abc import abstractmethod
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -73,9 +74,14 @@ def as_samples(values: Tensor) -> Tensor:
     return values if values.dim() == 2 else values.movedim(1, -1).reshape(-1, values.shape[1])
 
 
-def ema(old: Tensor, new: Tensor, momentum: float) -> Tensor:
-    """``momentum * old + (1 - momentum) * new`` with ``new`` averaged over DDP ranks."""
-    return momentum * old + (1.0 - momentum) * distributed.all_reduce_mean(new.detach().float())
+def update_averages(state: dict[str, Tensor], batch: Mapping[str, Tensor], momentum: float) -> None:
+    """``state[k] <- momentum * state[k] + (1 - momentum) * batch[k]`` for every statistic ``k`` of
+    ``batch``, each averaged over DDP ranks: packed into one vector for one all-reduce per step
+    instead of one per statistic (the same sums, so the same values)."""
+    values = [value.detach().float() for value in batch.values()]
+    means = distributed.all_reduce_mean(torch.cat([value.reshape(-1) for value in values]))
+    for key, value, mean in zip(batch, values, means.split([value.numel() for value in values])):
+        state[key] = momentum * state[key] + (1.0 - momentum) * mean.view_as(value)
 
 
 class SemiSupervisedTask(SelfSupervisedTask):

@@ -11,7 +11,8 @@ Instead of a hard mask, each pseudo label is weighted by a truncated Gaussian of
 (lambda_max is the task's ``weight``). Uniform alignment (sec. 3.3, eq. 10) first divides the
 prediction by the moving average of its mean and renormalizes, ``UA(p) = Normalize(p * u(C) /
 E[p])``, so that the pseudo labels of every class get weight. The moving averages (``m`` = 0.999)
-are the state, averaged over DDP ranks.
+are the state, their batch values averaged over DDP ranks (two all-reduces per step: ``mu`` and
+``sigma`` need the aligned confidence, hence the updated ``E[p]``).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from torch import Tensor
 
 from must.errors import ConfigError
 from must.tasks.base import Task
-from must.tasks.self_supervised.semi import SemiSupervisedTask, ema
+from must.tasks.self_supervised.semi import SemiSupervisedTask, update_averages
 
 
 class SoftMatchTask(SemiSupervisedTask):
@@ -50,11 +51,11 @@ class SoftMatchTask(SemiSupervisedTask):
         return scaled / scaled.sum(dim=1, keepdim=True)
 
     def observe(self, probabilities: Tensor, output: dict[str, Tensor]) -> None:
-        self.state["p_model"] = ema(self.state["p_model"], probabilities.mean(dim=0), self.momentum)
+        update_averages(self.state, {"p_model": probabilities.mean(dim=0)}, self.momentum)
+        # The confidence is read after alignment by the updated p_model: a second all-reduce.
         confidence = self.aligned(probabilities).max(dim=1).values
         variance = confidence.var(unbiased=True) if confidence.numel() > 1 else confidence.new_zeros(())
-        self.state["mu"] = ema(self.state["mu"], confidence.mean(), self.momentum)
-        self.state["variance"] = ema(self.state["variance"], variance, self.momentum)
+        update_averages(self.state, {"mu": confidence.mean(), "variance": variance}, self.momentum)
 
     def rule(self, probabilities: Tensor) -> tuple[Tensor, Tensor]:
         """The arg max of the aligned prediction, weighted by eq. 7."""
