@@ -65,6 +65,7 @@ METHOD_SUMMARIES = {
     "barlow_twins": "Barlow Twins (Zbontar et al. 2021): cross-correlation of the views towards identity",
     "vicreg": "VICReg (Bardes et al. 2022): variance, invariance and covariance terms",
     "simsiam": "SimSiam (Chen & He 2021): predictor and stop-gradient, no negatives, no momentum",
+    "mae": "MAE (He et al. 2022): reconstruct the pixels of 75% masked patches (ViT backbone)",
     "pirl": "PIRL (Misra & van der Maaten 2020): jigsaw-invariant embedding against a memory bank",
     "rotation": "RotNet (Gidaris et al. 2018): classify the rotation of the image",
     "jigsaw": "Jigsaw (Noroozi & Favaro 2016): classify the permutation of shuffled tiles",
@@ -90,7 +91,7 @@ MAX_INSTANCES = 65536
 @dataclass(frozen=True)
 class PretrainConfig:
     method: Literal["simclr", "byol", "mocov2", "mocov3", "dino", "barlow_twins", "vicreg", "simsiam",
-                    "pirl", "rotation", "jigsaw", "relative_position", "colorization", "exemplar",
+                    "mae", "pirl", "rotation", "jigsaw", "relative_position", "colorization", "exemplar",
                     "motion_segmentation", "multi"] = "simclr"
     tasks: tuple[str, ...] = ()
     """``multi`` only: its pretext tasks (default: relative_position, colorization, exemplar)."""
