@@ -6,7 +6,9 @@ written; lasso / harmonize are refused."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import io
 import json
 import math
 from collections.abc import Iterator
@@ -20,6 +22,7 @@ from must.cli import main
 from must.config import ConfigError
 from must.data.readers import DatasetConfig
 from must.models import ModelConfig, build_model
+from must.models.weights import CheckpointError
 from must.stages import pretrain as pretrain_stage
 from must.stages.pretrain import RECORD_NAME, PretrainConfig, run_pretrain
 from must.tasks import build_task
@@ -41,12 +44,20 @@ def images(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root / "images"
 
 
-def test_cli_run_writes_a_checkpoint_whose_vit_initializes_a_transfer_model(
-        images: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    out = tmp_path / "mae"
-    assert main(["pretrain", "--method", "mae", "--data", f"folder:{images}", "--out", str(out),
-                 *TINY_RUN, "train.steps=3"]) == 0
-    assert f"pretrain 'mae' -> {out / 'checkpoint.pt'} (3 steps)" in capsys.readouterr().out
+@pytest.fixture(scope="module")
+def mae_run(images: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """(output directory, printed summary) of a 3-step ``must pretrain --method mae``."""
+    out = tmp_path_factory.mktemp("pretrain_mae") / "mae"
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        assert main(["pretrain", "--method", "mae", "--data", f"folder:{images}", "--out", str(out),
+                     *TINY_RUN, "train.steps=3"]) == 0
+    return out, printed.getvalue()
+
+
+def test_cli_run_writes_a_checkpoint_whose_vit_initializes_a_transfer_model(mae_run: tuple[Path, str]) -> None:
+    out, printed = mae_run
+    assert f"pretrain 'mae' -> {out / 'checkpoint.pt'} (3 steps)" in printed
     record = json.loads((out / RECORD_NAME).read_text())
     assert record["method"] == "mae" and record["tasks"]["mae"]["mask_ratio"] == 0.75
     assert record["model"]["backbone"] == VIT and math.isfinite(record["losses"]["loss"])
@@ -62,6 +73,20 @@ def test_cli_run_writes_a_checkpoint_whose_vit_initializes_a_transfer_model(
     assert not torch.equal(fresh["backbone.trunk.blocks.0.attn.qkv.weight"],
                            saved["backbone.trunk.blocks.0.attn.qkv.weight"])  # pre-training moved it
     assert not any(key.startswith("heads.mae") for key in loaded)
+
+
+def test_a_resnet_model_refuses_the_vit_checkpoint_naming_its_backbone(mae_run: tuple[Path, str]) -> None:
+    """A transfer that forgets model.backbone: one line naming the file and the backbone to pass
+    (from the run's pretrain.json), not a list of missing keys."""
+    out, _ = mae_run
+    task = build_task("classification", num_classes=5)
+    config = ModelConfig(backbone="resnet18", width=0.125, fpn_channels=16, init=str(out / "checkpoint.pt"))
+    with pytest.raises(CheckpointError) as error:
+        build_model(config, {task.name: task})
+    message = str(error.value)
+    assert "\n" not in message and message.startswith(str(out / "checkpoint.pt"))
+    assert message.endswith(f"this checkpoint was trained with backbone '{VIT}' ({out / RECORD_NAME}): "
+                            f"pass model.backbone={VIT}")
 
 
 class Interrupted(Exception):
