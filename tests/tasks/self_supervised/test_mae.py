@@ -171,3 +171,10 @@ def test_prediction_metric_and_drawing() -> None:
     drawn = task.draw(np.zeros((48, 48, 3), dtype=np.uint8), predictions[0])
     assert drawn.dtype == np.uint8 and drawn.shape == (48 + 24, 48, 3)
     assert task.loss(None, batch_of(task))["loss"].item() == 0.0
+
+
+def test_the_report_knows_the_metric_is_an_error() -> None:
+    """The reconstruction error is lower-is-better: the report must not rank it as an accuracy."""
+    from must.report.results import lower_is_better
+
+    assert lower_is_better(f"eval/mae/{MAETask.primary_metric}")
