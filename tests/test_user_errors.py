@@ -71,6 +71,8 @@ def bad_runs(world: Path, out: Path, labeled: tuple[Path, Path] | None) -> dict[
         "pretrain: a ViT backbone with frozen batch norm": [
             "pretrain", "--method", "rotation", "--data", data, "--out", str(out),
             "model.backbone=timm:vit_tiny_patch16_224", "model.norm=frozen_batch", *ONE_STEP],
+        "pretrain: MAE without a ViT backbone": [
+            "pretrain", "--method", "mae", "--data", data, "--out", str(out), "model.backbone=resnet18", *ONE_STEP],
     }
     if labeled is not None:
         teacher, pseudo = labeled
@@ -92,6 +94,8 @@ EXPECTED = {
     "teach: fewer classes than the data, met in a loader process": "outside [0, 2): the data has more classes",
     "pretrain: a ViT backbone with frozen batch norm": "model.norm=frozen_batch: backbone "
                                                        "'timm:vit_tiny_patch16_224' is a ViT",
+    "pretrain: MAE without a ViT backbone": "mae needs a ViT backbone (a timm VisionTransformer), got "
+                                            "'resnet18'; set model.backbone=timm:vit_tiny_patch16_224",
     "train: pseudo labels of another class count": "expected (2,): pseudo labels of another class count",
 }
 

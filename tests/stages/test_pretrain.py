@@ -36,6 +36,8 @@ from must.transfer.run import run_transfer
 from must.world import generate
 
 TINY = ModelConfig(backbone="resnet18", width=0.125, fpn_channels=16)
+TINY_FOR = {"mae": dataclasses.replace(TINY, backbone="timm:vit_tiny_patch16_224")}
+"""Methods that need another trunk than the ResNet (MAE: a ViT)."""
 SIZE = 32
 IMAGES = 16
 Run = Callable[..., Path]
@@ -52,7 +54,8 @@ def tiny_config(world: Path, method: str, steps: int = 2, batch_size: int = 8, l
                 limit: int | None = None, **changes: Any) -> PretrainConfig:
     data = DatasetConfig(format="world", root=str(world), limit=limit)
     train = TrainConfig(steps=steps, batch_size=batch_size, lr=lr, log_every=1, progress=False, device="cpu")
-    return PretrainConfig(method=method, data=data, model=TINY, train=train,  # type: ignore[arg-type]
+    model = TINY_FOR.get(method, TINY)
+    return PretrainConfig(method=method, data=data, model=model, train=train,  # type: ignore[arg-type]
                           image_size=SIZE, **changes)
 
 

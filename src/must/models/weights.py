@@ -18,6 +18,7 @@ model, raises :class:`CheckpointError` naming the file.
 
 from __future__ import annotations
 
+import json
 import logging
 import zipfile
 from dataclasses import dataclass, field
@@ -140,18 +141,37 @@ def _load_part(module: nn.Module, source: dict[str, Tensor], prefix: str, path: 
                   for key, value in source.items() if key in target and value.shape != target[key].shape]
     if mismatched:
         raise CheckpointError(f"{path}: {len(mismatched)} tensors do not fit the model's {prefix[:-1]} "
-                              f"(different architecture or width?): {_preview(mismatched)}")
+                              f"(different architecture or width?): {_preview(mismatched)}{_backbone_hint(path)}")
     matched = [key for key in source if key in target]
     if not matched:
         raise CheckpointError(
             f"{path}: none of its tensors fit the model's {prefix[:-1]}: file keys look like "
             f"{_preview(list(source)) or 'nothing'}; the model expects {_preview(list(target))}"
+            f"{_backbone_hint(path)}"
         )
     module.load_state_dict({key: source[key] for key in matched}, strict=False)
     # BatchNorm's step counter is bookkeeping, absent from frozen / group norms: not worth a warning.
     report.loaded += [prefix + key for key in matched]
     report.missing += [prefix + key for key in target if key not in source and not _is_counter(key)]
     report.unexpected += [prefix + key for key in source if key not in target and not _is_counter(key)]
+
+
+def _backbone_hint(path: Path) -> str:
+    """``"; this checkpoint was trained with backbone X ...: pass model.backbone=X"`` when a record
+    beside ``path`` (``pretrain.json``, ``student.json``, ``teacher.json``) names its backbone."""
+    from must.models.records import PRETRAIN_RECORD, STUDENT_RECORD, TEACHER_RECORD  # records imports this module
+
+    for name in (PRETRAIN_RECORD, STUDENT_RECORD, TEACHER_RECORD):
+        try:
+            record = json.loads((path.parent / name).read_text())
+        except (OSError, ValueError):
+            continue
+        model = record.get("model") if isinstance(record, dict) else None
+        backbone = model.get("backbone") if isinstance(model, dict) else None
+        if isinstance(backbone, str):
+            return (f"; this checkpoint was trained with backbone '{backbone}' ({path.parent / name}): "
+                    f"pass model.backbone={backbone}")
+    return ""
 
 
 def _load_heads(model: MultiTaskModel, state: dict[str, Tensor], heads: bool, report: LoadReport) -> None:

@@ -58,7 +58,7 @@ TASK_ORDER = ("classification", "detection", "segmentation", "depth", "normals")
 INIT_ORDER = ("scratch", "supervised", "simclr", "supervised_multitask")
 """Rows: baselines first; MuST rows (``must_*`` ladder, then ``must``) follow, others in between."""
 BASELINE = "supervised"
-LOWER_IS_BETTER = frozenset({"abs_rel", "rmse", "mean_angle", "loss", "error"})
+LOWER_IS_BETTER = frozenset({"abs_rel", "rmse", "mse", "mean_angle", "loss", "error"})
 
 
 def read_json(path: Path) -> Any | None:

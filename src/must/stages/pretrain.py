@@ -2,7 +2,8 @@
 (the "self-supervised pre-training (SimCLR)" row of the paper's comparisons).
 
 One method trains one pretext head on the shared trunk through the one training engine: SimCLR,
-PIRL, rotation, jigsaw, relative position, colorization, exemplar or motion segmentation (their
+BYOL, MoCo, DINO, Barlow Twins, VICReg, SimSiam, MAE (a ViT trunk only), PIRL, rotation, jigsaw,
+relative position, colorization, exemplar or motion segmentation (their
 tasks live in :mod:`must.tasks.self_supervised`; the loader makes their views of every image;
 motion segmentation learns from the frames of video clips and their motion masks, ``video:DIR``). ``multi`` is
 Doersch & Zisserman 2017 ("Multi-task Self-Supervised Visual Learning"): several pretext heads on
@@ -65,6 +66,7 @@ METHOD_SUMMARIES = {
     "barlow_twins": "Barlow Twins (Zbontar et al. 2021): cross-correlation of the views towards identity",
     "vicreg": "VICReg (Bardes et al. 2022): variance, invariance and covariance terms",
     "simsiam": "SimSiam (Chen & He 2021): predictor and stop-gradient, no negatives, no momentum",
+    "mae": "MAE (He et al. 2022): reconstruct the pixels of 75% masked patches (ViT backbone)",
     "pirl": "PIRL (Misra & van der Maaten 2020): jigsaw-invariant embedding against a memory bank",
     "rotation": "RotNet (Gidaris et al. 2018): classify the rotation of the image",
     "jigsaw": "Jigsaw (Noroozi & Favaro 2016): classify the permutation of shuffled tiles",
@@ -90,7 +92,7 @@ MAX_INSTANCES = 65536
 @dataclass(frozen=True)
 class PretrainConfig:
     method: Literal["simclr", "byol", "mocov2", "mocov3", "dino", "barlow_twins", "vicreg", "simsiam",
-                    "pirl", "rotation", "jigsaw", "relative_position", "colorization", "exemplar",
+                    "mae", "pirl", "rotation", "jigsaw", "relative_position", "colorization", "exemplar",
                     "motion_segmentation", "multi"] = "simclr"
     tasks: tuple[str, ...] = ()
     """``multi`` only: its pretext tasks (default: relative_position, colorization, exemplar)."""
@@ -141,6 +143,9 @@ class PretrainConfig:
         if momentum and (self.lasso is not None or self.harmonize):
             raise config_lib.ConfigError(f"lasso / harmonize change what the trunk reads, and the momentum "
                                          f"encoder of {momentum} copies the plain backbone: use them without")
+        if "mae" in self.task_names and (self.lasso is not None or self.harmonize):
+            raise config_lib.ConfigError("lasso / harmonize change what the trunk reads, and mae runs the ViT "
+                                         "trunk itself on the visible patches: use them without")
         unused = sorted(set(self.task_options) - set(self.task_names))
         if unused:
             raise config_lib.ConfigError(f"task_options for task(s) {unused} that method '{self.method}' does not "
@@ -202,11 +207,12 @@ def run_pretrain(config: PretrainConfig, out: Path) -> FitResult:
     tasks = build_pretext_tasks(config, sum(len(dataset) for dataset in datasets))
     device = distributed.pick_device(config.train.device)
     distributed.setup(device)
+    checkpoints.seed_everything(config.train.seed)  # the same initial weights in every run
+    # before anything is written: a model the method cannot use (mae without a ViT) is refused here
+    model = build_pretrain_model(config, tasks).to(device)
     out.mkdir(parents=True, exist_ok=True)
     if distributed.is_main_process():
         config_lib.save(config, out / "config.yaml")
-    checkpoints.seed_everything(config.train.seed)  # the same initial weights in every run
-    model = build_pretrain_model(config, tasks).to(device)
     schedule = build_schedule(config.schedule, list(tasks), **(
         {"cycles_per_update": config.cycles_per_update, "seed": config.train.seed}
         if config.schedule == "alternate" else {}))
@@ -267,7 +273,7 @@ def load_lasso_matrix(checkpoint: Path) -> dict[str, Any] | None:
     return read_lasso_matrix(checkpoints.load(checkpoint))
 
 
-SUMMARY = "self-supervised pre-training (SimCLR, BYOL, MoCo, DINO, Barlow Twins, VICReg, SimSiam, pretext tasks)"
+SUMMARY = "self-supervised pre-training (SimCLR, BYOL, MoCo, DINO, Barlow Twins, VICReg, SimSiam, MAE, pretext tasks)"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -276,7 +282,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "`multi` (Doersch & Zisserman 2017: several pretext heads, schedule=alternate|joint, "
         "lasso=L1 weight, harmonize=true). Writes checkpoint.pt (load it with `must transfer --init`: "
         "backbone + FPN), pretrain.json, metrics.jsonl, events/ and config.yaml into --out; resumes "
-        "from --out/checkpoint.pt. Motion segmentation needs clips with motion masks (--data video:DIR). "
+        "from --out/checkpoint.pt. Motion segmentation needs clips with motion masks (--data video:DIR); "
+        "mae needs a ViT backbone (model.backbone=timm:vit_tiny_patch16_224). "
         "Method options: task_options.METHOD.OPTION=VALUE.", width=79)
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.epilog = "methods:\n" + "\n".join(f"  {name:<18} {line}" for name, line in METHOD_SUMMARIES.items())

@@ -64,8 +64,9 @@ TWO_VIEW_METHODS = {"byol", "mocov2", "mocov3", "dino", "barlow_twins", "vicreg"
 def test_registry_names_match_tasks() -> None:
     plain = {name for name in BUILDERS if name.partition("_")[0] not in {"fixmatch", "flexmatch", "freematch",
                                                                          "softmatch", "uda"}}
-    # motion segmentation needs a mask with each image: tested in test_motion_segmentation
-    assert set(SELF_SUPERVISED_TASKS) == plain | TWO_VIEW_METHODS | {"motion_segmentation"}
+    # motion segmentation needs a mask with each image: tested in test_motion_segmentation; MAE a
+    # ViT trunk: tested in test_mae
+    assert set(SELF_SUPERVISED_TASKS) == plain | TWO_VIEW_METHODS | {"motion_segmentation", "mae"}
     assert not set(SELF_SUPERVISED_TASKS) & set(SEMI_SUPERVISED_TASKS)
     for name, builder in SELF_SUPERVISED_TASKS.items():
         assert builder().name == name

@@ -22,6 +22,7 @@ from must.tasks.self_supervised.fixmatch import FixMatchTask
 from must.tasks.self_supervised.flexmatch import FlexMatchTask
 from must.tasks.self_supervised.freematch import FreeMatchTask
 from must.tasks.self_supervised.jigsaw import JigsawTask
+from must.tasks.self_supervised.mae import MAETask
 from must.tasks.self_supervised.mean_teacher import MeanTeacherTask
 from must.tasks.self_supervised.mocov2 import MoCoV2Task
 from must.tasks.self_supervised.mocov3 import MoCoV3Task
@@ -51,6 +52,7 @@ SELF_SUPERVISED_TASKS: dict[str, Callable[..., SelfSupervisedTask]] = {
     "barlow_twins": BarlowTwinsTask,
     "vicreg": VICRegTask,
     "simsiam": SimSiamTask,
+    "mae": MAETask,  # needs a ViT backbone (model.backbone=timm:vit_*)
     "motion_segmentation": MotionSegmentationTask,  # needs frames with motion masks (video:DIR)
 }
 """Constructor per pretext method name: the methods that need nothing but images (one explicit
@@ -71,6 +73,7 @@ __all__ = [
     "BYOLTask",
     "BarlowTwinsTask",
     "DINOTask",
+    "MAETask",
     "MoCoV2Task",
     "MoCoV3Task",
     "SimSiamTask",
