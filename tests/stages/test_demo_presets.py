@@ -131,3 +131,34 @@ def test_tiny_preset_shrinks_the_default_suite(tmp_path: Path) -> None:
     assert suite["classification"].substitutes == "fashion_mnist"
     with pytest.raises(config_lib.ConfigError, match="every_task: unknown setting.*image_sise"):
         config_lib.load(DemoConfig, "tiny", ["transfer.every_task.image_sise=3"])
+
+
+def test_a_row_can_change_its_model_and_transfer_settings(tmp_path: Path) -> None:
+    """The study's MAE row pre-trains and transfers a ViT trunk at its own learning rate, beside its
+    from-scratch reference; every other row keeps the preset's model and suite."""
+    from must.stages.demo import pretrain_config
+    from must.stages.demo.pipeline import transfer_configs
+
+    config = config_lib.load(DemoConfig, "study", ["fashion_mnist=null"])
+    vit = "timm:vit_tiny_patch16_224"
+    assert pretrain_config(config, tmp_path, "mae").model.backbone == vit
+    assert pretrain_config(config, tmp_path, "simclr").model == config.model
+    assert config.row_model("mae").width == config.model.width  # only the named keys change
+    transfers = {transfer.init_name: transfer for transfer in transfer_configs(config, tmp_path)}
+    assert transfers["scratch_vit"].init is None
+    for name in ("mae", "scratch_vit"):
+        assert transfers[name].model.backbone == vit
+        assert {task.lrs for task in transfers[name].tasks.values()} == {(0.01,)}
+    assert transfers["simclr"].model.backbone == config.model.backbone == "resnet18"
+    assert transfers["simclr"].tasks == transfers["scratch"].tasks and transfers["simclr"].tasks["depth"].lrs != (0.01,)
+
+
+@pytest.mark.parametrize("override, message", [
+    ("rows.must={model: {backbone: resnet50}}", "rows.must: only a pre-training"),
+    ("rows.mae={model: {bakcbone: resnet50}}", r"unknown setting\(s\) \['bakcbone'\]"),
+    ("rows.mae={transfer: {lr: 0.1}}", r"unknown setting\(s\) \['lr'\]"),
+    ("rows.mae={model: {width: wide}}", "rows.mae.model"),
+])
+def test_a_wrong_row_is_refused_by_name(override: str, message: str) -> None:
+    with pytest.raises(config_lib.ConfigError, match=message):
+        config_lib.load(DemoConfig, "study", [override])

@@ -93,10 +93,10 @@ def test_study_preset_trains_doersch4_on_the_worlds_clips(tmp_path: Path) -> Non
 
     study = config_lib.load(DemoConfig, "study", [])
     assert "video" in study.world.splits and "doersch4" in transfer_inits(study, tmp_path)
-    four = pretrain_config(study, tmp_path, study.pretrain["doersch4"])
+    four = pretrain_config(study, tmp_path, "doersch4")
     assert four.task_names == FOUR and four.data.root == str(tmp_path / "data" / "pool" / "train" / "images")
     assert four.more_data == (DatasetConfig(format="video", root=str(tmp_path / "data" / "video" / "train")),)
-    assert pretrain_config(study, tmp_path, study.pretrain["doersch"]).more_data == ()
+    assert pretrain_config(study, tmp_path, "doersch").more_data == ()
 
 
 DDP_SCRIPT = '''

@@ -121,6 +121,30 @@ class TransferPlan:
 
 
 @dataclass(frozen=True)
+class RowPlan:
+    """What one row of the transfer table changes from the preset, e.g. an MAE row on a ViT trunk
+    (``rows: {mae: {model: {backbone: timm:vit_tiny_patch16_224}, transfer: {lrs: [0.01]}}}``)."""
+
+    model: dict[str, Any] = field(default_factory=dict)
+    """Keys of ``model`` replacing the preset's for the row's pre-training and its transfer cells."""
+    transfer: dict[str, Any] = field(default_factory=dict)
+    """Settings replacing every downstream task's own in the row's cells (as ``transfer.every_task``)."""
+
+    def __post_init__(self) -> None:
+        for name, given, valid in (("model", self.model, [f.name for f in dataclasses.fields(ModelConfig)]),
+                                   ("transfer", self.transfer, [f.name for f in dataclasses.fields(DownstreamTask)])):
+            unknown = sorted(set(given) - set(valid))
+            if unknown:
+                raise config_lib.ConfigError(f"{name}: unknown setting(s) {unknown}; valid: {', '.join(valid)}")
+
+    def apply_model(self, model: ModelConfig, where: str) -> ModelConfig:
+        """``model`` with this row's keys, checked as a ``model`` section is."""
+        if not self.model:
+            return model
+        return config_lib.from_dict(ModelConfig, config_lib.merge(config_lib.to_dict(model), self.model), where)
+
+
+@dataclass(frozen=True)
 class DemoConfig:
     world: WorldDataConfig = field(default_factory=WorldDataConfig)
     model: ModelConfig = field(default_factory=demo_model)
@@ -140,6 +164,10 @@ class DemoConfig:
     pool: DatasetConfig | None = None
     """The shared image set the teachers label; None = the world's ``pool`` domain."""
     transfer: TransferPlan = field(default_factory=TransferPlan)
+    rows: dict[str, RowPlan] = field(default_factory=dict)
+    """Per-row changes (:class:`RowPlan`) for a pre-training (a ``pretrain`` name) or a
+    ``scratch_<name>`` row, the from-scratch reference of such a change; the students and teachers
+    are trained with the preset's model, so their rows keep it."""
     fashion_mnist: str | None = FASHION_MNIST_ROOT
     """The default suite's classification data; null = the world's image classes (recorded)."""
     report: bool = True
@@ -149,3 +177,16 @@ class DemoConfig:
     device: str = "auto"
     """Overrides every stage's device (teachers, labeling, students, pre-training, transfer):
     ``cpu``, ``cuda``, ``cuda:N``; ``auto`` keeps each stage's own (CUDA when there is a GPU)."""
+
+    def __post_init__(self) -> None:
+        for name, row in self.rows.items():
+            if name not in self.pretrain and not name.startswith("scratch_"):
+                raise config_lib.ConfigError(
+                    f"rows.{name}: only a pre-training (one of: {', '.join(self.pretrain) or 'none'}) or a "
+                    "scratch_<name> row can change its model or transfer settings")
+            row.apply_model(self.model, f"rows.{name}.model")
+
+    def row_model(self, name: str) -> ModelConfig:
+        """The model of row ``name``: the preset's, with the row's changes (``rows``)."""
+        row = self.rows.get(name)
+        return row.apply_model(self.model, f"rows.{name}.model") if row is not None else self.model

@@ -140,8 +140,8 @@ def pretrain_stage(config: DemoConfig, out: Path, clock: StageClock) -> None:
     """Every self-supervised pre-training on the pool's images, under ``pretrain/<name>``."""
     from must.stages.pretrain import run_pretrain
 
-    for name, plan in config.pretrain.items():
-        pretrain = pretrain_config(config, out, plan)
+    for name in config.pretrain:
+        pretrain = pretrain_config(config, out, name)
         directory = out / "pretrain" / name
         if already_done(directory, PRETRAIN_RECORD, pretrain):
             skipped(f"pretrain/{name}", directory)
@@ -155,19 +155,29 @@ def transfer_stage(config: DemoConfig, out: Path, clock: StageClock) -> None:
     pool of cells; then, with ``transfer.knn``, k-NN of every row."""
     from must.transfer.run import all_finished, run_transfers
 
-    suite = with_grid(config.transfer, with_settings(
-        config.transfer.tasks or default_suite(out / "data" / "transfer", config.fashion_mnist),
-        config.transfer.every_task, "transfer.every_task"))
-    transfers = [TransferConfig(init=init, init_name=name, tasks=suite, model=config.model,
-                                workers=config.transfer.workers, precision=config.precision,
-                                device=config.device)
-                 for name, init in transfer_inits(config, out).items()]
+    transfers = transfer_configs(config, out)
     finished = all_finished(transfers, out)
     clock.run("transfer", lambda: run_transfers(transfers, out),  # one pool of cells for every init
               finished=finished, status=SKIPPED.format(out=out / "transfer") if finished
               else transfer_status(transfers, out))
     if config.transfer.knn:
         knn_stage(transfers, out, clock)
+
+
+def transfer_configs(config: DemoConfig, out: Path) -> list[TransferConfig]:
+    """One transfer per row: its checkpoint, the suite over the grid and the model, each with the
+    row's own changes (``rows.<name>``)."""
+    suite = with_grid(config.transfer, with_settings(
+        config.transfer.tasks or default_suite(out / "data" / "transfer", config.fashion_mnist),
+        config.transfer.every_task, "transfer.every_task"))
+    transfers = []
+    for name, init in transfer_inits(config, out).items():
+        row = config.rows.get(name)
+        tasks = with_settings(suite, row.transfer if row is not None else {}, f"rows.{name}.transfer")
+        transfers.append(TransferConfig(init=init, init_name=name, tasks=tasks, model=config.row_model(name),
+                                        workers=config.transfer.workers, precision=config.precision,
+                                        device=config.device))
+    return transfers
 
 
 def knn_stage(transfers: Sequence[TransferConfig], out: Path, clock: StageClock) -> None:

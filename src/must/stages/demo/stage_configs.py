@@ -112,9 +112,11 @@ def video_set(config: DemoConfig, data: Path, plan: PretrainConfig) -> tuple[Dat
     return (*plan.more_data, DatasetConfig(format="video", root=str(data / "video" / "train")))
 
 
-def pretrain_config(config: DemoConfig, run: Path, plan: PretrainConfig) -> PretrainConfig:
+def pretrain_config(config: DemoConfig, run: Path, name: str) -> PretrainConfig:
+    """Pre-training ``name`` on the pool with the demo's model (with the row's changes, ``rows``)."""
+    plan = config.pretrain[name]
     return dataclasses.replace(plan, data=pool_set(config, run / "data"),
-                               more_data=video_set(config, run / "data", plan), model=config.model,
+                               more_data=video_set(config, run / "data", plan), model=config.row_model(name),
                                image_size=config.image_size, train=with_overrides(config, plan.train))
 
 
@@ -125,9 +127,11 @@ def transfer_inits(config: DemoConfig, run: Path) -> dict[str, str | None]:
     known.update({f"teacher_{task}": str(run / "teachers" / task / "checkpoint.pt") for task in config.teachers})
     known.update({name: str(run / "students" / name / "checkpoint.pt") for name in config.students})
     known.update({name: str(run / "pretrain" / name / "checkpoint.pt") for name in config.pretrain})
+    known.update({name: None for name in config.transfer.inits if name.startswith("scratch_")})
     unknown = [name for name in config.transfer.inits if name not in known]
     if unknown:
-        raise config_lib.ConfigError(f"transfer.inits: unknown {unknown}; choose from {', '.join(known)}")
+        raise config_lib.ConfigError(f"transfer.inits: unknown {unknown}; choose from {', '.join(known)} "
+                                     "or scratch_<name> (another from-scratch row, e.g. with its own rows.<name>)")
     return {name: known[name] for name in config.transfer.inits}
 
 
