@@ -73,12 +73,12 @@ def ssl_transfer(data: dict[str, Any]) -> str:
     schedule = data["schedule"]
     rows = []
     for init, row in data["rows"].items():
-        losses = (row.get("pretrain") or {}).get("losses") or {}
-        loss = ", ".join(f"{number(value, 2)}" for value in losses.values()) if losses else ""
+        loss = ((row.get("pretrain") or {}).get("losses") or {}).get("loss")
+        knn = row.get("knn", {}).get("classification")
         rows.append([init, *(number(100 * row["transfer"][task], 1) if task in row["transfer"] else ""
                              for task, _ in TRANSFER_TASKS),
-                     number(row.get("mean"), 1), number(100 * row["knn"]["classification"], 1)
-                     if "classification" in row.get("knn", {}) else "", loss])
+                     number(100 * row["mean"], 1) if row.get("mean") is not None else "",
+                     number(100 * knn, 1) if knn is not None else "", number(loss, 3)])
     return "\n\n".join([
         "## Self-supervised pre-training in the transfer table",
         f"Each method pre-trains the demo's trunk on the demo's 4,000 pool images for {schedule['steps']} steps "
