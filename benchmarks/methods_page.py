@@ -91,12 +91,13 @@ def ssl_transfer(data: dict[str, Any]) -> str:
 
 
 def mae(data: dict[str, Any]) -> str:
-    rows = [[name, *(number(row.get(key), 3) for key in ("first_loss", "last_loss")),
-             number(row.get("seconds_per_step"), 2)] for name, row in data["rows"].items()]
+    run = data["pretrain"]
     return "\n\n".join([
-        "## MAE on the ViT trunk",
-        f"{data.get('description', '')} {stamp(data)}.",
-        table(["run", "first loss", "last loss", "s / step"], rows)])
+        "## MAE pre-training on the ViT trunk",
+        f"{data['schedule']}: the loss (MSE on the masked patches, per-patch normalized targets) falls from "
+        f"{number(run['mean_loss_first_10'])} (mean of the first 10 steps) to {number(run['mean_loss_last_10'])} "
+        f"(last 10); predicting each patch's mean scores 1.0. {number(run['seconds_per_step_cpu'], 2)} CPU s per step. "
+        f"{stamp(data)}; it ran `{run['command']}`."])
 
 
 def semi(data: dict[str, Any]) -> str:

@@ -28,8 +28,9 @@ def test_study_has_every_table_row(tmp_path: Path) -> None:
     config = config_lib.load(DemoConfig, "study", [])
     inits = transfer_inits(config, tmp_path)
     assert {"simclr", "doersch", "teacher_depth", "supervised_multitask_pseudo", "must_cls_depth_seg"} <= set(inits)
-    assert {"byol", "mocov3", "dino", "barlow_twins", "vicreg"} <= set(inits)  # lightly's methods
-    for method in ("byol", "mocov3", "dino", "barlow_twins", "vicreg"):
+    methods = ("byol", "mocov2", "mocov3", "dino", "barlow_twins", "vicreg", "simsiam", "mae")  # lightly's
+    assert set(methods) <= set(inits)
+    for method in methods:
         assert config.pretrain[method].method == method and inits[method].endswith(f"{method}/checkpoint.pt")
     assert inits["must_cls_depth"] == str(tmp_path / "students" / "must_cls_depth" / "checkpoint.pt")
     grid = with_grid(config.transfer, default_suite(tmp_path / "world", None))
@@ -148,9 +149,9 @@ def test_a_row_can_change_its_model_and_transfer_settings(tmp_path: Path) -> Non
     assert transfers["scratch_vit"].init is None
     for name in ("mae", "scratch_vit"):
         assert transfers[name].model.backbone == vit
-        assert {task.lrs for task in transfers[name].tasks.values()} == {(0.01,)}
+        assert {task.lrs for task in transfers[name].tasks.values()} == {(0.004, 0.01)}  # x the grid's 0.4, 1
     assert transfers["simclr"].model.backbone == config.model.backbone == "resnet18"
-    assert transfers["simclr"].tasks == transfers["scratch"].tasks and transfers["simclr"].tasks["depth"].lrs != (0.01,)
+    assert transfers["simclr"].tasks == transfers["scratch"].tasks and transfers["simclr"].tasks["depth"].lrs == (0.02, 0.05)
 
 
 @pytest.mark.parametrize("override, message", [

@@ -165,15 +165,15 @@ def transfer_stage(config: DemoConfig, out: Path, clock: StageClock) -> None:
 
 
 def transfer_configs(config: DemoConfig, out: Path) -> list[TransferConfig]:
-    """One transfer per row: its checkpoint, the suite over the grid and the model, each with the
-    row's own changes (``rows.<name>``)."""
-    suite = with_grid(config.transfer, with_settings(
-        config.transfer.tasks or default_suite(out / "data" / "transfer", config.fashion_mnist),
-        config.transfer.every_task, "transfer.every_task"))
+    """One transfer per row: its checkpoint, the suite and the model, each with the row's own
+    changes (``rows.<name>``, applied as ``every_task`` is), then widened by the grid."""
+    suite = with_settings(config.transfer.tasks or default_suite(out / "data" / "transfer", config.fashion_mnist),
+                          config.transfer.every_task, "transfer.every_task")
     transfers = []
     for name, init in transfer_inits(config, out).items():
         row = config.rows.get(name)
-        tasks = with_settings(suite, row.transfer if row is not None else {}, f"rows.{name}.transfer")
+        tasks = with_grid(config.transfer, with_settings(suite, row.transfer if row is not None else {},
+                                                         f"rows.{name}.transfer"))
         transfers.append(TransferConfig(init=init, init_name=name, tasks=tasks, model=config.row_model(name),
                                         workers=config.transfer.workers, precision=config.precision,
                                         device=config.device))
