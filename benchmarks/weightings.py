@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import time
@@ -43,7 +44,10 @@ def measure(method: str, args: argparse.Namespace, teachers: dict[str, dict[str,
     reused = args.reuse and (args.out / method / "student.json").exists()
     started = time.perf_counter()
     if not reused:
-        run = subprocess.run(command, cwd=args.run_dir, capture_output=True, text=True)
+        # one torch thread per training (OMP_NUM_THREADS): parallel runs of 2 threads each on 2 cores
+        # wait on each other's OpenMP barriers at every op and run ~10x slower (benchmarks/README.md, DDP)
+        environment = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
+        run = subprocess.run(command, cwd=args.run_dir, capture_output=True, text=True, env=environment)
         if run.returncode != 0:
             return {"command": command, "seconds": time.perf_counter() - started, "error": run.stderr[-2000:]}
     seconds = None if reused else time.perf_counter() - started
@@ -65,6 +69,7 @@ def main() -> None:
     parser.add_argument("--methods", nargs="+", default=METHODS)
     parser.add_argument("--reuse", action="store_true",
                         help="read methods whose run under --out has finished instead of training them again")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads of each training")
     parser.add_argument("--parallel", type=int, default=1, help="trainings run at once (seconds are then "
                         "wall times under each other's contention)")
     args = parser.parse_args()
@@ -72,7 +77,7 @@ def main() -> None:
     record: dict[str, Any] = {
         **run_stamp(), "command": command_line("benchmarks.weightings"),
         "schedule": {"steps": args.steps, "batch_size": args.batch_size, "val_images_per_task": args.val_limit,
-                     "parallel": args.parallel,
+                     "parallel": args.parallel, "threads": args.threads,
                      "note": "reduced: the demo student trains 1280 steps of 32 images on every validation image; "
                              "teachers' metrics are on their full validation sets"},
         "teachers": {task: entry["teacher"] for task, entry in collect_teacher_vs_student(teachers, teachers).items()},
