@@ -163,3 +163,17 @@ def test_a_row_can_change_its_model_and_transfer_settings(tmp_path: Path) -> Non
 def test_a_wrong_row_is_refused_by_name(override: str, message: str) -> None:
     with pytest.raises(config_lib.ConfigError, match=message):
         config_lib.load(DemoConfig, "study", [override])
+
+
+def test_every_example_of_the_help_is_a_valid_config() -> None:
+    import shlex
+
+    from must.stages.demo import EXAMPLES
+
+    commands = [shlex.split(command) for command in EXAMPLES.replace("\\\n", " ").splitlines()
+                if command.strip().startswith("must demo")]
+    assert len(commands) == 4
+    for command in commands:
+        overrides = [word for word in command[2:] if "=" in word]
+        config = config_lib.load(DemoConfig, "demo", overrides)
+        assert set(config.transfer.inits) <= set(transfer_inits(config, Path("run"))), command

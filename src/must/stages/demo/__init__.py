@@ -26,12 +26,27 @@ from must.stages.demo.stage_configs import (label_config, pool_set, pretrain_con
                                             teach_configs, transfer_inits, with_grid)
 from must.stages.demo.summary import print_summary
 
-__all__ = ["SUMMARY", "TEACHER_DOMAINS", "DemoConfig", "LabelPlan", "StageClock", "StudentPlan",
+__all__ = ["EXAMPLES", "SUMMARY", "TEACHER_DOMAINS", "DemoConfig", "LabelPlan", "StageClock", "StudentPlan",
            "StudentVariant", "TeacherPlan", "TransferPlan", "add_arguments", "already_done",
            "label_config", "pool_set", "pretrain_config", "print_summary", "run", "run_demo",
            "student_config", "teach_configs", "train_teachers", "transfer_inits", "with_grid"]
 
 SUMMARY = "the whole pipeline on the embedded world"
+
+
+EXAMPLES = """\
+rows added to a finished run (its other stages are skipped, their rows kept):
+  must demo 'pretrain.byol={method: byol, train: {steps: 120, batch_size: 32, lr: 0.05}}' \\
+      'transfer.inits=[scratch,supervised,simclr,must,byol]'
+  must demo 'students={must_equal: {weighting: equal}}' 'transfer.inits=[scratch,must,must_equal]'
+  must demo transfer.knn=true                  # + k-NN of every row on the classification task
+a row on another trunk, with its from-scratch reference (rows.<name>: model and transfer settings):
+  must demo 'pretrain.mae={method: mae, train: {steps: 120, optimizer: adamw, lr: 0.001}}' \\
+      'rows.mae={model: {backbone: "timm:vit_tiny_patch16_224"}, transfer: {lrs: [0.01]}}' \\
+      'rows.scratch_vit={model: {backbone: "timm:vit_tiny_patch16_224"}, transfer: {lrs: [0.01]}}' \\
+      'transfer.inits=[scratch,supervised,simclr,must,mae,scratch_vit]'
+"""
+"""``must demo --help``'s examples (a test loads each one)."""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -43,7 +58,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "demo (minutes on a CPU), study, paper, or a YAML path")
     parser.add_argument("--out", type=Path, default=Path("runs/demo"), help="run directory")
     parser.add_argument("overrides", nargs="*", metavar="key.sub=value",
-                        help="config overrides, e.g. train.steps=200 model.width=0.5")
+                        help="config overrides, e.g. student.train.steps=640 model.width=0.5")
+    parser.epilog = EXAMPLES
 
 
 def run(args: argparse.Namespace) -> int:
