@@ -12,15 +12,39 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import resource
 import statistics
+import subprocess
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
 from benchmarks.common import command_line, run_stamp
-from benchmarks.ssl_methods import logged_losses, must_command, timed
 
 REPOSITORY = Path(__file__).resolve().parent.parent
 BACKBONE = "timm:vit_tiny_patch16_224"
+
+
+def must_command(*arguments: str) -> list[str]:
+    return [sys.executable, "-m", "must.cli", *arguments]
+
+
+def timed(command: list[str], cwd: Path) -> dict[str, Any]:
+    """Runs ``command`` in ``cwd`` with this repository's source; wall and CPU seconds."""
+    environment = {**os.environ, "PYTHONPATH": str(REPOSITORY / "src"), "HF_HUB_OFFLINE": "1"}
+    before, start = resource.getrusage(resource.RUSAGE_CHILDREN), time.perf_counter()
+    subprocess.run(command, cwd=cwd, env=environment, check=True, capture_output=True, text=True)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return {"command": " ".join(command[2:]).replace("must.cli", "must", 1),
+            "wall_seconds": round(time.perf_counter() - start, 1), "cpu_seconds": round(cpu, 1)}
+
+
+def logged_losses(out: Path) -> list[float]:
+    entries = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    return [float(entry["loss"]) for entry in entries if "loss" in entry]
 
 
 def pretrain(pool: Path, out: Path, steps: int, batch_size: int, lr: float) -> dict[str, Any]:
