@@ -1,4 +1,4 @@
-"""Classification task: soft CE with temperature / smoothing / background against plain loops,
+"""Classification task: soft-target KL with temperature / smoothing / background against plain loops,
 top-k metrics, pseudo labels, collate, draw, and an overfit run."""
 
 import math
@@ -12,7 +12,7 @@ from must.data.geometry import Geometry
 from must.errors import ConfigError
 from must.models.features import Features, FeatureSpec
 from must.tasks import TASK_BUILDERS, build_task
-from must.tasks.classification import ClassificationTask, soft_cross_entropy
+from must.tasks.classification import ClassificationTask, soft_target_kl
 
 from .conftest import overfit_losses
 
@@ -36,15 +36,33 @@ def naive_loss(logits: np.ndarray, targets: list[np.ndarray | None], temperature
         q = np.concatenate([q, np.zeros(len(row) - len(q))])
         scaled = row / temperature
         log_softmax = scaled - np.log(np.exp(scaled).sum())
-        losses.append(-(q * log_softmax).sum() * temperature**2)
+        entropy = -(q[q > 0] * np.log(q[q > 0])).sum()
+        losses.append((-(q * log_softmax).sum() - entropy) * temperature**2)
     return float(np.mean(losses))
 
 
 @pytest.mark.parametrize("smoothing", [0.0, 0.2])
-def test_one_hot_soft_cross_entropy_equals_torch(smoothing: float) -> None:
+def test_one_hot_loss_equals_torch(smoothing: float) -> None:
+    """torch's KL divergence always; torch's cross-entropy too where the target has no entropy."""
     logits, labels = torch.randn(6, 5), torch.randint(0, 5, (6,))
-    ours = soft_cross_entropy(logits, F.one_hot(labels, 5).float(), label_smoothing=smoothing).mean()
-    torch.testing.assert_close(ours, F.cross_entropy(logits, labels, label_smoothing=smoothing))
+    ours = soft_target_kl(logits, F.one_hot(labels, 5).float(), label_smoothing=smoothing).mean()
+    smoothed = F.one_hot(labels, 5).float() * (1 - smoothing) + smoothing / 5
+    torch.testing.assert_close(ours, F.kl_div(F.log_softmax(logits, dim=1), smoothed, reduction="batchmean"))
+    if smoothing == 0:
+        torch.testing.assert_close(ours, F.cross_entropy(logits, labels))
+
+
+def test_soft_target_loss_is_zero_at_the_target_with_the_cross_entropy_gradient() -> None:
+    """A soft pseudo label's loss reaches 0 at the target (a cross-entropy would stop at the
+    target's entropy, which loss-value weightings read as a task that does not learn), and trains
+    exactly as the soft cross-entropy does."""
+    target = torch.softmax(torch.randn(4, 6) * 2, dim=1)
+    torch.testing.assert_close(soft_target_kl(target.log(), target, 2.0), torch.zeros(4), atol=1e-5, rtol=0)
+    logits = torch.randn(4, 6, requires_grad=True)
+    soft_target_kl(logits, target, 2.0).sum().backward()
+    cross_entropy = -(F.softmax(torch.log(target) / 2.0, dim=1) * F.log_softmax(logits / 2.0, dim=1)).sum() * 4.0
+    expected = torch.autograd.grad(cross_entropy, logits)[0]
+    torch.testing.assert_close(logits.grad, expected)
 
 
 @pytest.mark.parametrize(("temperature", "smoothing", "background"),
@@ -157,7 +175,7 @@ def test_head_overfits_four_samples() -> None:
     features = make_features(4)
     target = task.collate([torch.tensor(0), torch.softmax(torch.randn(5) * 3, 0), torch.tensor(4), torch.tensor(2)])
     losses = overfit_losses(task, head, features, target, 200, lr=0.05)
-    # a soft target's loss cannot go below T^2 * its entropy (averaged over 4 images): the floor
-    floor = soft_cross_entropy(torch.log(target.value[1:2].clamp_min(1e-12)), target.value[1:2], 2.0)
+    # the loss of a soft target is a KL divergence: its floor is 0 (up to the float error here)
+    floor = soft_target_kl(torch.log(target.value[1:2].clamp_min(1e-12)), target.value[1:2], 2.0)
     entropy_floor = float(floor) / 4
     assert (losses[-1] - entropy_floor) < 0.1 * (losses[0] - entropy_floor)

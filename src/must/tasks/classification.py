@@ -45,11 +45,19 @@ def soften(probabilities: Tensor, temperature: float) -> Tensor:
     return powered / powered.sum(dim=-1, keepdim=True).clamp_min(torch.finfo(powered.dtype).tiny)
 
 
-def soft_cross_entropy(logits: Tensor, probabilities: Tensor, temperature: float = 1.0,
-                       label_smoothing: float = 0.0) -> Tensor:
-    """Per-image ``T^2 * -sum_k q_k log softmax(z / T)_k`` (Hinton et al. 2015, sec. 2: the ``T^2``
-    keeps gradient magnitudes independent of ``T``), where ``q`` is ``p`` at temperature ``T``
-    mixed with the uniform distribution over ``p``'s classes (label smoothing, Szegedy et al. 2016).
+def soft_target_kl(logits: Tensor, probabilities: Tensor, temperature: float = 1.0,
+                   label_smoothing: float = 0.0) -> Tensor:
+    """Per-image ``T^2 * KL(q || softmax(z / T)) = T^2 * sum_k q_k (log q_k - log softmax(z / T)_k)``
+    (Hinton et al. 2015, sec. 2: the ``T^2`` keeps gradient magnitudes independent of ``T``), where
+    ``q`` is ``p`` at temperature ``T`` mixed with the uniform distribution over ``p``'s classes
+    (label smoothing, Szegedy et al. 2016).
+
+    This is the soft cross-entropy minus the target's entropy: the same gradient, and zero when the
+    prediction matches the target. For a one-hot target without smoothing the two are equal. A soft
+    pseudo label (MuST sec. 3.2) has entropy, so its cross-entropy never falls below it (about 2 nats
+    for the demo's classification teacher); weightings that read loss values (uncertainty, DWA,
+    GradNorm, FAMO: they divide by the loss or compare its rates) would take that floor for a task
+    that does not learn and turn its weight down.
 
     ``logits`` may have more columns than ``probabilities`` (the background class): the extra
     columns get target zero, smoothing included.
@@ -61,7 +69,7 @@ def soft_cross_entropy(logits: Tensor, probabilities: Tensor, temperature: float
     if extra > 0:
         target = F.pad(target, (0, extra))
     log_probabilities = F.log_softmax(logits.float() / temperature, dim=-1)
-    return -(target * log_probabilities).sum(dim=-1) * temperature**2
+    return (torch.xlogy(target, target) - target * log_probabilities).sum(dim=-1) * temperature**2
 
 
 class ClassificationMetric:
@@ -126,12 +134,12 @@ class ClassificationTask(Task):
         return ClassificationHead(spec.c5_channels, self.num_outputs, self.dropout)
 
     def loss(self, output: Tensor, target: TaskBatch) -> dict[str, Tensor]:
-        """Mean soft cross-entropy over the images with a target; ``0 * logits.sum()`` when there
-        are none, so every head parameter still takes part in the graph (DDP needs that)."""
+        """Mean :func:`soft_target_kl` over the images with a target; ``0 * logits.sum()`` when
+        there are none, so every head parameter still takes part in the graph (DDP needs that)."""
         if target.count == 0:
             return {"loss": output.sum() * 0.0}
         present = target.present.to(output.device)
-        per_image = soft_cross_entropy(output[present], target.value.to(output.device)[present],
+        per_image = soft_target_kl(output[present], target.value.to(output.device)[present],
                                        self.temperature, self.label_smoothing)
         return {"loss": per_image.mean()}
 

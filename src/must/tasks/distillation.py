@@ -19,9 +19,9 @@ Distillation via Label Smoothing Regularization").
   linear); the metric is top-1 / top-5 agreement with the teacher (the true label for the virtual
   teacher).
 
-The classification task's own soft-target cross-entropy (``classification.soft_cross_entropy``)
-already trains on soft pseudo labels at a temperature; this task adds the hard-label mixture, the
-virtual teacher, and reports the soft term as a KL divergence (zero when the student matches).
+The classification task's own soft-target loss (``classification.soft_target_kl``, the same KL)
+already trains on soft pseudo labels at a temperature; this task adds the hard-label mixture and
+the virtual teacher.
 """
 
 from __future__ import annotations
@@ -34,17 +34,16 @@ from torch import Tensor
 
 from must.data.sample import TaskBatch
 from must.errors import ConfigError
-from must.tasks.classification import ClassificationMetric, ClassificationTask, soften
+from must.tasks.classification import ClassificationMetric, ClassificationTask, soft_target_kl
 
 NO_LABEL = -1
 """``label`` of images that have teacher probabilities but no ground truth."""
 
 
 def distillation_loss(logits: Tensor, teacher_probabilities: Tensor, temperature: float) -> Tensor:
-    """Per image ``T^2 * KL(soften(p, T) || softmax(z / T))`` (Hinton et al. 2015, sec. 2)."""
-    target = soften(teacher_probabilities.float(), temperature)
-    log_student = F.log_softmax(logits.float() / temperature, dim=-1)
-    return (torch.xlogy(target, target) - target * log_student).sum(dim=-1) * temperature**2
+    """Per image ``T^2 * KL(soften(p, T) || softmax(z / T))`` (Hinton et al. 2015, sec. 2): the
+    classification task's soft-target loss without smoothing."""
+    return soft_target_kl(logits, teacher_probabilities, temperature)
 
 
 def virtual_teacher(labels: Tensor, num_classes: int, correct_probability: float) -> Tensor:
