@@ -57,16 +57,19 @@ def weightings(data: dict[str, Any]) -> str:
             rows.append([method, "failed", "", "", "", "", ""])
             continue
         own = result["own_task"]
+        seconds = "reused" if result.get("reused_finished_run") else number(result.get("seconds"), 0)
         rows.append([method, *(number(own.get(task, {}).get("student")) for task, _ in OWN_TASKS),
-                     number(result["delta_m"], 1), number(result.get("seconds"), 0)])
+                     number(result["delta_m"], 1), seconds])
     return "\n\n".join([
         "## Multi-task weightings (`train.weighting.method`)",
-        f"The demo's student on the demo's pseudo labels with each weighting: {schedule['steps']} steps of "
+        f"The demo's student on the demo's pseudo labels with each weighting: {schedule['steps']:,} steps of "
         f"{schedule['batch_size']} images (the demo: 1,280 of 32), own-task metrics on "
         f"{schedule['val_images_per_task']} validation images per task, Δm% against the teachers "
         f"(Maninis et al. 2019; the mean relative change over the four tasks). {stamp(data)}.",
         table(["weighting", *(name for _, name in OWN_TASKS), "Δm %", "s"], rows),
-        f"s: wall seconds, {schedule['parallel']} runs sharing the cores (not a per-step cost)."])
+        f"s: wall seconds, {schedule['parallel']} runs of {schedule.get('threads', '?')} thread(s) sharing the "
+        "cores (not a per-step cost); `reused`: the finished run of the same command in the same output "
+        "directory, read again (`--reuse`), not trained anew."])
 
 
 ROW_ORDER = ("scratch", "supervised", "simclr", "byol", "mocov2", "mocov3", "dino", "barlow_twins", "vicreg",
@@ -114,7 +117,7 @@ def semi(data: dict[str, Any]) -> str:
     return "\n\n".join([
         "## Semi-supervised (self-training) on Fashion-MNIST, 40 labels per class",
         f"{data['labels_per_class'] * 10} labeled and {data['unlabeled']:,} unlabeled training images, "
-        f"{schedule['steps']} steps of {schedule['labeled_batch']} labeled + {schedule['labeled_batch'] * schedule['mu']} "
+        f"{schedule['steps']:,} steps of {schedule['labeled_batch']} labeled + {schedule['labeled_batch'] * schedule['mu']} "
         f"unlabeled images (mu = {schedule['mu']}; the papers: 2^20 steps of 64, mu = 7), top-1 on "
         f"{data['test_images']:,} test images. {stamp(data)}.",
         table(["method", "top-1", "s"], rows)])

@@ -78,3 +78,21 @@ def run_torchrun() -> Callable[..., subprocess.CompletedProcess[str]]:
 def run_worker() -> Callable[..., list[dict[str, Any]]]:
     """:func:`launch_worker`: a 2-process worker script and the JSON each rank wrote."""
     return launch_worker
+
+
+class BrightestChannel(torch.utils.data.Dataset):
+    """Eight random images whose class is their brightest channel: a classification set for
+    engine runs of a few steps."""
+
+    def __len__(self) -> int:
+        return 8
+
+    def __getitem__(self, index: int) -> Any:
+        from must.data.sample import Sample
+
+        image = torch.randint(0, 256, (3, 24, 24), generator=torch.Generator().manual_seed(index), dtype=torch.uint8)
+        return Sample(str(index), image, {"classification": image.float().mean(dim=(1, 2)).argmax()})
+
+
+class StopTraining(Exception):
+    """Raised from a callback to stop a run at a chosen step, as a kill would."""

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from must.data.loader import make_loader
-from must.data.sample import Batch, Sample
+from must.data.sample import Batch
 from must.models import ModelConfig, build_model
 from must.tasks import build_tasks
 from must.tasks.self_supervised.momentum import MomentumHead
@@ -20,6 +20,8 @@ from must.train import checkpoint as checkpoints
 from must.train.config import TrainConfig, WeightingConfig
 from must.train.engine import fit
 from must.train.optim import build_ema
+
+from ..conftest import BrightestChannel, StopTraining
 
 DECAY = 0.75
 
@@ -94,19 +96,6 @@ def test_the_average_resumes_from_its_state_dict() -> None:
         assert torch.equal(value, resumed.state_dict()[name]), name
 
 
-class Shapes(torch.utils.data.Dataset):
-    """Eight random images whose class is their brightest channel."""
-
-    def __len__(self) -> int:
-        return 8
-
-    def __getitem__(self, index: int) -> Sample:
-        image = torch.randint(0, 256, (3, 24, 24), generator=torch.Generator().manual_seed(index), dtype=torch.uint8)
-        return Sample(str(index), image, {"classification": image.float().mean(dim=(1, 2)).argmax()})
-
-
-class Stop(Exception):
-    pass
 
 
 def _byol_run(out: Path, stop_at: int | None = None) -> None:
@@ -116,7 +105,7 @@ def _byol_run(out: Path, stop_at: int | None = None) -> None:
     def stopping(stream: Iterator[Batch], first: int) -> Iterator[Batch]:
         for index, batch in enumerate(stream, start=first):
             if index == stop_at:
-                raise Stop
+                raise StopTraining
             yield batch
 
     tasks = build_tasks({"classification": {"num_classes": 3}, "byol": {"view_size": 16, "projection_dim": 8,
@@ -125,12 +114,12 @@ def _byol_run(out: Path, stop_at: int | None = None) -> None:
     model = build_model(ModelConfig(backbone="resnet18", width=0.125, fpn_channels=8), tasks)
     config = TrainConfig(steps=4, batch_size=4, lr=0.05, ema_decay=0.5, checkpoint_every=2, device="cpu",
                          precision="fp32", progress=False, seed=3, weighting=WeightingConfig(method="equal"))
-    fit(model, tasks, lambda first: stopping(make_loader([Shapes()], tasks, 4, 0, 24, first), first), config, out)
+    fit(model, tasks, lambda first: stopping(make_loader([BrightestChannel()], tasks, 4, 0, 24, first), first), config, out)
 
 
 def test_a_momentum_run_with_a_weight_average_resumes_exactly_and_keeps_the_live_target(tmp_path: Path) -> None:
     _byol_run(tmp_path / "whole")
-    with pytest.raises(Stop):
+    with pytest.raises(StopTraining):
         _byol_run(tmp_path / "stopped", stop_at=2)
     _byol_run(tmp_path / "stopped")
     whole, resumed = (checkpoints.load(tmp_path / name / "checkpoint.pt") for name in ("whole", "stopped"))

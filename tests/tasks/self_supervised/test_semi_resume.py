@@ -8,36 +8,24 @@ import pytest
 import torch
 
 from must.data.loader import make_loader
-from must.data.sample import Sample
 from must.models import ModelConfig, build_model
 from must.tasks import build_tasks
 from must.train import checkpoint as checkpoints
 from must.train.config import TrainConfig, WeightingConfig
 from must.train.engine import fit
 
+from ...conftest import BrightestChannel, StopTraining
+
 SEMI = ("flexmatch_classification", "freematch_classification", "softmatch_classification",
         "mean_teacher_classification")
 
 
-class Shapes(torch.utils.data.Dataset):
-    """Eight random images whose class is their brightest channel."""
-
-    def __len__(self) -> int:
-        return 8
-
-    def __getitem__(self, index: int) -> Sample:
-        image = torch.randint(0, 256, (3, 24, 24), generator=torch.Generator().manual_seed(index), dtype=torch.uint8)
-        return Sample(str(index), image, {"classification": image.float().mean(dim=(1, 2)).argmax()})
-
-
-class Stop(Exception):
-    pass
 
 
 def stopping(stream, first: int, stop_at: int | None):
     for index, batch in enumerate(stream, start=first):
         if index == stop_at:
-            raise Stop  # a crash after the checkpoint of step 2
+            raise StopTraining  # a crash after the checkpoint of step 2
         yield batch
 
 
@@ -49,14 +37,14 @@ def run(out: Path, stop_at: int | None = None) -> dict:
     model = build_model(ModelConfig(backbone="resnet18", width=0.125, fpn_channels=8), tasks)
     config = TrainConfig(steps=4, batch_size=4, lr=0.05, ema_decay=0.5, checkpoint_every=2, device="cpu",
                          precision="fp32", progress=False, seed=3, weighting=WeightingConfig(method="equal"))
-    fit(model, tasks, lambda first: stopping(make_loader([Shapes()], tasks, 4, 3, 24, first), first, stop_at),
+    fit(model, tasks, lambda first: stopping(make_loader([BrightestChannel()], tasks, 4, 3, 24, first), first, stop_at),
         config, out)
     return {name: tasks[name].state_dict() for name in SEMI if name != "mean_teacher_classification"}
 
 
 def test_stopped_and_resumed_run_ends_with_the_same_state(tmp_path: Path) -> None:
     whole = run(tmp_path / "whole")
-    with pytest.raises(Stop):
+    with pytest.raises(StopTraining):
         run(tmp_path / "stopped", stop_at=2)
     resumed = run(tmp_path / "stopped")
     assert (whole["flexmatch_classification"]["selected"] >= 0).any()

@@ -160,7 +160,8 @@ class DemoConfig:
     """More students under ``students/<name>/`` (Tables 3 and 5); each is a transfer row."""
     pretrain: dict[str, PretrainConfig] = field(default_factory=dict)
     """Self-supervised pre-trainings on the ``pool`` images under ``pretrain/<name>/`` (Table 2's
-    SimCLR row); ``data`` and ``model`` are the demo's. Each is a transfer row."""
+    SimCLR row); ``data`` is the pool and ``model`` the demo's (with ``rows.<name>``'s changes). Each
+    is a transfer row."""
     pool: DatasetConfig | None = None
     """The shared image set the teachers label; None = the world's ``pool`` domain."""
     transfer: TransferPlan = field(default_factory=TransferPlan)
