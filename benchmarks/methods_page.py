@@ -107,7 +107,7 @@ def mae(data: dict[str, Any]) -> str:
         "## MAE pre-training on the ViT trunk",
         f"{data['schedule']}: the loss (MSE on the masked patches, per-patch normalized targets) falls from "
         f"{number(run['mean_loss_first_10'])} (mean of the first 10 steps) to {number(run['mean_loss_last_10'])} "
-        f"(last 10); predicting each patch's mean scores 1.0. {number(run['seconds_per_step_cpu'], 2)} CPU s per step. "
+        f"(last 10); predicting each patch's mean scores 1.0. "
         f"{stamp(data)}; it ran `{run['command']}`."])
 
 

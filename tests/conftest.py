@@ -55,8 +55,18 @@ def launch_torchrun(script: Path | str, *args: object, timeout: float = 300) -> 
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
                str(script), *map(str, args)]
     run = subprocess.run(command, env=environment, capture_output=True, text=True, timeout=timeout)
+    if run.returncode != 0 and TEARDOWN_ABORT in run.stderr:
+        # A rare native abort while a process exits, after the work is done (seen once in a full
+        # suite run; not reproduced in 20 launches alone or under load): repeated once, and a
+        # second failure fails the test.
+        run = subprocess.run(command, env=environment, capture_output=True, text=True, timeout=timeout)
     assert run.returncode == 0, run.stderr[-3000:]
     return run
+
+
+TEARDOWN_ABORT = "terminate called without an active exception"
+"""What libstdc++ prints when a thread object is destroyed while still joinable (here: in a torchrun
+worker at exit, after it had written its results)."""
 
 
 def launch_worker(source: str, directory: Path, timeout: float = 300) -> list[dict[str, Any]]:

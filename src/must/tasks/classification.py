@@ -54,10 +54,9 @@ def soft_target_kl(logits: Tensor, probabilities: Tensor, temperature: float = 1
 
     This is the soft cross-entropy minus the target's entropy: the same gradient, and zero when the
     prediction matches the target. For a one-hot target without smoothing the two are equal. A soft
-    pseudo label (MuST sec. 3.2) has entropy, so its cross-entropy never falls below it (about 2 nats
-    for the demo's classification teacher); weightings that read loss values (uncertainty, DWA,
-    GradNorm, FAMO: they divide by the loss or compare its rates) would take that floor for a task
-    that does not learn and turn its weight down.
+    pseudo label (MuST sec. 3.2) has entropy, so its cross-entropy never falls below it; weightings
+    that read loss values (uncertainty, DWA, GradNorm, FAMO: they divide by the loss or compare its
+    rates) would take that floor for a task that does not learn and turn its weight down.
 
     ``logits`` may have more columns than ``probabilities`` (the background class): the extra
     columns get target zero, smoothing included.
