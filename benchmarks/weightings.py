@@ -45,7 +45,7 @@ def measure(method: str, args: argparse.Namespace, teachers: dict[str, dict[str,
     started = time.perf_counter()
     if not reused:
         # one torch thread per training (OMP_NUM_THREADS): parallel runs of 2 threads each on 2 cores
-        # wait on each other's OpenMP barriers at every op and run ~10x slower (benchmarks/README.md, DDP)
+        # wait on each other's OpenMP barriers at every op and run many times slower (benchmarks/README.md)
         environment = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
         run = subprocess.run(command, cwd=args.run_dir, capture_output=True, text=True, env=environment)
         if run.returncode != 0:
