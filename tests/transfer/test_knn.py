@@ -67,6 +67,30 @@ def test_tiny_run_writes_best_knn(tmp_path: Path, world_root: Path, capsys: pyte
     assert sorted(p.name for p in (tmp_path / "transfer" / "scratch").iterdir()) == ["classification"]
 
 
+def test_a_result_is_current_only_for_its_own_checkpoint_and_config(tmp_path: Path) -> None:
+    """``must demo`` skips a row's k-NN only while ``best_knn.json`` was made for the same
+    checkpoint content, data and model: a retrained or changed row is evaluated again."""
+    from must import config as config_lib
+    from must.data.readers import DatasetConfig
+    from must.files import write_atomic
+    from must.transfer.config import DownstreamTask, TransferConfig
+    from must.transfer.knn import knn_identity, knn_is_current
+
+    checkpoint = tmp_path / "checkpoint.pt"
+    checkpoint.write_bytes(b"weights, first training")
+    task = DownstreamTask(task="classification", train=DatasetConfig(format="world", root="a"),
+                          test=DatasetConfig(format="world", root="b"))
+    config = TransferConfig(init=str(checkpoint), init_name="row", tasks={"classification": task})
+    assert not knn_is_current(config, tmp_path)  # nothing written yet
+    write_atomic(tmp_path / "transfer/row/classification/best_knn.json",
+                 json.dumps({"value": 0.5, "identity": knn_identity(config, "classification")}).encode())
+    assert knn_is_current(config, tmp_path)
+    wider = config_lib.replace(config, model=config_lib.replace(config.model, width=0.5))
+    assert not knn_is_current(wider, tmp_path)  # another model
+    checkpoint.write_bytes(b"weights, retrained")
+    assert not knn_is_current(config, tmp_path)  # the same path, other weights
+
+
 def test_images_without_a_label_are_left_out_of_the_memory() -> None:
     """Features and labels stay aligned row for row when an image has no class label (a labeled
     set with a gap): such an image can neither vote nor be scored."""

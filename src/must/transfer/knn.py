@@ -19,6 +19,7 @@ classifier labels whole images.
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 from typing import Any
@@ -31,7 +32,7 @@ from must import config as config_lib
 from must import distributed
 from must.data.loader import make_eval_loader
 from must.data.readers import ReaderDataset, open_for_task
-from must.files import write_atomic
+from must.files import file_sha256, write_atomic
 from must.tasks import build_task, task_options_from_data
 from must.tasks.classification import ClassificationTask
 from must.train.engine import autocast, resolve_precision
@@ -85,6 +86,30 @@ def pooled_features(model: nn.Module, task: ClassificationTask, datasets: list[R
     return torch.cat(features), torch.cat(labels)
 
 
+def knn_identity(config: TransferConfig, name: str) -> dict[str, Any]:
+    """What task ``name``'s k-NN result depends on: the checkpoint (by content), the task's data,
+    image size and options, the model, the input transform and the precision (``k`` and ``T`` are
+    constants, recorded too). Written into ``best_knn.json``, so a rerun can tell a result of
+    another config from a current one."""
+    spec = config.tasks[name]
+    return {"init": config.init, "init_sha256": file_sha256(Path(config.init)) if config.init is not None else None,
+            "task": name, "train": config_lib.to_dict(spec.train), "more_train": config_lib.to_dict(spec.more_train),
+            "test": config_lib.to_dict(spec.test), "image_size": spec.image_size,
+            "task_options": config_lib.to_dict(spec.task_options),
+            "model": config_lib.to_dict(config_lib.replace(config.model, init=None)),
+            "input_transform": config.input_transform, "precision": config.precision,
+            "k": NEIGHBOURS, "temperature": TEMPERATURE}
+
+
+def knn_is_current(config: TransferConfig, out: str | Path) -> bool:
+    """Whether every task of ``config`` has a ``best_knn.json`` under ``out`` made for this config."""
+    for name in config.tasks:
+        path = Path(out) / "transfer" / config.init_name / name / best_name("knn")
+        if not path.exists() or json.loads(path.read_text()).get("identity") != knn_identity(config, name):
+            return False
+    return True
+
+
 def knn_task(config: TransferConfig, name: str) -> dict[str, Any]:
     """Evaluates one classification task; returns its result record."""
     start = time.perf_counter()
@@ -102,7 +127,8 @@ def knn_task(config: TransferConfig, name: str) -> dict[str, Any]:
     return {"init": config.init_name, "task": name, "metric": "top1", "mode": "knn",
             "value": float((predicted == query_labels).float().mean()), "k": NEIGHBOURS,
             "temperature": TEMPERATURE, "memory": int(memory.shape[0]), "queries": int(queries.shape[0]),
-            "seconds": round(time.perf_counter() - start, 2), "dataset": spec.train.format}
+            "seconds": round(time.perf_counter() - start, 2), "dataset": spec.train.format,
+            "identity": knn_identity(config, name)}
 
 
 def run_knn(config: TransferConfig, out: str | Path) -> dict[str, dict[str, Any]]:

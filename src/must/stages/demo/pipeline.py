@@ -182,9 +182,9 @@ def transfer_configs(config: DemoConfig, out: Path) -> list[TransferConfig]:
 
 def knn_stage(transfers: Sequence[TransferConfig], out: Path, clock: StageClock) -> None:
     """k-NN top-1 of every row on the suite's classification tasks (:mod:`must.transfer.knn`), each
-    row skipped once its ``best_knn.json`` files exist."""
-    from must.transfer.grid import best_name
-    from must.transfer.knn import run_knn
+    row skipped while its ``best_knn.json`` files were made for its current config (checkpoint
+    content, data, model): a retrained or changed row is evaluated again."""
+    from must.transfer.knn import knn_is_current, run_knn
 
     for transfer in transfers:
         knn = config_lib.replace(transfer, mode="knn", tasks={
@@ -192,7 +192,7 @@ def knn_stage(transfers: Sequence[TransferConfig], out: Path, clock: StageClock)
         if not knn.tasks:
             continue
         directory = out / "transfer" / knn.init_name
-        if all((directory / name / best_name("knn")).exists() for name in knn.tasks):
+        if knn_is_current(knn, out):
             skipped(f"knn/{knn.init_name}", directory)
         else:
             clock.run(f"knn/{knn.init_name}", lambda: run_knn(knn, out), status=f"k-NN of {', '.join(knn.tasks)}")
