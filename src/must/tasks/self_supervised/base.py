@@ -54,6 +54,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageDraw, ImageFont
 from torch import Tensor, nn
+from torchmetrics.aggregation import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 from torchvision.transforms.v2 import functional as TF
 
@@ -191,6 +192,34 @@ class ViewAccuracy:
 
     def reset(self) -> None:
         self.accuracy.reset()
+
+
+class BatchMean:
+    """A view task's metric that is one number per batch: the mean over batches, weighted by
+    ``measure``'s weight and DDP-synced by torchmetrics' ``MeanMetric``, reported as ``name``.
+    Subclasses say what a batch measures."""
+
+    name = "accuracy"
+
+    def __init__(self) -> None:
+        self.mean = MeanMetric()
+
+    def measure(self, output: dict[str, Tensor]) -> tuple[Tensor, int]:
+        """``(value, weight)`` of one batch's output."""
+        raise NotImplementedError
+
+    def update(self, output: dict[str, Tensor] | None, target: TaskBatch) -> None:
+        if output is None:
+            return
+        value, weight = self.measure(output)
+        self.mean.to(value.device)
+        self.mean.update(value.detach(), weight=weight)
+
+    def compute(self) -> dict[str, float]:
+        return {self.name: float(self.mean.compute())}
+
+    def reset(self) -> None:
+        self.mean.reset()
 
 
 def present_views(target: TaskBatch | None) -> dict[str, Tensor] | None:

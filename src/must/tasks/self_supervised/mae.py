@@ -36,14 +36,13 @@ from lightly.models.modules.masked_vision_transformer_timm import init_weights
 from lightly.models.utils import (get_at_index, normalize_mean_var, patchify, random_token_mask, repeat_token,
                                   set_at_index, unpatchify)
 from torch import Tensor, nn
-from torchmetrics.aggregation import MeanMetric
 from torchvision.transforms import v2
 
 from must.data.sample import TaskBatch
 from must.errors import ConfigError
 from must.models.features import FeatureSpec
-from must.tasks.self_supervised.base import (FeaturesFn, SelfSupervisedTask, present_views, seeded, to_unit,
-                                             write_text)
+from must.tasks.self_supervised.base import (BatchMean, FeaturesFn, SelfSupervisedTask, present_views, seeded,
+                                             to_unit, write_text)
 
 VIT_BACKBONE = "timm:vit_tiny_patch16_224"
 """The backbone a refusal suggests (any ``timm:vit_*`` works)."""
@@ -147,27 +146,19 @@ def mae_transform(size: int) -> v2.Compose:
     return v2.Compose([v2.RandomResizedCrop(size, scale=(0.2, 1.0), antialias=True), v2.RandomHorizontalFlip()])
 
 
-class ReconstructionError:
-    """Mean (over masked pixels, DDP-synced by torchmetrics) of the squared reconstruction error:
-    the task's own loss as its metric (lower is better)."""
+class ReconstructionError(BatchMean):
+    """Mean over masked pixels of the squared reconstruction error: the task's own loss as its
+    metric (lower is better)."""
+
+    name = "mse"
 
     def __init__(self, task: MAETask) -> None:
+        super().__init__()
         self.task = task
-        self.mean = MeanMetric()
 
-    def update(self, output: dict[str, Tensor] | None, target: TaskBatch) -> None:
-        if output is None:
-            return
-        prediction = output["prediction"].detach().float()
-        self.mean.to(prediction.device)
-        error = (prediction - self.task.targets(output).float()) ** 2
-        self.mean.update(error.mean(), weight=error.numel())
-
-    def compute(self) -> dict[str, float]:
-        return {"mse": float(self.mean.compute())}
-
-    def reset(self) -> None:
-        self.mean.reset()
+    def measure(self, output: dict[str, Tensor]) -> tuple[Tensor, int]:
+        error = (output["prediction"].detach().float() - self.task.targets(output).float()) ** 2
+        return error.mean(), error.numel()
 
 
 class MAETask(SelfSupervisedTask):

@@ -28,7 +28,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torchmetrics.aggregation import MeanMetric
 
 from must import distributed
 from must.data.sample import TaskBatch
@@ -37,6 +36,7 @@ from must.losses.gather import gather_rows
 from must.losses.nce import estimate_normalizer, nce_loss
 from must.models.features import Features, FeatureSpec
 from must.tasks.self_supervised.base import (
+    BatchMean,
     FeaturesFn,
     SelfSupervisedTask,
     check_instance_count,
@@ -100,26 +100,14 @@ class PirlHead(nn.Module):
             self.normalizer.fill_(float(total[0] / total[1]))
 
 
-class PirlAccuracy:
+class PirlAccuracy(BatchMean):
     """How often ``g(v_{I^t})`` is closer to its own bank entry than to every sampled negative."""
 
-    def __init__(self) -> None:
-        self.mean = MeanMetric()
-
-    def update(self, output: dict[str, Tensor] | None, target: TaskBatch) -> None:
-        if output is None:
-            return
+    def measure(self, output: dict[str, Tensor]) -> tuple[Tensor, int]:
         positive = (output["transformed"] * output["positive"]).sum(dim=1)
         similarity = output["transformed"] @ output["negatives"].T
         hardest = similarity.masked_fill(output["own"], float("-inf")).max(dim=1).values
-        self.mean.to(positive.device)
-        self.mean.update((positive > hardest).float().mean().detach(), weight=positive.shape[0])
-
-    def compute(self) -> dict[str, float]:
-        return {"accuracy": float(self.mean.compute())}
-
-    def reset(self) -> None:
-        self.mean.reset()
+        return (positive > hardest).float().mean(), positive.shape[0]
 
 
 class PirlTask(SelfSupervisedTask):

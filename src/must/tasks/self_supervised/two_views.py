@@ -20,7 +20,6 @@ from typing import Any
 import numpy as np
 import torch
 from torch import Tensor, nn
-from torchmetrics.aggregation import MeanMetric
 from torchvision.transforms import v2
 
 from must import distributed
@@ -28,7 +27,7 @@ from must.data.sample import TaskBatch
 from must.losses.gather import gather_rows
 from must.losses.ntxent import contrastive_accuracy
 from must.models.features import Features, FeatureSpec
-from must.tasks.self_supervised.base import (FeaturesFn, SelfSupervisedTask, draw_embedding, pooled_c5,
+from must.tasks.self_supervised.base import (BatchMean, FeaturesFn, SelfSupervisedTask, draw_embedding, pooled_c5,
                                              present_views, seeded, to_unit)
 from must.tasks.self_supervised.momentum import check_momentum
 
@@ -49,24 +48,12 @@ def simclr_transform(size: int, color_strength: float = 0.5, blur: bool = True,
     return v2.Compose(steps)
 
 
-class ContrastiveAccuracy:
-    """Mean (over views, DDP-synced by torchmetrics) of :func:`contrastive_accuracy` per batch."""
+class ContrastiveAccuracy(BatchMean):
+    """Mean over views of :func:`contrastive_accuracy` per batch."""
 
-    def __init__(self) -> None:
-        self.mean = MeanMetric()
-
-    def update(self, output: dict[str, Tensor] | None, target: TaskBatch) -> None:
-        if output is None:
-            return
+    def measure(self, output: dict[str, Tensor]) -> tuple[Tensor, int]:
         first, second = output["first"].detach(), output["second"].detach()
-        self.mean.to(first.device)
-        self.mean.update(contrastive_accuracy(first, second), weight=2 * first.shape[0])
-
-    def compute(self) -> dict[str, float]:
-        return {"accuracy": float(self.mean.compute())}
-
-    def reset(self) -> None:
-        self.mean.reset()
+        return contrastive_accuracy(first, second), 2 * first.shape[0]
 
 
 class EmbeddingHead(nn.Module):
