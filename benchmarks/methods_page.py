@@ -103,12 +103,14 @@ def ssl_transfer(data: dict[str, Any]) -> str:
 
 def mae(data: dict[str, Any]) -> str:
     run = data["pretrain"]
+    losses = run["losses"]
+    window = max(1, min(10, len(losses) // 4))
+    first, last = sum(losses[:window]) / window, sum(losses[-window:]) / window
     return "\n\n".join([
         "## MAE pre-training on the ViT trunk",
         f"{data['schedule']}: the loss (MSE on the masked patches, per-patch normalized targets) falls from "
-        f"{number(run['mean_loss_first_10'])} (mean of the first 10 steps) to {number(run['mean_loss_last_10'])} "
-        f"(last 10); predicting each patch's mean scores 1.0. "
-        f"{stamp(data)}; it ran `{run['command']}`."])
+        f"{number(first)} (mean of the first {window} steps) to {number(last)} (last {window}); predicting "
+        f"each patch's mean scores 1.0. {stamp(data)}; it ran `{run['command']}`."])
 
 
 def semi(data: dict[str, Any]) -> str:

@@ -2,6 +2,7 @@
 stages wrote as plain dicts (same keys, same bytes), and a bad file is a one-line error naming it."""
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -71,38 +72,34 @@ def test_files_in_todays_format_read(tmp_path: Path) -> None:
     assert (sparse.steps, sparse.batch_size, sparse.learning_rate) == (None, None, None)
 
 
-@pytest.mark.parametrize("text, problem", [
-    ("{not json", "not valid JSON"),
-    ("[1, 2]", "not a JSON object"),
-    ('{"tasks": {}, "colour": 3}', "unknown config key 'colour'"),
-    ('{"steps": "many"}', "steps: expected an integer"),
+def read_teacher(directory: Path) -> object:
+    # the student stage reads several teachers' records: the message must say which one is bad
+    from must.label.teachers import read_record
+
+    return read_record(directory)
+
+
+@pytest.mark.parametrize("name, read, text, problem", [
+    ("student.json", read_student_record, "{not json", "not valid JSON"),
+    ("student.json", read_student_record, "[1, 2]", "not a JSON object"),
+    ("student.json", read_student_record, '{"tasks": {}, "colour": 3}', "unknown config key 'colour'"),
+    ("student.json", read_student_record, '{"steps": "many"}', "steps: expected an integer"),
+    ("teacher.json", read_teacher, "{not json", "not valid JSON"),
+    ("teacher.json", read_teacher, "[1, 2]", "not a JSON object"),
+    ("teacher.json", read_teacher, '{"task": "depth", "colour": 3}', "unknown config key 'colour'"),
+    ("teacher.json", read_teacher, "{}", "task"),
 ])
-def test_a_bad_record_is_one_line_naming_the_file(tmp_path: Path, text: str, problem: str) -> None:
-    (tmp_path / "student.json").write_text(text)
+def test_a_bad_record_is_one_line_naming_the_file(tmp_path: Path, name: str, read: Callable[[Path], object],
+                                                  text: str, problem: str) -> None:
+    (tmp_path / name).write_text(text)
     with pytest.raises(CheckpointError, match=problem) as error:
-        read_student_record(tmp_path)
-    assert str(error.value).startswith(f"{tmp_path / 'student.json'}: ") and "\n" not in str(error.value)
+        read(tmp_path)
+    assert str(error.value).startswith(f"{tmp_path / name}: ") and "\n" not in str(error.value)
 
 
 def test_a_missing_record_names_the_file(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match=f"{tmp_path / 'pretrain.json'}: .*must pretrain"):
         read_pretrain_record(tmp_path)
-
-
-@pytest.mark.parametrize("text, problem", [
-    ("{not json", "not valid JSON"),
-    ("[1, 2]", "not a JSON object"),
-    ('{"task": "depth", "colour": 3}', "unknown config key 'colour'"),
-    ("{}", "task"),
-])
-def test_a_bad_teacher_record_names_the_file(tmp_path: Path, text: str, problem: str) -> None:
-    # the student stage reads several teachers' records: the message must say which one is bad
-    from must.label.teachers import read_record
-
-    (tmp_path / "teacher.json").write_text(text)
-    with pytest.raises(CheckpointError, match=problem) as error:
-        read_record(tmp_path)
-    assert str(error.value).startswith(f"{tmp_path / 'teacher.json'}: ") and "\n" not in str(error.value)
 
 
 def test_teacher_records_round_trip(tmp_path: Path) -> None:

@@ -58,6 +58,9 @@ def test_soft_target_loss_is_zero_at_the_target_with_the_cross_entropy_gradient(
     exactly as the soft cross-entropy does."""
     target = torch.softmax(torch.randn(4, 6) * 2, dim=1)
     torch.testing.assert_close(soft_target_kl(target.log(), target, 2.0), torch.zeros(4), atol=1e-5, rtol=0)
+    # never below 0, also where float32 rounding would take it there (weightings take its log)
+    many = torch.softmax(torch.randn(20000, 6) * 3, dim=1)
+    assert bool((soft_target_kl(many.log(), many) >= 0).all())
     logits = torch.randn(4, 6, requires_grad=True)
     soft_target_kl(logits, target, 2.0).sum().backward()
     cross_entropy = -(F.softmax(torch.log(target) / 2.0, dim=1) * F.log_softmax(logits / 2.0, dim=1)).sum() * 4.0

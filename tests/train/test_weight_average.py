@@ -78,6 +78,21 @@ def test_the_average_copies_the_momentum_target_and_averages_the_trained_state()
     assert average["head.initialized"].dtype == torch.bool and bool(average["head.initialized"])
 
 
+def test_the_split_is_worked_out_once_not_at_every_step(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The trained / copied split walks every module: the train step must not pay for it again."""
+    from must.train import weight_average
+
+    calls = []
+    split = weight_average.split_trained_state
+    monkeypatch.setattr(weight_average, "split_trained_state", lambda *args: calls.append(1) or split(*args))
+    model = WithMomentumHead().train()
+    ema = build_ema(model, DECAY)
+    for step in range(1, 4):
+        _one_step(model, step, 3)
+        ema.update_parameters(model)
+    assert len(calls) == 1
+
+
 def test_the_average_resumes_from_its_state_dict() -> None:
     torch.manual_seed(0)
     model = WithMomentumHead().train()

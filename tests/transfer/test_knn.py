@@ -74,7 +74,7 @@ def test_a_result_is_current_only_for_its_own_checkpoint_and_config(tmp_path: Pa
     from must.data.readers import DatasetConfig
     from must.files import write_atomic
     from must.transfer.config import DownstreamTask, TransferConfig
-    from must.transfer.knn import knn_identity, knn_is_current
+    from must.transfer.knn import checkpoint_sha256, knn_identity, knn_is_current
 
     checkpoint = tmp_path / "checkpoint.pt"
     checkpoint.write_bytes(b"weights, first training")
@@ -83,7 +83,8 @@ def test_a_result_is_current_only_for_its_own_checkpoint_and_config(tmp_path: Pa
     config = TransferConfig(init=str(checkpoint), init_name="row", tasks={"classification": task})
     assert not knn_is_current(config, tmp_path)  # nothing written yet
     write_atomic(tmp_path / "transfer/row/classification/best_knn.json",
-                 json.dumps({"value": 0.5, "identity": knn_identity(config, "classification")}).encode())
+                 json.dumps({"value": 0.5, "identity": knn_identity(config, "classification",
+                                                                   checkpoint_sha256(config))}).encode())
     assert knn_is_current(config, tmp_path)
     wider = config_lib.replace(config, model=config_lib.replace(config.model, width=0.5))
     assert not knn_is_current(wider, tmp_path)  # another model

@@ -68,7 +68,10 @@ def soft_target_kl(logits: Tensor, probabilities: Tensor, temperature: float = 1
     if extra > 0:
         target = F.pad(target, (0, extra))
     log_probabilities = F.log_softmax(logits.float() / temperature, dim=-1)
-    return (torch.xlogy(target, target) - target * log_probabilities).sum(dim=-1) * temperature**2
+    divergence = (torch.xlogy(target, target) - target * log_probabilities).sum(dim=-1) * temperature**2
+    # At the target the sum rounds to about -1e-7 in float32: the value is clamped at 0 (weightings
+    # divide by it or take its logarithm), the gradient is the unclamped one.
+    return divergence + (divergence.clamp_min(0.0) - divergence).detach()
 
 
 class ClassificationMetric:

@@ -26,22 +26,32 @@ class TrainedWeightAverage(AveragedModel):
 
     def __init__(self, model: nn.Module, decay: float) -> None:
         super().__init__(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
+        self._split: tuple[int, list[tuple[Tensor, Tensor]], list[tuple[list[Tensor], list[Tensor]]]] | None = None
 
     def update_parameters(self, model: nn.Module) -> None:
-        averaged, copied = split_trained_state(self.module, model)
-        if self.n_averaged == 0:
-            copied += averaged
-            averaged = []
+        copied, groups = self.plan(model)
+        if self.n_averaged == 0:  # the first update copies everything
+            copied = copied + [pair for ema, live in groups for pair in zip(ema, live)]
+            groups = []
         for destination, source in copied:
             destination.copy_(source)
-        groups: dict[tuple, tuple[list[Tensor], list[Tensor]]] = {}
-        for destination, source in averaged:  # the foreach kernel wants one device and dtype
-            ema, live = groups.setdefault((destination.device, destination.dtype), ([], []))
-            ema.append(destination)
-            live.append(source)
-        for ema, live in groups.values():
+        for ema, live in groups:
             self.multi_avg_fn(ema, live, self.n_averaged)
         self.n_averaged += 1
+
+    def plan(self, model: nn.Module) -> tuple[list[tuple[Tensor, Tensor]], list[tuple[list[Tensor], list[Tensor]]]]:
+        """The copied pairs and the averaged tensors grouped by device and dtype (the foreach kernel
+        wants one of each), worked out once per model: training never replaces a parameter or
+        buffer (it updates them in place) nor changes which ones train."""
+        if self._split is None or self._split[0] != id(model):
+            averaged, copied = split_trained_state(self.module, model)
+            groups: dict[tuple, tuple[list[Tensor], list[Tensor]]] = {}
+            for destination, source in averaged:
+                ema, live = groups.setdefault((destination.device, destination.dtype), ([], []))
+                ema.append(destination)
+                live.append(source)
+            self._split = (id(model), copied, list(groups.values()))
+        return self._split[1], self._split[2]
 
 
 def split_trained_state(average: nn.Module, model: nn.Module) -> tuple[list[tuple[Tensor, Tensor]],
@@ -52,8 +62,7 @@ def split_trained_state(average: nn.Module, model: nn.Module) -> tuple[list[tupl
     averaged: list[tuple[Tensor, Tensor]] = []
     copied: list[tuple[Tensor, Tensor]] = []
     seen: set[int] = set()
-    # The modules' own dicts, not named_parameters / named_buffers: this runs at every step, and
-    # their generators cost more than the averaging of a small model.
+    # The modules' own dicts, not named_parameters / named_buffers (their generators are slower).
     for mine, theirs in zip(average.modules(), model.modules(), strict=True):
         trained = any(p is not None and p.requires_grad for p in theirs._parameters.values())
         for kind in ("_parameters", "_buffers"):

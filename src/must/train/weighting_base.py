@@ -58,9 +58,7 @@ def global_loss_values(losses: Mapping[str, Tensor], task_names: Sequence[str],
     """(values, present) over ``task_names``: each task's detached loss averaged over the processes
     whose batch holds it, and whether any does. One collective, joined by every rank whatever its
     batch holds, so every rank derives the same weights. With equal shares per rank this is the loss
-    one process computes on the global batch. Values are clamped at 0: a KL divergence at its target
-    rounds to about -1e-7 in float32, and the weightings that read values divide by them or take
-    their logarithm."""
+    one process computes on the global batch."""
     zero = torch.zeros((), device=device)
     values = torch.stack([losses[name].detach().float() if name in losses else zero for name in task_names])
     counts = torch.tensor([float(name in losses) for name in task_names], device=device)
@@ -68,4 +66,4 @@ def global_loss_values(losses: Mapping[str, Tensor], task_names: Sequence[str],
     if distributed.is_initialized():
         both = distributed.all_reduce_mean(both) * distributed.world_size()
     values, counts = both[:len(task_names)], both[len(task_names):]
-    return (values / counts.clamp_min(1.0)).clamp_min(0.0), counts > 0
+    return values / counts.clamp_min(1.0), counts > 0

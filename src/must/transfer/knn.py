@@ -86,13 +86,13 @@ def pooled_features(model: nn.Module, task: ClassificationTask, datasets: list[R
     return torch.cat(features), torch.cat(labels)
 
 
-def knn_identity(config: TransferConfig, name: str) -> dict[str, Any]:
+def knn_identity(config: TransferConfig, name: str, init_sha256: str | None) -> dict[str, Any]:
     """What task ``name``'s k-NN result depends on: the checkpoint (by content), the task's data,
     image size and options, the model, the input transform and the precision (``k`` and ``T`` are
     constants, recorded too). Written into ``best_knn.json``, so a rerun can tell a result of
     another config from a current one."""
     spec = config.tasks[name]
-    return {"init": config.init, "init_sha256": file_sha256(Path(config.init)) if config.init is not None else None,
+    return {"init": config.init, "init_sha256": init_sha256,
             "task": name, "train": config_lib.to_dict(spec.train), "more_train": config_lib.to_dict(spec.more_train),
             "test": config_lib.to_dict(spec.test), "image_size": spec.image_size,
             "task_options": config_lib.to_dict(spec.task_options),
@@ -103,14 +103,19 @@ def knn_identity(config: TransferConfig, name: str) -> dict[str, Any]:
 
 def knn_is_current(config: TransferConfig, out: str | Path) -> bool:
     """Whether every task of ``config`` has a ``best_knn.json`` under ``out`` made for this config."""
-    for name in config.tasks:
-        path = Path(out) / "transfer" / config.init_name / name / best_name("knn")
-        if not path.exists() or json.loads(path.read_text()).get("identity") != knn_identity(config, name):
-            return False
-    return True
+    paths = {name: Path(out) / "transfer" / config.init_name / name / best_name("knn") for name in config.tasks}
+    if not all(path.exists() for path in paths.values()):
+        return False
+    init_sha256 = checkpoint_sha256(config)
+    return all(json.loads(path.read_text()).get("identity") == knn_identity(config, name, init_sha256)
+               for name, path in paths.items())
 
 
-def knn_task(config: TransferConfig, name: str) -> dict[str, Any]:
+def checkpoint_sha256(config: TransferConfig) -> str | None:
+    return file_sha256(Path(config.init)) if config.init is not None else None
+
+
+def knn_task(config: TransferConfig, name: str, init_sha256: str | None) -> dict[str, Any]:
     """Evaluates one classification task; returns its result record."""
     start = time.perf_counter()
     spec = config.tasks[name]
@@ -128,7 +133,7 @@ def knn_task(config: TransferConfig, name: str) -> dict[str, Any]:
             "value": float((predicted == query_labels).float().mean()), "k": NEIGHBOURS,
             "temperature": TEMPERATURE, "memory": int(memory.shape[0]), "queries": int(queries.shape[0]),
             "seconds": round(time.perf_counter() - start, 2), "dataset": spec.train.format,
-            "identity": knn_identity(config, name)}
+            "identity": knn_identity(config, name, init_sha256)}
 
 
 def run_knn(config: TransferConfig, out: str | Path) -> dict[str, dict[str, Any]]:
@@ -137,8 +142,9 @@ def run_knn(config: TransferConfig, out: str | Path) -> dict[str, dict[str, Any]
     check_knn_tasks(config)
     root = Path(out) / "transfer" / config.init_name
     results = {}
+    init_sha256 = checkpoint_sha256(config)  # once: every task's record names the same checkpoint
     for name in config.tasks:
-        record = knn_task(config, name)
+        record = knn_task(config, name, init_sha256)
         if distributed.from_environment().is_main:
             write_atomic(root / name / best_name("knn"), json_text(record))
         results[name] = record
